@@ -1,1 +1,387 @@
+//! # notify-core
+//!
+//! Notification delivery for Perl-based server management stacks, with SMTP targets that
+//! authenticate with OAuth2 (SASL XOAUTH2) as well as none / PLAIN / LOGIN.
+//!
+//! The modules build on each other in one direction:
+//! [`config`] (targets, public + private file) -> [`state`] (per-target OAuth2 state files)
+//! -> [`oauth2`] (providers, flows) -> [`tokens`] (cached access tokens, refresh, rotation)
+//! -> [`smtp`] (delivery). [`Notifier`] ties them together for the Perl binding and the daily
+//! job: [`Notifier::send`], [`Notifier::refresh_targets`],
+//! [`Notifier::exchange_smtp_oauth2_code`], [`Notifier::authorize_url`],
+//! [`Notifier::target_status`].
+//!
+//! Locking: config writers hold [`config::ConfigLock`]; token refreshes and state writes hold
+//! the per-target lock inside [`tokens::TokenManager`], so any number of processes may send
+//! and refresh at once without losing a rotated refresh token.
 
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod notification;
+pub mod oauth2;
+pub mod secret;
+pub mod settings;
+pub mod smtp;
+pub mod state;
+pub mod status;
+pub mod tokens;
+
+pub use config::smtp::{AuthMethod, SmtpMode, SmtpSecrets, SmtpTarget};
+pub use config::NotificationConfig;
+pub use error::{Error, Result, SmtpStep};
+pub use notification::{Notification, Severity};
+pub use secret::Secret;
+pub use settings::Settings;
+pub use status::TargetStatus;
+
+use oauth2::{AuthorizeRequest, ClientRegistration, EndpointParams, TokenHttpClient, UreqClient};
+use serde::Serialize;
+use smtp::Credential;
+use state::StateStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokens::{Refreshed, TokenManager};
+
+/// Parameters of an authorization-code exchange (the `smtp-oauth2-token` API call).
+#[derive(Debug, Clone)]
+pub struct CodeExchange<'a> {
+    /// OAuth2 auth method (selects the provider).
+    pub auth_method: AuthMethod,
+    /// Client (application) ID.
+    pub client_id: &'a str,
+    /// Client secret, if the app has one.
+    pub client_secret: Option<Secret>,
+    /// Microsoft tenant.
+    pub tenant_id: Option<&'a str>,
+    /// The code from the provider's redirect.
+    pub code: &'a str,
+    /// The redirect URI used in the authorize request.
+    pub redirect_uri: &'a str,
+    /// The PKCE verifier of the authorize request.
+    pub pkce_verifier: Option<Secret>,
+    /// Authorize/token URL and scope overrides (generic provider, sovereign clouds, tests).
+    pub endpoints: EndpointParams<'a>,
+    /// If set, the new authorization is stored in this target's state.
+    pub target: Option<&'a str>,
+}
+
+/// Outcome of refreshing one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefreshOutcome {
+    /// Refreshed; the refresh token stayed the same.
+    Refreshed,
+    /// Refreshed; the provider rotated the refresh token and the new one is stored.
+    Rotated,
+    /// The provider rejected the refresh token: the admin must authorize again.
+    NeedsReauthorization,
+    /// Failed for another reason (network, config); it may work next time.
+    Failed,
+}
+
+/// Report for one target of [`Notifier::refresh_targets`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshReport {
+    /// Target name.
+    pub target: String,
+    /// What happened.
+    pub outcome: RefreshOutcome,
+    /// The error, if any (secret-free).
+    pub error: Option<String>,
+    /// The target's health after the refresh (absent if its config is invalid).
+    pub status: Option<TargetStatus>,
+}
+
+/// Result of sending to one target.
+#[derive(Debug)]
+pub struct SendReport {
+    /// Target name.
+    pub target: String,
+    /// Success, or the error.
+    pub result: Result<()>,
+}
+
+/// The entry point: settings plus the HTTP client for token requests.
+pub struct Notifier {
+    settings: Settings,
+    http: Arc<dyn TokenHttpClient>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// A notifier with the default HTTP client (ureq, system trust store).
+    pub fn new(settings: Settings) -> Result<Self> {
+        let http = UreqClient::new(&settings).map_err(|e| Error::Token {
+            target: None,
+            message: e.to_string(),
+        })?;
+        Ok(Self::with_http_client(settings, Arc::new(http)))
+    }
+
+    /// A notifier with a caller-supplied HTTP client (instrumentation, tests).
+    pub fn with_http_client(settings: Settings, http: Arc<dyn TokenHttpClient>) -> Self {
+        Notifier { settings, http }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Read the config.
+    pub fn load_config(&self) -> Result<NotificationConfig> {
+        NotificationConfig::load(&self.settings)
+    }
+
+    fn tokens(&self) -> TokenManager<'_> {
+        TokenManager::new(&self.settings, self.http.as_ref())
+    }
+
+    /// Send `notification` to each of `targets`; one report per target, failures do not stop
+    /// the others. Disabled targets fail with a clear error.
+    pub fn send(&self, targets: &[&str], notification: &Notification) -> Result<Vec<SendReport>> {
+        notification.validate()?;
+        let config = self.load_config()?;
+        Ok(targets
+            .iter()
+            .map(|t| SendReport {
+                target: t.to_string(),
+                result: self.send_with_config(&config, t, notification),
+            })
+            .collect())
+    }
+
+    /// Send `notification` to one target.
+    pub fn send_to_target(&self, target: &str, notification: &Notification) -> Result<()> {
+        let config = self.load_config()?;
+        self.send_with_config(&config, target, notification)
+    }
+
+    fn send_with_config(
+        &self,
+        config: &NotificationConfig,
+        name: &str,
+        n: &Notification,
+    ) -> Result<()> {
+        let target = config.smtp_target(name)?;
+        if target.disable {
+            return Err(Error::param(
+                "target",
+                format!("target '{name}' is disabled (set disable 0 to use it)"),
+            ));
+        }
+        let secrets = config.smtp_secrets(name)?;
+        let message = n.to_message(&target)?;
+        let deliver = |c: &Credential<'_>| smtp::deliver(&self.settings, &target, c, &message);
+        match target.auth_method {
+            AuthMethod::None => deliver(&Credential::None),
+            AuthMethod::Plain => {
+                let password = secrets
+                    .password
+                    .as_ref()
+                    .ok_or_else(|| Error::param("password", "missing"))?;
+                deliver(&Credential::Password {
+                    user: target.auth_identity(),
+                    password,
+                })
+            }
+            AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
+                let tokens = self.tokens();
+                let user = target.auth_identity();
+                let first = tokens.access_token(&target, &secrets, false)?;
+                let result = deliver(&Credential::Bearer {
+                    user,
+                    token: &first.token,
+                });
+                match result {
+                    // a cached token may have been revoked: refresh once and retry once
+                    Err(e) if e.is_auth_rejected() && first.from_cache => {
+                        let fresh = tokens.access_token(&target, &secrets, true)?;
+                        deliver(&Credential::Bearer {
+                            user,
+                            token: &fresh.token,
+                        })
+                        .map_err(|e| self.auth_hint(&target, e))
+                    }
+                    other => other.map_err(|e| self.auth_hint(&target, e)),
+                }
+            }
+        }
+    }
+
+    /// Add what an admin needs to fix an XOAUTH2 rejection.
+    fn auth_hint(&self, target: &SmtpTarget, e: Error) -> Error {
+        match e {
+            Error::Smtp {
+                target: t,
+                step: SmtpStep::Auth,
+                message,
+                code,
+            } => Error::Smtp {
+                message: format!(
+                    "{message}; the server rejected a freshly obtained access token for {}: check \
+                     that it is the mailbox the app was authorized for{}",
+                    target.auth_identity(),
+                    if target.auth_method == AuthMethod::MicrosoftOAuth2 {
+                        ", that SMTP AUTH is enabled for it, and that the app has SMTP.Send"
+                    } else {
+                        ""
+                    }
+                ),
+                target: t,
+                step: SmtpStep::Auth,
+                code,
+            },
+            other => other,
+        }
+    }
+
+    /// Run a refresh grant for every enabled OAuth2 target, a few at a time, and report each.
+    /// Failures are recorded in the target's state and do not stop the others. The daily job
+    /// calls this (holding the config lock so it does not race with config edits).
+    pub fn refresh_targets(&self) -> Result<Vec<RefreshReport>> {
+        let config = self.load_config()?;
+        let names: Vec<String> = config
+            .smtp_targets()
+            .into_iter()
+            .filter(|(_, t)| match t {
+                Ok(t) => t.auth_method.is_oauth2() && !t.disable,
+                Err(_) => true, // reported as failed
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let next = AtomicUsize::new(0);
+        let reports = Mutex::new(Vec::with_capacity(names.len()));
+        let workers = self
+            .settings
+            .refresh_parallelism
+            .clamp(1, names.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(name) = names.get(i) else { break };
+                    let report = self.refresh_one(&config, name);
+                    if let Ok(mut r) = reports.lock() {
+                        r.push((i, report));
+                    }
+                });
+            }
+        });
+        let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+        reports.sort_by_key(|(i, _)| *i);
+        Ok(reports.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn refresh_one(&self, config: &NotificationConfig, name: &str) -> RefreshReport {
+        let result = config.smtp_target(name).and_then(|t| {
+            let secrets = config.smtp_secrets(name)?;
+            Ok((self.tokens().refresh(&t, &secrets), t))
+        });
+        let (outcome, error, target) = match result {
+            Err(e) => (RefreshOutcome::Failed, Some(e.to_string()), None),
+            Ok((Ok(Refreshed::InPlace), t)) => (RefreshOutcome::Refreshed, None, Some(t)),
+            Ok((Ok(Refreshed::Rotated), t)) => (RefreshOutcome::Rotated, None, Some(t)),
+            Ok((Err(e @ Error::NeedsReauthorization { .. }), t)) => (
+                RefreshOutcome::NeedsReauthorization,
+                Some(e.to_string()),
+                Some(t),
+            ),
+            Ok((Err(e), t)) => (RefreshOutcome::Failed, Some(e.to_string()), Some(t)),
+        };
+        let status = target.and_then(|t| self.status_of(&t).ok());
+        RefreshReport {
+            target: name.to_string(),
+            outcome,
+            error,
+            status,
+        }
+    }
+
+    /// OAuth2 health of target `name` (404 if missing; 400 if not an OAuth2 target).
+    pub fn target_status(&self, name: &str) -> Result<TargetStatus> {
+        let target = self.load_config()?.smtp_target(name)?;
+        if !target.auth_method.is_oauth2() {
+            return Err(Error::param(
+                "target",
+                format!(
+                    "target '{name}' does not use OAuth2 (auth-method {})",
+                    target.auth_method.as_str()
+                ),
+            ));
+        }
+        self.status_of(&target)
+    }
+
+    fn status_of(&self, target: &SmtpTarget) -> Result<TargetStatus> {
+        let state = StateStore::new(&self.settings).load(&target.name)?;
+        Ok(TargetStatus::of(target, state.as_ref()))
+    }
+
+    /// The authorize URL for configured target `name`, with fresh `state` and PKCE verifier.
+    /// The caller keeps both until the redirect comes back.
+    pub fn authorize_url(&self, name: &str, redirect_uri: &str) -> Result<AuthorizeRequest> {
+        let config = self.load_config()?;
+        let target = config.smtp_target(name)?;
+        let secrets = config.smtp_secrets(name)?;
+        let reg = ClientRegistration::of_target(&target, &secrets)?;
+        oauth2::authorize_url(&reg, redirect_uri, Some(target.auth_identity()))
+    }
+
+    /// Exchange an authorization code for a refresh token (backend side, as Microsoft
+    /// requires for Web apps). With `req.target` set, the new authorization (refresh token
+    /// and the access token that came with it) is stored in that target's state.
+    pub fn exchange_smtp_oauth2_code(&self, req: &CodeExchange<'_>) -> Result<Secret> {
+        if let Some(t) = req.target {
+            config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
+        }
+        let reg = ClientRegistration::new(
+            req.auth_method,
+            req.client_id,
+            req.client_secret.clone(),
+            &req.endpoints,
+        )?;
+        let tokens = oauth2::exchange_code(
+            self.http.as_ref(),
+            &reg,
+            req.code,
+            req.redirect_uri,
+            req.pkce_verifier.as_ref(),
+        )?;
+        if let Some(t) = req.target {
+            self.tokens().store_authorization(t, &tokens)?;
+        }
+        tokens.refresh_token.ok_or_else(|| Error::Token {
+            target: None,
+            message: "no refresh token issued".into(),
+        })
+    }
+
+    /// Store a refresh token obtained elsewhere (the `oauth2-refresh-token` parameter of
+    /// create/update) as target `name`'s authorization.
+    pub fn store_refresh_token(&self, name: &str, refresh_token: Secret) -> Result<()> {
+        config::validate::target_name(name).map_err(|m| Error::param("target", m))?;
+        if refresh_token.is_empty() || refresh_token.expose().chars().any(char::is_control) {
+            return Err(Error::param(
+                "oauth2-refresh-token",
+                "empty or contains control characters",
+            ));
+        }
+        self.tokens().store_authorization(
+            name,
+            &oauth2::TokenSet {
+                access_token: Secret::new(""),
+                expires_in: None,
+                refresh_token: Some(refresh_token),
+            },
+        )
+    }
+}

@@ -1,0 +1,211 @@
+//! The notification configuration: the public `notifications.cfg` plus the root-only
+//! `priv/notifications.cfg` holding secrets.
+//!
+//! Reading is lenient per target: a broken SMTP section makes that target fail with a clear
+//! error naming file, line and key, while the others keep working. Writing replaces both
+//! files atomically; sections of types we do not handle (`sendmail:`, `matcher:`, ...) and
+//! comments are kept verbatim. Callers that modify the config must hold [`ConfigLock`].
+
+pub mod section;
+pub mod smtp;
+pub mod validate;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, FileLock};
+use crate::settings::Settings;
+use section::{Section, SectionFile};
+use sha2::{Digest, Sha256};
+use smtp::{Invalid, SmtpSecrets, SmtpTarget, SMTP_TYPE};
+use std::path::Path;
+
+/// Exclusive lock over the notification config (and the daily refresh), held until dropped.
+#[derive(Debug)]
+pub struct ConfigLock(#[allow(dead_code)] FileLock);
+
+impl ConfigLock {
+    /// Wait for the config lock.
+    pub fn acquire(settings: &Settings) -> Result<ConfigLock> {
+        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
+        FileLock::exclusive(&settings.config_lock_file()).map(ConfigLock)
+    }
+
+    /// Take the config lock if free, `None` if another process holds it.
+    pub fn try_acquire(settings: &Settings) -> Result<Option<ConfigLock>> {
+        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
+        Ok(FileLock::try_exclusive(&settings.config_lock_file())?.map(ConfigLock))
+    }
+}
+
+/// Both config files, parsed.
+#[derive(Debug, Clone)]
+pub struct NotificationConfig {
+    public: SectionFile,
+    private: SectionFile,
+    digest: String,
+}
+
+fn config_error(file: &Path, section: &str, line: Option<usize>, invalid: Invalid) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        line,
+        section: Some(section.to_string()),
+        key: invalid.0.map(str::to_string),
+        message: invalid.1,
+    }
+}
+
+fn digest_of(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl NotificationConfig {
+    /// Read both files (missing files are empty). Syntax errors fail here; value errors of
+    /// a target fail when that target is used.
+    pub fn load(settings: &Settings) -> Result<Self> {
+        let public = SectionFile::read(&settings.config_file())?;
+        let private = SectionFile::read(&settings.private_config_file())?;
+        let digest = digest_of(&public.render());
+        Ok(NotificationConfig {
+            public,
+            private,
+            digest,
+        })
+    }
+
+    /// SHA-256 of the public file as read; API callers pass it back to detect concurrent edits.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Fail with [`Error::DigestMismatch`] unless `expected` (if given) matches.
+    pub fn check_digest(&self, expected: Option<&str>) -> Result<()> {
+        match expected {
+            Some(d) if !d.is_empty() && d != self.digest => Err(Error::DigestMismatch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Names of all SMTP sections, in file order (valid or not).
+    pub fn smtp_target_names(&self) -> Vec<String> {
+        self.public
+            .sections()
+            .filter(|s| s.section_type == SMTP_TYPE)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Every SMTP target, each parsed and validated on its own.
+    pub fn smtp_targets(&self) -> Vec<(String, Result<SmtpTarget>)> {
+        self.smtp_target_names()
+            .into_iter()
+            .map(|n| {
+                let t = self.smtp_target(&n);
+                (n, t)
+            })
+            .collect()
+    }
+
+    /// The SMTP target `name`, validated (404 if it does not exist).
+    pub fn smtp_target(&self, name: &str) -> Result<SmtpTarget> {
+        let section = self
+            .public
+            .section(name)
+            .filter(|s| s.section_type == SMTP_TYPE)
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        SmtpTarget::from_section(section)
+            .map_err(|(line, inv)| config_error(&self.public.path, name, line, inv))
+    }
+
+    /// The secrets of target `name` (empty if it has none), checked against its auth method.
+    pub fn smtp_secrets(&self, name: &str) -> Result<SmtpSecrets> {
+        let secrets = match self.private.section(name) {
+            Some(s) => SmtpSecrets::from_section(s)
+                .map_err(|(line, inv)| config_error(&self.private.path, name, line, inv))?,
+            None => SmtpSecrets::default(),
+        };
+        let target = self.smtp_target(name)?;
+        target
+            .validate_secrets(&secrets)
+            .map_err(|inv| config_error(&self.private.path, name, None, inv))?;
+        Ok(secrets)
+    }
+
+    /// Add a new target (400 if the name is taken by any section).
+    pub fn add_smtp_target(&mut self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<()> {
+        if self.public.section(&target.name).is_some() {
+            return Err(Error::AlreadyExists(target.name.clone()));
+        }
+        Self::check_new(target, secrets)?;
+        let mut s = Section::new(SMTP_TYPE, &target.name);
+        s.set_entries(&target.to_entries());
+        self.public.push(s);
+        self.set_private(&target.name, secrets);
+        Ok(())
+    }
+
+    /// Replace target `target.name` (404 if missing); key order and comments are kept.
+    pub fn update_smtp_target(&mut self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<()> {
+        Self::check_new(target, secrets)?;
+        let section = self
+            .public
+            .section_mut(&target.name)
+            .filter(|s| s.section_type == SMTP_TYPE)
+            .ok_or_else(|| Error::NotFound(target.name.clone()))?;
+        section.set_entries(&target.to_entries());
+        self.set_private(&target.name, secrets);
+        Ok(())
+    }
+
+    /// Remove target `name` and its secrets (404 if missing). The caller removes its state.
+    pub fn remove_smtp_target(&mut self, name: &str) -> Result<()> {
+        if self
+            .public
+            .section(name)
+            .is_none_or(|s| s.section_type != SMTP_TYPE)
+        {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        self.public.remove(name);
+        self.private.remove(name);
+        Ok(())
+    }
+
+    fn check_new(target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<()> {
+        let to_param = |(key, message): Invalid| Error::Parameter {
+            param: key.unwrap_or("name").to_string(),
+            message,
+        };
+        target.validate().map_err(to_param)?;
+        target.validate_secrets(secrets).map_err(to_param)
+    }
+
+    fn set_private(&mut self, name: &str, secrets: &SmtpSecrets) {
+        if secrets.is_empty() {
+            self.private.remove(name);
+        } else if let Some(s) = self.private.section_mut(name) {
+            s.set_entries(&secrets.to_entries());
+        } else {
+            let mut s = Section::new(SMTP_TYPE, name);
+            s.set_entries(&secrets.to_entries());
+            self.private.push(s);
+        }
+    }
+
+    /// Write both files atomically: the private one first (0600, directory 0700), then the
+    /// public one (0644). The caller must hold the [`ConfigLock`].
+    pub fn save(&mut self, settings: &Settings, _lock: &ConfigLock) -> Result<()> {
+        let priv_file = settings.private_config_file();
+        if let Some(dir) = priv_file.parent() {
+            fsutil::ensure_dir(dir, 0o700, true)?;
+        }
+        fsutil::write_atomic(&priv_file, self.private.render().as_bytes(), 0o600)?;
+        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
+        let text = self.public.render();
+        fsutil::write_atomic(&settings.config_file(), text.as_bytes(), 0o644)?;
+        self.digest = digest_of(&text);
+        Ok(())
+    }
+}

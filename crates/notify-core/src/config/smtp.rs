@@ -1,0 +1,593 @@
+//! The SMTP target: typed keys, defaults, validation, and conversion to/from a section.
+
+use super::section::Section;
+use super::validate;
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+
+/// Section type of SMTP targets.
+pub const SMTP_TYPE: &str = "smtp";
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpMode {
+    /// Plain SMTP, no TLS (port 25).
+    Insecure,
+    /// SMTP, then STARTTLS (port 587). The upgrade is mandatory.
+    Starttls,
+    /// Implicit TLS (port 465).
+    #[default]
+    Tls,
+}
+
+impl SmtpMode {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpMode::Insecure => "insecure",
+            SmtpMode::Starttls => "starttls",
+            SmtpMode::Tls => "tls",
+        }
+    }
+
+    /// The default port of the mode.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpMode::Insecure => 25,
+            SmtpMode::Starttls => 587,
+            SmtpMode::Tls => 465,
+        }
+    }
+
+    fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "insecure" => SmtpMode::Insecure,
+            "starttls" => SmtpMode::Starttls,
+            "tls" => SmtpMode::Tls,
+            _ => return None,
+        })
+    }
+}
+
+/// How the target authenticates to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthMethod {
+    /// No authentication.
+    #[serde(rename = "none")]
+    None,
+    /// Username and password (SASL PLAIN or LOGIN).
+    #[serde(rename = "plain")]
+    Plain,
+    /// Google OAuth2 (XOAUTH2).
+    #[serde(rename = "google-oauth2")]
+    GoogleOAuth2,
+    /// Microsoft Entra ID OAuth2 (XOAUTH2).
+    #[serde(rename = "microsoft-oauth2")]
+    MicrosoftOAuth2,
+    /// Any other OAuth2 provider, with explicit endpoints and scope (XOAUTH2).
+    #[serde(rename = "oauth2")]
+    OAuth2,
+}
+
+impl AuthMethod {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Plain => "plain",
+            AuthMethod::GoogleOAuth2 => "google-oauth2",
+            AuthMethod::MicrosoftOAuth2 => "microsoft-oauth2",
+            AuthMethod::OAuth2 => "oauth2",
+        }
+    }
+
+    /// Parse a config/API value.
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "none" => AuthMethod::None,
+            "plain" => AuthMethod::Plain,
+            "google-oauth2" => AuthMethod::GoogleOAuth2,
+            "microsoft-oauth2" => AuthMethod::MicrosoftOAuth2,
+            "oauth2" => AuthMethod::OAuth2,
+            _ => return None,
+        })
+    }
+
+    /// True for the OAuth2 (XOAUTH2) methods.
+    pub fn is_oauth2(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2
+        )
+    }
+}
+
+/// An SMTP notification target (the public part; secrets are in [`SmtpSecrets`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SmtpTarget {
+    /// Target name (section name).
+    pub name: String,
+    /// SMTP server host name or IP.
+    pub server: String,
+    /// Port; default from the mode (25/587/465).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Connection security.
+    pub mode: SmtpMode,
+    /// Authentication method.
+    pub auth_method: AuthMethod,
+    /// Login for `plain`; for OAuth2 the SASL identity when it differs from `from-address`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Envelope and header sender; the XOAUTH2 identity unless `username` is set.
+    pub from_address: String,
+    /// Display name in the From header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Recipients.
+    pub mailto: Vec<String>,
+    /// Free-text comment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Disabled targets are skipped by `send` and `refresh_targets`.
+    pub disable: bool,
+    /// Permit authentication over `mode insecure` (refused otherwise).
+    pub allow_insecure_auth: bool,
+    /// OAuth2 client (application) ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_client_id: Option<String>,
+    /// Microsoft Entra tenant (GUID or domain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_tenant_id: Option<String>,
+    /// Authorize endpoint (required for `oauth2`; override for Google/Microsoft).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_authorize_url: Option<String>,
+    /// Token endpoint (required for `oauth2`; override for Google/Microsoft).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_token_url: Option<String>,
+    /// Scopes (required for `oauth2`; override for Google/Microsoft).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_scope: Option<String>,
+}
+
+/// The secrets of an SMTP target, stored in the private config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmtpSecrets {
+    /// Password for `plain`.
+    pub password: Option<Secret>,
+    /// OAuth2 client secret (absent for public clients).
+    pub oauth2_client_secret: Option<Secret>,
+}
+
+/// A validation failure: the key it concerns (if one) and the message.
+pub type Invalid = (Option<&'static str>, String);
+
+const PUBLIC_KEYS: &[&str] = &[
+    "server",
+    "port",
+    "mode",
+    "auth-method",
+    "username",
+    "from-address",
+    "author",
+    "mailto",
+    "comment",
+    "disable",
+    "allow-insecure-auth",
+    "oauth2-client-id",
+    "oauth2-tenant-id",
+    "oauth2-authorize-url",
+    "oauth2-token-url",
+    "oauth2-scope",
+];
+const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret"];
+
+/// Keys of the public section (for API schemas and error hints).
+pub fn public_keys() -> &'static [&'static str] {
+    PUBLIC_KEYS
+}
+
+/// Keys of the private section.
+pub fn private_keys() -> &'static [&'static str] {
+    PRIVATE_KEYS
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, Invalid> {
+    match v {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err((Some(key), format!("'{v}' is not a boolean (use 1 or 0)"))),
+    }
+}
+
+impl SmtpTarget {
+    /// The port to connect to.
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.mode.default_port())
+    }
+
+    /// The SASL identity: `username` if set, else `from-address`.
+    pub fn auth_identity(&self) -> &str {
+        self.username.as_deref().unwrap_or(&self.from_address)
+    }
+
+    /// Build from a parsed section. Returns the failing key's line for error messages via
+    /// `Err((line, key, message))`.
+    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
+        let mut t = SmtpTarget {
+            name: section.name.clone(),
+            server: String::new(),
+            port: None,
+            mode: SmtpMode::default(),
+            auth_method: AuthMethod::None,
+            username: None,
+            from_address: String::new(),
+            author: None,
+            mailto: Vec::new(),
+            comment: None,
+            disable: false,
+            allow_insecure_auth: false,
+            oauth2_client_id: None,
+            oauth2_tenant_id: None,
+            oauth2_authorize_url: None,
+            oauth2_token_url: None,
+            oauth2_scope: None,
+        };
+        let mut auth_method = None;
+        let mut seen: Vec<&str> = Vec::new();
+        for e in section.entries() {
+            let line = Some(e.line).filter(|l| *l > 0);
+            let Some(key) = PUBLIC_KEYS.iter().copied().find(|k| *k == e.key) else {
+                let hint = if PRIVATE_KEYS.contains(&e.key.as_str()) {
+                    " (secrets belong in the private file priv/notifications.cfg)".to_string()
+                } else {
+                    format!(" (known keys: {})", PUBLIC_KEYS.join(", "))
+                };
+                return Err((
+                    line,
+                    (
+                        None,
+                        format!("unknown key '{}'{hint}", e.key.escape_debug()),
+                    ),
+                ));
+            };
+            let fail = |m: String| (line, (Some(key), m));
+            validate::no_control_chars(&e.value).map_err(fail)?;
+            if key != "mailto" {
+                if seen.contains(&key) {
+                    return Err(fail("key given more than once".into()));
+                }
+                seen.push(key);
+            }
+            let v = e.value.clone();
+            let some = |v: String| Some(v).filter(|v| !v.is_empty());
+            match key {
+                "server" => t.server = v,
+                "port" => {
+                    t.port = Some(
+                        v.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| fail(format!("'{v}' is not a port (1-65535)")))?,
+                    )
+                }
+                "mode" => {
+                    t.mode = SmtpMode::parse(&v).ok_or_else(|| {
+                        fail(format!("'{v}' is not a mode (insecure, starttls or tls)"))
+                    })?
+                }
+                "auth-method" => {
+                    auth_method = Some(AuthMethod::parse(&v).ok_or_else(|| {
+                        fail(format!(
+                            "'{v}' is not an auth method (none, plain, google-oauth2, microsoft-oauth2, oauth2)"
+                        ))
+                    })?)
+                }
+                "username" => t.username = some(v),
+                "from-address" => t.from_address = v,
+                "author" => t.author = some(v),
+                "mailto" => t.mailto.extend(
+                    v.split([',', ' ', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                ),
+                "comment" => t.comment = some(v),
+                "disable" => t.disable = parse_bool(key, &v).map_err(|i| (line, i))?,
+                "allow-insecure-auth" => {
+                    t.allow_insecure_auth = parse_bool(key, &v).map_err(|i| (line, i))?
+                }
+                "oauth2-client-id" => t.oauth2_client_id = some(v),
+                "oauth2-tenant-id" => t.oauth2_tenant_id = some(v),
+                "oauth2-authorize-url" => t.oauth2_authorize_url = some(v),
+                "oauth2-token-url" => t.oauth2_token_url = some(v),
+                "oauth2-scope" => t.oauth2_scope = some(v),
+                _ => unreachable!("key comes from PUBLIC_KEYS"),
+            }
+        }
+        // older configs have no auth-method: username set -> plain, else none
+        t.auth_method = auth_method.unwrap_or(if t.username.is_some() {
+            AuthMethod::Plain
+        } else {
+            AuthMethod::None
+        });
+        t.validate().map_err(|(key, msg)| {
+            let line = key.and_then(|k| section.entries().find(|e| e.key == k).map(|e| e.line));
+            (line.or(Some(section.line)).filter(|l| *l > 0), (key, msg))
+        })?;
+        Ok(t)
+    }
+
+    /// Check every value and the combination of keys (not the secrets: see
+    /// [`SmtpTarget::validate_secrets`]).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate::target_name(&self.name).map_err(|m| (None, m))?;
+        let strings: [(&'static str, Option<&str>); 11] = [
+            ("server", Some(&self.server)),
+            ("username", self.username.as_deref()),
+            ("from-address", Some(&self.from_address)),
+            ("author", self.author.as_deref()),
+            ("comment", self.comment.as_deref()),
+            ("oauth2-client-id", self.oauth2_client_id.as_deref()),
+            ("oauth2-tenant-id", self.oauth2_tenant_id.as_deref()),
+            ("oauth2-authorize-url", self.oauth2_authorize_url.as_deref()),
+            ("oauth2-token-url", self.oauth2_token_url.as_deref()),
+            ("oauth2-scope", self.oauth2_scope.as_deref()),
+            (
+                "mailto",
+                self.mailto
+                    .iter()
+                    .find(|m| m.chars().any(char::is_control))
+                    .map(String::as_str),
+            ),
+        ];
+        for (key, value) in strings {
+            if let Some(v) = value {
+                validate::no_control_chars(v).map_err(|m| (Some(key), m))?;
+            }
+        }
+        if self.server.is_empty() {
+            return Err((
+                Some("server"),
+                "missing: set the SMTP server host name".into(),
+            ));
+        }
+        validate::server(&self.server).map_err(|m| (Some("server"), m))?;
+        if self.port == Some(0) {
+            return Err((Some("port"), "0 is not a port (1-65535)".into()));
+        }
+        if self.from_address.is_empty() {
+            return Err((
+                Some("from-address"),
+                "missing: set the sender address".into(),
+            ));
+        }
+        validate::email(&self.from_address).map_err(|m| (Some("from-address"), m))?;
+        if self.mailto.is_empty() {
+            return Err((
+                Some("mailto"),
+                "missing: give at least one recipient".into(),
+            ));
+        }
+        for m in &self.mailto {
+            validate::email(m).map_err(|e| (Some("mailto"), e))?;
+        }
+        let oauth2 = self.auth_method.is_oauth2();
+        if let Some(u) = &self.username {
+            if oauth2 {
+                validate::email(u).map_err(|e| (Some("username"), e))?;
+            }
+        }
+        if self.auth_method == AuthMethod::Plain && self.username.is_none() {
+            return Err((
+                Some("username"),
+                "auth-method plain needs a username".into(),
+            ));
+        }
+        if self.auth_method != AuthMethod::None
+            && self.mode == SmtpMode::Insecure
+            && !self.allow_insecure_auth
+        {
+            return Err((
+                Some("mode"),
+                format!(
+                    "auth-method {} over mode insecure would send credentials in clear text: use \
+                     mode starttls or tls (or set allow-insecure-auth 1 if you really must)",
+                    self.auth_method.as_str()
+                ),
+            ));
+        }
+        let only_for = |key: &'static str, set: bool, allowed: bool, what: &str| {
+            if set && !allowed {
+                Err((Some(key), format!("only valid with {what}")))
+            } else {
+                Ok(())
+            }
+        };
+        only_for(
+            "oauth2-client-id",
+            self.oauth2_client_id.is_some(),
+            oauth2,
+            "an OAuth2 auth-method",
+        )?;
+        only_for(
+            "oauth2-tenant-id",
+            self.oauth2_tenant_id.is_some(),
+            self.auth_method == AuthMethod::MicrosoftOAuth2,
+            "auth-method microsoft-oauth2",
+        )?;
+        for (key, v) in [
+            ("oauth2-authorize-url", &self.oauth2_authorize_url),
+            ("oauth2-token-url", &self.oauth2_token_url),
+            ("oauth2-scope", &self.oauth2_scope),
+        ] {
+            only_for(key, v.is_some(), oauth2, "an OAuth2 auth-method")?;
+        }
+        if !oauth2 {
+            return Ok(());
+        }
+        if self.oauth2_client_id.is_none() {
+            return Err((
+                Some("oauth2-client-id"),
+                format!(
+                    "auth-method {} needs the OAuth2 client (application) ID of your registered app",
+                    self.auth_method.as_str()
+                ),
+            ));
+        }
+        if let Some(t) = &self.oauth2_tenant_id {
+            validate::tenant_id(t).map_err(|m| (Some("oauth2-tenant-id"), m))?;
+        } else if self.auth_method == AuthMethod::MicrosoftOAuth2 {
+            return Err((
+                Some("oauth2-tenant-id"),
+                "auth-method microsoft-oauth2 needs the directory (tenant) ID of your Entra tenant"
+                    .into(),
+            ));
+        }
+        for (key, v) in [
+            ("oauth2-authorize-url", &self.oauth2_authorize_url),
+            ("oauth2-token-url", &self.oauth2_token_url),
+        ] {
+            if let Some(u) = v {
+                validate::endpoint_url(u).map_err(|m| (Some(key), m))?;
+            }
+        }
+        if let Some(s) = &self.oauth2_scope {
+            validate::scope(s).map_err(|m| (Some("oauth2-scope"), m))?;
+        }
+        if self.auth_method == AuthMethod::OAuth2 {
+            if self.oauth2_token_url.is_none() {
+                return Err((
+                    Some("oauth2-token-url"),
+                    "auth-method oauth2 needs the provider's token endpoint URL".into(),
+                ));
+            }
+            if self.oauth2_scope.is_none() {
+                return Err((
+                    Some("oauth2-scope"),
+                    "auth-method oauth2 needs the scope(s) that allow SMTP sending".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that the secrets this target needs are present.
+    pub fn validate_secrets(&self, secrets: &SmtpSecrets) -> Result<(), Invalid> {
+        for (key, s) in [
+            ("password", &secrets.password),
+            ("oauth2-client-secret", &secrets.oauth2_client_secret),
+        ] {
+            if s.as_ref()
+                .is_some_and(|s| s.expose().chars().any(char::is_control))
+            {
+                return Err((
+                    Some(key),
+                    "value contains a control character (CR/LF?)".into(),
+                ));
+            }
+        }
+        if self.auth_method == AuthMethod::Plain && secrets.password.is_none() {
+            return Err((
+                Some("password"),
+                "auth-method plain needs a password (set it; it is stored in the private file)"
+                    .into(),
+            ));
+        }
+        if secrets.password.is_some() && self.auth_method != AuthMethod::Plain {
+            return Err((Some("password"), "only valid with auth-method plain".into()));
+        }
+        if secrets.oauth2_client_secret.is_some() && !self.auth_method.is_oauth2() {
+            return Err((
+                Some("oauth2-client-secret"),
+                "only valid with an OAuth2 auth-method".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `key value` pairs of the public section, in canonical order.
+    pub fn to_entries(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k.to_string(), v));
+            }
+        };
+        put("server", Some(self.server.clone()));
+        put("port", self.port.map(|p| p.to_string()));
+        put("mode", Some(self.mode.as_str().to_string()));
+        put("auth-method", Some(self.auth_method.as_str().to_string()));
+        put("username", self.username.clone());
+        put("from-address", Some(self.from_address.clone()));
+        put("author", self.author.clone());
+        for m in &self.mailto {
+            put("mailto", Some(m.clone()));
+        }
+        put("oauth2-client-id", self.oauth2_client_id.clone());
+        put("oauth2-tenant-id", self.oauth2_tenant_id.clone());
+        put("oauth2-authorize-url", self.oauth2_authorize_url.clone());
+        put("oauth2-token-url", self.oauth2_token_url.clone());
+        put("oauth2-scope", self.oauth2_scope.clone());
+        put("comment", self.comment.clone());
+        put("disable", self.disable.then(|| "1".to_string()));
+        put(
+            "allow-insecure-auth",
+            self.allow_insecure_auth.then(|| "1".to_string()),
+        );
+        out
+    }
+}
+
+impl SmtpSecrets {
+    /// Read from a private-file section.
+    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
+        let mut s = SmtpSecrets::default();
+        for e in section.entries() {
+            let line = Some(e.line).filter(|l| *l > 0);
+            let slot = match e.key.as_str() {
+                "password" => &mut s.password,
+                "oauth2-client-secret" => &mut s.oauth2_client_secret,
+                other => {
+                    return Err((
+                        line,
+                        (
+                            None,
+                            format!(
+                                "unknown key '{}' in the private file (known keys: password, oauth2-client-secret)",
+                                other.escape_debug()
+                            ),
+                        ),
+                    ))
+                }
+            };
+            if slot.is_some() {
+                return Err((
+                    line,
+                    (None, format!("key '{}' given more than once", e.key)),
+                ));
+            }
+            if !e.value.is_empty() {
+                *slot = Some(Secret::new(e.value.clone()));
+            }
+        }
+        Ok(s)
+    }
+
+    /// The `key value` pairs of the private section.
+    pub fn to_entries(&self) -> Vec<(String, String)> {
+        [
+            ("password", &self.password),
+            ("oauth2-client-secret", &self.oauth2_client_secret),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.expose().to_string())))
+        .collect()
+    }
+
+    /// True if no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.password.is_none() && self.oauth2_client_secret.is_none()
+    }
+}

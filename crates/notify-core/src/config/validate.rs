@@ -1,0 +1,182 @@
+//! Value checks shared by the config and API layers. Each returns a message saying what is
+//! expected; callers attach file/line/key.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// Target names: a letter, then letters, digits, `-`, `_`, `.`; at most 64 characters. They
+/// become file names of state files, so nothing else is allowed.
+pub fn target_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.len() <= 64;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid target name '{}': use a letter followed by letters, digits, '-', '_' or '.' (at most 64)",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// No control characters at all (CR/LF would allow header or protocol injection).
+pub fn no_control_chars(value: &str) -> Result<(), String> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        let what = match c {
+            '\r' => "a carriage return (CR)".to_string(),
+            '\n' => "a line feed (LF)".to_string(),
+            c => format!("the control character U+{:04X}", c as u32),
+        };
+        return Err(format!("value contains {what}; remove it"));
+    }
+    Ok(())
+}
+
+/// An e-mail address as lettre accepts it for an envelope.
+pub fn email(value: &str) -> Result<(), String> {
+    no_control_chars(value)?;
+    lettre::Address::from_str(value)
+        .map(|_| ())
+        .map_err(|e| format!("'{value}' is not a valid e-mail address ({e})"))
+}
+
+/// A DNS name: labels of letters, digits and `-`, not starting or ending with `-`.
+pub fn dns_name(value: &str, min_labels: usize) -> bool {
+    let v = value.strip_suffix('.').unwrap_or(value);
+    let labels: Vec<&str> = v.split('.').collect();
+    !v.is_empty()
+        && v.len() <= 253
+        && labels.len() >= min_labels
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// An SMTP server: a host name or an IP address.
+pub fn server(value: &str) -> Result<(), String> {
+    if IpAddr::from_str(value).is_ok() || dns_name(value, 1) {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a host name or IP address",
+            value.escape_debug()
+        ))
+    }
+}
+
+/// A Microsoft Entra tenant: a GUID, a verified domain (`contoso.onmicrosoft.com`,
+/// `example.com`) or one of the aliases `common`, `organizations`, `consumers`.
+pub fn tenant_id(value: &str) -> Result<(), String> {
+    let is_guid = {
+        let parts: Vec<&str> = value.split('-').collect();
+        parts.len() == 5
+            && parts
+                .iter()
+                .zip([8, 4, 4, 4, 12])
+                .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    if is_guid || dns_name(value, 2) || matches!(value, "common" | "organizations" | "consumers") {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a tenant ID: use the directory (tenant) GUID from the Entra admin center, \
+             e.g. 12345678-90ab-cdef-1234-567890abcdef, or a tenant domain such as contoso.onmicrosoft.com",
+            value.escape_debug()
+        ))
+    }
+}
+
+/// An OAuth2 endpoint URL: https, or http only to a loopback address (test rigs, local
+/// brokers); no credentials or fragment in it. `{tenant}` may stand in the path.
+pub fn endpoint_url(value: &str) -> Result<url::Url, String> {
+    no_control_chars(value)?;
+    let probe = value.replace("{tenant}", "tenant");
+    let url = url::Url::parse(&probe).map_err(|e| format!("'{value}' is not a URL ({e})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(format!("'{value}' must be an https:// URL")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not contain credentials".into());
+    }
+    if url.fragment().is_some() {
+        return Err("the URL must not contain a fragment (#...)".into());
+    }
+    Ok(url)
+}
+
+/// OAuth2 scopes: space-separated scope tokens (RFC 6749 section 3.3).
+pub fn scope(value: &str) -> Result<(), String> {
+    let ok = !value.trim().is_empty()
+        && value.split(' ').filter(|s| !s.is_empty()).all(|tok| {
+            tok.chars()
+                .all(|c| matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a valid scope list (space-separated, printable ASCII without quotes or backslashes)",
+            value.escape_debug()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants() {
+        assert!(tenant_id("12345678-90ab-cdef-1234-567890abcdef").is_ok());
+        assert!(tenant_id("contoso.onmicrosoft.com").is_ok());
+        assert!(tenant_id("organizations").is_ok());
+        for bad in [
+            "",
+            "contoso",
+            "../common",
+            "a/b",
+            "x?y=1",
+            "12345678-90ab-cdef-1234",
+            "a b.com",
+            "%2e%2e.com",
+        ] {
+            assert!(tenant_id(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(endpoint_url("https://login.example.com/{tenant}/token").is_ok());
+        assert!(endpoint_url("http://127.0.0.1:8080/token").is_ok());
+        assert!(endpoint_url("http://example.com/token").is_err());
+        assert!(endpoint_url("https://user:pw@example.com/token").is_err());
+        assert!(endpoint_url("ftp://example.com/").is_err());
+    }
+
+    #[test]
+    fn names_and_scopes() {
+        assert!(target_name("mail-1.ops_x").is_ok());
+        for bad in ["", "1abc", "../x", "a/b", "a b", "ä"] {
+            assert!(target_name(bad).is_err(), "{bad} accepted");
+        }
+        assert!(scope("https://mail.google.com/ offline_access").is_ok());
+        assert!(scope("bad\"scope").is_err());
+        assert!(email("a@example.com").is_ok());
+        assert!(email("a@example.com\r\nBcc: x@y.z").is_err());
+        assert!(email("not an address").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! OAuth2: the provider table, the HTTP client for token requests, and the flows.
+
+pub mod flow;
+pub mod http;
+pub mod provider;
+
+pub use flow::{
+    authorize_url, exchange_code, refresh, AuthorizeRequest, ClientRegistration, TokenSet,
+};
+pub use http::{HttpError, TokenHttpClient, UreqClient};
+pub use provider::{EndpointParams, Endpoints, Provider};

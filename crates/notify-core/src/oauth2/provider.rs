@@ -1,0 +1,234 @@
+//! The provider table: where each OAuth2 auth method authorizes and gets tokens. Endpoints
+//! are data; a target may override them (sovereign clouds, test rigs) with
+//! `oauth2-authorize-url` / `oauth2-token-url` / `oauth2-scope`.
+
+use crate::config::smtp::{AuthMethod, SmtpTarget};
+use crate::config::validate;
+use crate::error::{Error, Result};
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`, the RFC 6749 default).
+    Basic,
+    /// `client_id` / `client_secret` in the form body (`client_secret_post`).
+    Post,
+}
+
+/// Static facts about a provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Provider {
+    /// The auth method it belongs to.
+    pub method: AuthMethod,
+    /// Authorize endpoint; `{tenant}` is replaced by the validated tenant.
+    pub authorize_url: &'static str,
+    /// Token endpoint; `{tenant}` is replaced by the validated tenant.
+    pub token_url: &'static str,
+    /// Scopes requested.
+    pub scope: &'static str,
+    /// Extra authorize-request parameters (offline access, consent).
+    pub extra_authorize_params: &'static [(&'static str, &'static str)],
+    /// Token endpoint client authentication.
+    pub client_auth: ClientAuth,
+    /// Lifetime of a refresh token from issue, if the provider documents a fixed one.
+    pub refresh_token_lifetime_days: Option<i64>,
+    /// Idle time after which an unused refresh token dies, if documented.
+    pub refresh_token_idle_days: Option<i64>,
+    /// Hint shown when the grant is gone.
+    pub reauth_hint: &'static str,
+}
+
+/// Google: the refresh token is refreshed in place; it dies after 6 months unused, on a
+/// password change, or after 7 days while the OAuth consent screen is in "Testing".
+pub const GOOGLE: Provider = Provider {
+    method: AuthMethod::GoogleOAuth2,
+    authorize_url: "https://accounts.google.com/o/oauth2/v2/auth",
+    token_url: "https://oauth2.googleapis.com/token",
+    scope: "https://mail.google.com/",
+    extra_authorize_params: &[("access_type", "offline"), ("prompt", "consent")],
+    client_auth: ClientAuth::Post,
+    refresh_token_lifetime_days: None,
+    refresh_token_idle_days: Some(180),
+    reauth_hint: "Google refresh tokens die after 7 days while the app's consent screen is in \
+                  'Testing' status (publish it to 'In production'), after 6 months unused, or \
+                  when the account password changes",
+};
+
+/// Microsoft Entra ID: every refresh rotates the refresh token; each lives 90 days.
+pub const MICROSOFT: Provider = Provider {
+    method: AuthMethod::MicrosoftOAuth2,
+    authorize_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+    token_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+    scope: "https://outlook.office.com/SMTP.Send offline_access",
+    extra_authorize_params: &[("prompt", "consent")],
+    client_auth: ClientAuth::Post,
+    refresh_token_lifetime_days: Some(90),
+    refresh_token_idle_days: None,
+    reauth_hint: "Microsoft refresh tokens expire 90 days after issue, and are revoked by a \
+                  password reset or an admin; the app must be registered as a 'Web' app and SMTP \
+                  AUTH must be enabled for the mailbox",
+};
+
+/// A generic OAuth2 provider: everything comes from the target.
+pub const GENERIC: Provider = Provider {
+    method: AuthMethod::OAuth2,
+    authorize_url: "",
+    token_url: "",
+    scope: "",
+    extra_authorize_params: &[],
+    client_auth: ClientAuth::Basic,
+    refresh_token_lifetime_days: None,
+    refresh_token_idle_days: None,
+    reauth_hint: "the provider no longer accepts the refresh token",
+};
+
+/// The provider of an OAuth2 auth method (`None` for `none` / `plain`).
+pub fn provider(method: AuthMethod) -> Option<&'static Provider> {
+    match method {
+        AuthMethod::GoogleOAuth2 => Some(&GOOGLE),
+        AuthMethod::MicrosoftOAuth2 => Some(&MICROSOFT),
+        AuthMethod::OAuth2 => Some(&GENERIC),
+        AuthMethod::None | AuthMethod::Plain => None,
+    }
+}
+
+/// Everything needed to talk to one OAuth2 client registration.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// The provider.
+    pub provider: &'static Provider,
+    /// Authorize endpoint, if known.
+    pub authorize_url: Option<url::Url>,
+    /// Token endpoint.
+    pub token_url: url::Url,
+    /// Scopes to request.
+    pub scopes: Vec<String>,
+}
+
+/// Parameters that select endpoints; the API's token exchange passes them without a target.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointParams<'a> {
+    /// Microsoft tenant.
+    pub tenant_id: Option<&'a str>,
+    /// Authorize URL override / generic value.
+    pub authorize_url: Option<&'a str>,
+    /// Token URL override / generic value.
+    pub token_url: Option<&'a str>,
+    /// Scope override / generic value.
+    pub scope: Option<&'a str>,
+}
+
+impl<'a> EndpointParams<'a> {
+    /// The endpoint keys of a configured target.
+    pub fn of_target(t: &'a SmtpTarget) -> Self {
+        EndpointParams {
+            tenant_id: t.oauth2_tenant_id.as_deref(),
+            authorize_url: t.oauth2_authorize_url.as_deref(),
+            token_url: t.oauth2_token_url.as_deref(),
+            scope: t.oauth2_scope.as_deref(),
+        }
+    }
+}
+
+/// Resolve endpoints for `method`. The tenant is validated before it goes into a URL; all
+/// URLs are checked (https, or http to loopback only).
+pub fn resolve(method: AuthMethod, p: &EndpointParams<'_>) -> Result<Endpoints> {
+    let provider = provider(method).ok_or_else(|| {
+        Error::param(
+            "auth-method",
+            format!("'{}' is not an OAuth2 auth method", method.as_str()),
+        )
+    })?;
+    let tenant = match (method, p.tenant_id) {
+        (AuthMethod::MicrosoftOAuth2, Some(t)) => {
+            validate::tenant_id(t).map_err(|m| Error::param("tenant-id", m))?;
+            Some(t)
+        }
+        (AuthMethod::MicrosoftOAuth2, None) => {
+            return Err(Error::param(
+                "tenant-id",
+                "microsoft-oauth2 needs the directory (tenant) ID",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(Error::param(
+                "tenant-id",
+                "only valid with microsoft-oauth2",
+            ));
+        }
+        (_, None) => None,
+    };
+    let build = |param: &str, template: &str| -> Result<url::Url> {
+        // the tenant passed validation: letters, digits, '-', '.' only
+        let s = template.replace("{tenant}", tenant.unwrap_or("common"));
+        validate::endpoint_url(&s).map_err(|m| Error::param(param, m))
+    };
+    let authorize_template = p.authorize_url.unwrap_or(provider.authorize_url);
+    let authorize_url = if authorize_template.is_empty() {
+        None
+    } else {
+        Some(build("authorize-url", authorize_template)?)
+    };
+    let token_template = p.token_url.unwrap_or(provider.token_url);
+    if token_template.is_empty() {
+        return Err(Error::param(
+            "token-url",
+            "the generic oauth2 method needs a token URL",
+        ));
+    }
+    let token_url = build("token-url", token_template)?;
+    let scope = p.scope.unwrap_or(provider.scope);
+    validate::scope(scope).map_err(|m| Error::param("scope", m))?;
+    Ok(Endpoints {
+        provider,
+        authorize_url,
+        token_url,
+        scopes: scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microsoft_tenant_goes_into_the_path() {
+        let e = resolve(
+            AuthMethod::MicrosoftOAuth2,
+            &EndpointParams {
+                tenant_id: Some("contoso.onmicrosoft.com"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            e.token_url.as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            e.scopes,
+            ["https://outlook.office.com/SMTP.Send", "offline_access"]
+        );
+        let bad = resolve(
+            AuthMethod::MicrosoftOAuth2,
+            &EndpointParams {
+                tenant_id: Some("evil.com/../../x?"),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("tenant"), "{bad}");
+    }
+
+    #[test]
+    fn google_and_generic() {
+        let g = resolve(AuthMethod::GoogleOAuth2, &EndpointParams::default()).unwrap();
+        assert_eq!(g.token_url.as_str(), "https://oauth2.googleapis.com/token");
+        assert!(resolve(AuthMethod::OAuth2, &EndpointParams::default()).is_err());
+        assert!(resolve(AuthMethod::Plain, &EndpointParams::default()).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Where files live and how long we wait: one settings object, so the core never hard-codes a
+//! product path and tests run in temp dirs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default public config directory.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/oxnotify";
+/// Default state directory (OAuth2 state files go to `<state>/oauth2/`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/oxnotify";
+
+/// Paths, timeouts and limits. Build with [`Settings::from_env`] (production) or
+/// [`Settings::with_dirs`] (tests, embedding).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory of `notifications.cfg`; the private file is `priv/notifications.cfg` below it.
+    pub config_dir: PathBuf,
+    /// Directory of the per-target OAuth2 state files (`oauth2/<target>.json`).
+    pub state_dir: PathBuf,
+    /// Whole-request timeout for OAuth2 token requests.
+    pub http_timeout: Duration,
+    /// Connect and per-read/write timeout for SMTP.
+    pub smtp_timeout: Duration,
+    /// Refresh the cached access token when it expires within this margin.
+    pub token_expiry_margin: Duration,
+    /// How many targets `refresh_targets` refreshes at once.
+    pub refresh_parallelism: usize,
+    /// Name sent in EHLO.
+    pub hello_name: String,
+    /// HTTP(S) proxy for token requests (`http://host:port`); `None` uses no proxy.
+    pub http_proxy: Option<String>,
+}
+
+impl Settings {
+    /// Settings with the given directories and default timeouts.
+    pub fn with_dirs(config_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            config_dir: config_dir.into(),
+            state_dir: state_dir.into(),
+            http_timeout: Duration::from_secs(30),
+            smtp_timeout: Duration::from_secs(30),
+            token_expiry_margin: Duration::from_secs(300),
+            refresh_parallelism: 4,
+            hello_name: hello_name(),
+            http_proxy: None,
+        }
+    }
+
+    /// Defaults, overridden by the environment: `OXNOTIFY_CONFIG_DIR`, `OXNOTIFY_STATE_DIR`,
+    /// `OXNOTIFY_HTTP_TIMEOUT` and `OXNOTIFY_SMTP_TIMEOUT` (seconds), `OXNOTIFY_HTTP_PROXY`
+    /// (falls back to `https_proxy` / `HTTPS_PROXY`).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut s = Settings::with_dirs(
+            var("OXNOTIFY_CONFIG_DIR").unwrap_or_else(|| DEFAULT_CONFIG_DIR.into()),
+            var("OXNOTIFY_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        );
+        let secs = |k: &str| {
+            var(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0)
+        };
+        if let Some(t) = secs("OXNOTIFY_HTTP_TIMEOUT") {
+            s.http_timeout = Duration::from_secs(t);
+        }
+        if let Some(t) = secs("OXNOTIFY_SMTP_TIMEOUT") {
+            s.smtp_timeout = Duration::from_secs(t);
+        }
+        s.http_proxy = var("OXNOTIFY_HTTP_PROXY")
+            .or_else(|| var("https_proxy"))
+            .or_else(|| var("HTTPS_PROXY"));
+        s
+    }
+
+    /// The public config file.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("notifications.cfg")
+    }
+
+    /// The private (root-only) config file holding secrets.
+    pub fn private_config_file(&self) -> PathBuf {
+        self.config_dir.join("priv").join("notifications.cfg")
+    }
+
+    /// The lock file serialising config writers (and the daily job).
+    pub fn config_lock_file(&self) -> PathBuf {
+        self.config_dir.join(".notifications.lock")
+    }
+
+    /// Directory of the per-target OAuth2 state files.
+    pub fn oauth2_state_dir(&self) -> PathBuf {
+        self.state_dir.join("oauth2")
+    }
+
+    /// The state file of a target (the name is validated by the config layer, so it is a
+    /// plain file name).
+    pub fn oauth2_state_file(&self, target: &str) -> PathBuf {
+        self.oauth2_state_dir().join(format!("{target}.json"))
+    }
+
+    /// The per-target lock file serialising token refreshes between processes.
+    pub fn oauth2_lock_file(&self, target: &str) -> PathBuf {
+        self.oauth2_state_dir().join(format!("{target}.lock"))
+    }
+}
+
+fn hello_name() -> String {
+    let name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let name = name.trim();
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        name.to_string()
+    } else {
+        "localhost".to_string()
+    }
+}

@@ -1,0 +1,249 @@
+//! SMTP delivery over lettre's `SmtpConnection`: connect (implicit TLS, or STARTTLS which is
+//! then mandatory), authenticate, MAIL/RCPT/DATA, each step with its own error.
+//!
+//! XOAUTH2 is sent in the two-step form (`AUTH XOAUTH2`, wait for 334, then the response)
+//! rather than as an initial response on the AUTH line: Dovecot accepts at most 1024 bytes on
+//! that line and Postfix cuts it at 2048, while real Microsoft access tokens are 1.5-2.5 KB.
+
+use crate::config::smtp::{SmtpMode, SmtpTarget};
+use crate::error::{Error, Result, SmtpStep};
+use crate::secret::Secret;
+use crate::settings::Settings;
+use base64::Engine;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::Message;
+use std::fmt;
+
+/// How to authenticate.
+#[derive(Debug)]
+pub enum Credential<'a> {
+    /// No AUTH.
+    None,
+    /// PLAIN or LOGIN.
+    Password {
+        /// Login.
+        user: &'a str,
+        /// Password.
+        password: &'a Secret,
+    },
+    /// XOAUTH2 with a bearer token.
+    Bearer {
+        /// SASL identity (`user=`).
+        user: &'a str,
+        /// Access token.
+        token: &'a Secret,
+    },
+}
+
+/// One raw command line; `Debug` never shows it because it may carry a credential.
+struct Line<'a>(&'a str);
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\r\n", self.0)
+    }
+}
+
+/// The base64 XOAUTH2 initial response: `user=<id>^Aauth=Bearer <token>^A^A`.
+pub fn xoauth2_response(user: &str, token: &Secret) -> Secret {
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(format!(
+        "user={user}\x01auth=Bearer {}\x01\x01",
+        token.expose()
+    )))
+}
+
+fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::Error) -> Error {
+    let code = e.status().map(u16::from);
+    let mut message = e.to_string();
+    if step == SmtpStep::Tls || step == SmtpStep::Connect {
+        // lettre's TLS errors hide the cause in the source chain
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            message.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+    }
+    Error::Smtp {
+        target: target.name.clone(),
+        step,
+        message,
+        code,
+    }
+}
+
+impl Error {
+    /// True if the SMTP server rejected our credentials (535): the only failure that a fresh
+    /// access token can fix.
+    pub fn is_auth_rejected(&self) -> bool {
+        matches!(
+            self,
+            Error::Smtp {
+                step: SmtpStep::Auth,
+                code: Some(535),
+                ..
+            }
+        )
+    }
+}
+
+/// Deliver `message` to `target` with `credential`.
+pub fn deliver(
+    settings: &Settings,
+    target: &SmtpTarget,
+    credential: &Credential<'_>,
+    message: &Message,
+) -> Result<()> {
+    let hello = ClientId::Domain(settings.hello_name.clone());
+    let timeout = Some(settings.smtp_timeout);
+    let addr = (target.server.as_str(), target.effective_port());
+    let tls = || {
+        TlsParameters::builder(target.server.clone())
+            .build_rustls()
+            .map_err(|e| smtp_error(target, SmtpStep::Tls, e))
+    };
+    let mut conn = match target.mode {
+        SmtpMode::Tls => {
+            let params = tls()?;
+            SmtpConnection::connect(addr, timeout, &hello, Some(&params), None)
+                .map_err(|e| smtp_error(target, SmtpStep::Tls, e))?
+        }
+        SmtpMode::Starttls | SmtpMode::Insecure => {
+            SmtpConnection::connect(addr, timeout, &hello, None, None)
+                .map_err(|e| smtp_error(target, SmtpStep::Connect, e))?
+        }
+    };
+    if target.mode == SmtpMode::Starttls {
+        if !conn.can_starttls() {
+            conn.abort();
+            return Err(Error::Smtp {
+                target: target.name.clone(),
+                step: SmtpStep::Tls,
+                message: "the server does not offer STARTTLS; refusing to continue without TLS \
+                          (check the port: 587 is STARTTLS, 465 is implicit TLS = mode tls)"
+                    .into(),
+                code: None,
+            });
+        }
+        let params = tls()?;
+        conn.starttls(&params, &hello)
+            .map_err(|e| smtp_error(target, SmtpStep::Tls, e))?;
+    }
+    let result = authenticate(&mut conn, target, credential)
+        .and_then(|()| transfer(&mut conn, target, message));
+    match &result {
+        Ok(()) => {
+            let _ = conn.quit();
+        }
+        Err(_) => conn.abort(),
+    }
+    result
+}
+
+fn authenticate(
+    conn: &mut SmtpConnection,
+    target: &SmtpTarget,
+    credential: &Credential<'_>,
+) -> Result<()> {
+    let fail = |message: String, code: Option<u16>| Error::Smtp {
+        target: target.name.clone(),
+        step: SmtpStep::Auth,
+        message,
+        code,
+    };
+    match credential {
+        Credential::None => Ok(()),
+        Credential::Password { user, password } => {
+            let creds = Credentials::new(user.to_string(), password.expose().to_string());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                .map(|_| ())
+                .map_err(|e| smtp_error(target, SmtpStep::Auth, e))
+        }
+        Credential::Bearer { user, token } => {
+            if !conn
+                .server_info()
+                .supports_auth_mechanism(Mechanism::Xoauth2)
+            {
+                return Err(fail(
+                    format!(
+                        "the server does not offer AUTH XOAUTH2 (it offers: {}); check server and port{}",
+                        conn.server_info(),
+                        if target.mode == SmtpMode::Insecure { ", and use TLS" } else { "" }
+                    ),
+                    None,
+                ));
+            }
+            let first = conn
+                .command(Line("AUTH XOAUTH2"))
+                .map_err(|e| smtp_error(target, SmtpStep::Auth, e))?;
+            if !first.has_code(334) {
+                return Err(fail(
+                    format!("unexpected reply to AUTH XOAUTH2: {}", first.code()),
+                    Some(first.code().into()),
+                ));
+            }
+            let ir = xoauth2_response(user, token);
+            let reply = conn
+                .command(Line(ir.expose()))
+                .map_err(|e| smtp_error(target, SmtpStep::Auth, e))?;
+            if reply.has_code(334) {
+                // an error challenge (base64 JSON); RFC 7628: answer with an empty line, the
+                // server then sends the final 535
+                return match conn.command(Line("")) {
+                    Err(e) => Err(smtp_error(target, SmtpStep::Auth, e)),
+                    Ok(r) => Err(fail(
+                        format!("server did not accept the token (reply {})", r.code()),
+                        Some(r.code().into()),
+                    )),
+                };
+            }
+            Ok(())
+        }
+    }
+}
+
+fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Message) -> Result<()> {
+    let envelope = message.envelope();
+    let body = message.formatted();
+    let mut params = Vec::new();
+    let non_ascii_addr = envelope
+        .from()
+        .is_some_and(|a| !AsRef::<str>::as_ref(a).is_ascii())
+        || envelope
+            .to()
+            .iter()
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii_addr {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(Error::Smtp {
+                target: target.name.clone(),
+                step: SmtpStep::Sender,
+                message: "non-ASCII addresses need SMTPUTF8, which the server does not offer"
+                    .into(),
+                code: None,
+            });
+        }
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(envelope.from().cloned(), params))
+        .map_err(|e| smtp_error(target, SmtpStep::Sender, e))?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![])).map_err(|e| {
+            let mut err = smtp_error(target, SmtpStep::Recipient, e);
+            if let Error::Smtp { message, .. } = &mut err {
+                *message = format!("{to}: {message}");
+            }
+            err
+        })?;
+    }
+    conn.command(Data)
+        .map_err(|e| smtp_error(target, SmtpStep::Data, e))?;
+    conn.message(&body)
+        .map_err(|e| smtp_error(target, SmtpStep::Data, e))?;
+    Ok(())
+}

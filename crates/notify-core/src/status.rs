@@ -1,0 +1,104 @@
+//! Health of an OAuth2 target, derived from its state file and the provider's documented
+//! token lifetimes: when it was authorized and refreshed, how old the refresh token is, when
+//! it probably expires, and a concrete warning before it does.
+
+use crate::config::smtp::SmtpTarget;
+use crate::oauth2::provider;
+use crate::state::{now, LastError, OAuth2State};
+use serde::Serialize;
+
+/// Warn this many days before a refresh token's estimated expiry.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+const DAY: i64 = 86_400;
+
+/// OAuth2 health of a target. Never contains a token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// Target name.
+    pub target: String,
+    /// Auth method.
+    pub auth_method: &'static str,
+    /// A refresh token is stored.
+    pub authorized: bool,
+    /// When the admin authorized.
+    pub authorized_at: Option<i64>,
+    /// Last successful refresh.
+    pub last_refresh: Option<i64>,
+    /// When the current refresh token was issued.
+    pub refresh_token_issued_at: Option<i64>,
+    /// Age of the current refresh token in days.
+    pub refresh_token_age_days: Option<i64>,
+    /// Rotations since authorization.
+    pub rotations: u64,
+    /// Estimated expiry of the refresh token, if the provider documents its lifetime.
+    pub estimated_expiry: Option<i64>,
+    /// A cached access token is valid until then.
+    pub access_token_valid_until: Option<i64>,
+    /// The provider said the grant is gone.
+    pub needs_reauthorization: bool,
+    /// Last error.
+    pub last_error: Option<LastError>,
+    /// What the admin should do, if anything.
+    pub warning: Option<String>,
+}
+
+impl TargetStatus {
+    /// Derive the status of `target` from `state` (absent state: not authorized).
+    pub fn of(target: &SmtpTarget, state: Option<&OAuth2State>) -> Self {
+        let t = now();
+        let empty = OAuth2State::default();
+        let s = state.unwrap_or(&empty);
+        let p = provider::provider(target.auth_method);
+        let lifetime_expiry = p
+            .and_then(|p| p.refresh_token_lifetime_days)
+            .zip(s.refresh_token_issued_at)
+            .map(|(days, issued)| issued + days * DAY);
+        let idle_expiry = p
+            .and_then(|p| p.refresh_token_idle_days)
+            .zip(s.last_refresh.or(s.refresh_token_issued_at))
+            .map(|(days, used)| used + days * DAY);
+        let estimated_expiry = match (lifetime_expiry, idle_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let authorized = s.refresh_token.is_some();
+        let hint = p.map(|p| p.reauth_hint).unwrap_or_default();
+        let warning = if !authorized {
+            Some(format!(
+                "not authorized yet: authorize the target (Authorize button or `oxnotify authorize {}`)",
+                target.name
+            ))
+        } else if s.needs_reauthorization {
+            Some(format!(
+                "re-authorize: the provider rejected the refresh token ({hint})"
+            ))
+        } else if let Some(exp) = estimated_expiry.filter(|e| *e - t < EXPIRY_WARNING_DAYS * DAY) {
+            let days = (exp - t).div_euclid(DAY);
+            Some(if exp <= t {
+                format!("the refresh token has probably expired: re-authorize ({hint})")
+            } else {
+                format!(
+                    "the refresh token probably expires in {days} day(s): make sure the daily \
+                     refresh job runs, or re-authorize ({hint})"
+                )
+            })
+        } else {
+            None
+        };
+        TargetStatus {
+            target: target.name.clone(),
+            auth_method: target.auth_method.as_str(),
+            authorized,
+            authorized_at: s.authorized_at,
+            last_refresh: s.last_refresh,
+            refresh_token_issued_at: s.refresh_token_issued_at,
+            refresh_token_age_days: s.refresh_token_issued_at.map(|i| (t - i).div_euclid(DAY)),
+            rotations: s.rotations,
+            estimated_expiry,
+            access_token_valid_until: s.access_token.as_ref().and(s.access_token_expires_at),
+            needs_reauthorization: s.needs_reauthorization,
+            last_error: s.last_error.clone(),
+            warning,
+        }
+    }
+}

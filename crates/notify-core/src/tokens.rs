@@ -1,0 +1,184 @@
+//! Access tokens for OAuth2 targets: served from the state file's cache until shortly before
+//! expiry, otherwise refreshed under the per-target lock. A rotated refresh token is written
+//! to the state file (atomically, fsynced) before the new access token is used, so no rotation
+//! is ever lost, even with providers that revoke the grant when an old token is replayed.
+
+use crate::config::smtp::{SmtpSecrets, SmtpTarget};
+use crate::error::{Error, Result};
+use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
+use crate::secret::Secret;
+use crate::settings::Settings;
+use crate::state::{now, OAuth2State, StateStore, TargetLock};
+
+/// An access token and where it came from.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub token: Secret,
+    /// True if it came from the cache (a rejection then warrants one refresh and retry).
+    pub from_cache: bool,
+}
+
+/// Result of a refresh grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The refresh token stayed the same (Google style).
+    InPlace,
+    /// The provider rotated the refresh token; the new one is stored.
+    Rotated,
+}
+
+/// Gets access tokens for targets.
+pub struct TokenManager<'a> {
+    settings: &'a Settings,
+    http: &'a dyn TokenHttpClient,
+    store: StateStore,
+}
+
+impl<'a> TokenManager<'a> {
+    /// A manager using `http` for token requests.
+    pub fn new(settings: &'a Settings, http: &'a dyn TokenHttpClient) -> Self {
+        TokenManager {
+            settings,
+            http,
+            store: StateStore::new(settings),
+        }
+    }
+
+    /// An access token for `target`: the cached one if it is valid for longer than the
+    /// margin (unless `force_refresh`), else a fresh one from a refresh grant.
+    pub fn access_token(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        force_refresh: bool,
+    ) -> Result<AccessToken> {
+        let lock = self.store.lock(&target.name)?;
+        let mut state = self.load_authorized(&target.name)?;
+        let margin = self.settings.token_expiry_margin.as_secs() as i64;
+        if !force_refresh {
+            if let Some(t) = state.cached_access_token(margin) {
+                return Ok(AccessToken {
+                    token: t.clone(),
+                    from_cache: true,
+                });
+            }
+        }
+        let (tokens, _) = self.refresh_locked(target, secrets, &mut state, &lock)?;
+        Ok(AccessToken {
+            token: tokens.access_token,
+            from_cache: false,
+        })
+    }
+
+    /// Run a refresh grant now (the daily job), whatever the cache says.
+    pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
+        let lock = self.store.lock(&target.name)?;
+        let mut state = self.load_authorized(&target.name)?;
+        self.refresh_locked(target, secrets, &mut state, &lock)
+            .map(|(_, r)| r)
+    }
+
+    /// Store a newly obtained refresh token (and the access token that came with it) as the
+    /// target's authorization, replacing any previous state.
+    pub fn store_authorization(&self, target: &str, tokens: &TokenSet) -> Result<()> {
+        let rt = tokens
+            .refresh_token
+            .clone()
+            .ok_or_else(|| Error::param("refresh-token", "no refresh token to store"))?;
+        let lock = self.store.lock(target)?;
+        let mut state = OAuth2State::authorized(rt);
+        cache_access_token(&mut state, tokens);
+        self.store.save(target, &state, &lock)
+    }
+
+    fn load_authorized(&self, target: &str) -> Result<OAuth2State> {
+        let state = self.store.load(target)?.unwrap_or_default();
+        if state.refresh_token.is_none() {
+            return Err(Error::NeedsReauthorization {
+                target: target.to_string(),
+                reason: "it has not been authorized yet (no refresh token stored)".into(),
+            });
+        }
+        Ok(state)
+    }
+
+    fn refresh_locked(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        state: &mut OAuth2State,
+        lock: &TargetLock,
+    ) -> Result<(TokenSet, Refreshed)> {
+        let name = &target.name;
+        let old = state
+            .refresh_token
+            .clone()
+            .ok_or_else(|| Error::NeedsReauthorization {
+                target: name.clone(),
+                reason: "no refresh token stored".into(),
+            })?;
+        let result = ClientRegistration::of_target(target, secrets)
+            .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name));
+        let tokens = match result {
+            Ok(t) => t,
+            Err(e) => {
+                // the stored refresh token stays as it is: only the error is recorded
+                if matches!(e, Error::NeedsReauthorization { .. }) {
+                    state.needs_reauthorization = true;
+                }
+                state.record_error(&e.to_string());
+                if let Err(save) = self.store.save(name, state, lock) {
+                    return Err(Error::Token {
+                        target: Some(name.clone()),
+                        message: format!("{e} (and recording the error failed: {save})"),
+                    });
+                }
+                return Err(e);
+            }
+        };
+        let t = now();
+        let rotated = match &tokens.refresh_token {
+            Some(new) if *new != old => {
+                state.refresh_token = Some(new.clone());
+                state.refresh_token_issued_at = Some(t);
+                state.rotations += 1;
+                Refreshed::Rotated
+            }
+            _ => Refreshed::InPlace,
+        };
+        state.last_refresh = Some(t);
+        state.last_error = None;
+        state.needs_reauthorization = false;
+        cache_access_token(state, &tokens);
+        self.store
+            .save(name, state, lock)
+            .map_err(|e| Error::Token {
+                target: Some(name.clone()),
+                message: if rotated == Refreshed::Rotated {
+                    format!(
+                        "the provider rotated the refresh token but it could not be saved ({e}); \
+                     fix the state directory and re-authorize if the next refresh fails"
+                    )
+                } else {
+                    format!("saving the refreshed token failed: {e}")
+                },
+            })?;
+        Ok((tokens, rotated))
+    }
+}
+
+/// Cache the access token only when we know when it expires; without `expires_in` it is used
+/// for the current send and fetched again next time.
+fn cache_access_token(state: &mut OAuth2State, tokens: &TokenSet) {
+    match tokens.expires_in {
+        Some(d) => {
+            state.access_token = Some(tokens.access_token.clone());
+            state.access_token_expires_at = Some(now() + d.as_secs() as i64);
+        }
+        None => {
+            state.access_token = None;
+            state.access_token_expires_at = None;
+        }
+    }
+}
