@@ -17,8 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # OAuth2/OIDC authorization server (panva/oidc-provider) — pinned in package.json
 if [ ! -d "$HERE/node/node_modules/oidc-provider" ]; then
-  mkdir -p "$HERE/node" && cp "$HERE/package.json" "$HERE/oidc-rig.mjs" "$HERE/node/"
-  (cd "$HERE/node" && npm install --no-audit --no-fund --silent)
+  mkdir -p "$HERE/node" && cp "$HERE/package.json" "$HERE/package-lock.json" "$HERE/oidc-rig.mjs" "$HERE/node/"
+  (cd "$HERE/node" && npm ci --no-audit --no-fund --silent)
 fi
 cp "$HERE/oidc-rig.mjs" "$HERE/node/"   # keep the launcher in sync
 # SMTP sink that writes every relayed message into a Maildir (aiosmtpd's stock Mailbox handler)

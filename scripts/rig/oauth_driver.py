@@ -7,6 +7,8 @@ usage:
   oauth_driver.py ISSUER device  USER [CLIENT_ID] [CLIENT_SECRET]   -> token JSON (RFC 8628, approves as USER)
   oauth_driver.py ISSUER introspect TOKEN                            -> introspection JSON (as client 'dovecot')
   oauth_driver.py ISSUER revoke TOKEN [CLIENT_ID] [CLIENT_SECRET]
+  oauth_driver.py ISSUER browse  USER AUTHORIZE_URL REDIRECT_PREFIX  -> the final redirect URL (code+state),
+                  for an authorize URL built by the code under test (its own state and PKCE)
 """
 import base64, hashlib, html.parser, http.cookiejar, json, os, secrets, sys, time
 import urllib.error, urllib.parse, urllib.request
@@ -57,7 +59,7 @@ def token(issuer, data, cid, secret):
 
 def main():
     issuer, cmd, arg = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
-    cid = sys.argv[4] if len(sys.argv) > 4 else "rig-client"
+    cid = sys.argv[4] if len(sys.argv) > 4 and cmd != "browse" else "rig-client"
     secret = sys.argv[5] if len(sys.argv) > 5 else ("rig-secret" if cid == "rig-client" else None)
     if cmd == "code":
         redirect = "http://127.0.0.1:%d/callback" % (40000 + secrets.randbelow(20000))  # native client: any loopback port
@@ -72,6 +74,8 @@ def main():
         if "code" not in qs or qs["state"][0] != state: raise SystemExit(f"bad callback {final}")
         out = token(issuer, dict(grant_type="authorization_code", code=qs["code"][0], redirect_uri=redirect,
                                  code_verifier=verifier), cid, secret)
+    elif cmd == "browse":
+        print(browse(sys.argv[4], arg, sys.argv[5])); return
     elif cmd == "refresh":
         out = token(issuer, dict(grant_type="refresh_token", refresh_token=arg), cid, secret)
     elif cmd == "device":

@@ -76,6 +76,8 @@ force_introspection = yes
 timeout_msecs = 5000
 debug = $( [ "$RIG_DEBUG" = 1 ] && echo yes || echo no )
 EOF
+printf '%s\n' 'plain@example.test:{PLAIN}plain-secret-pw' > dovecot/passwd
+chmod 644 dovecot/passwd
 cat > dovecot/dovecot.conf <<EOF
 # throwaway Dovecot 2.3 instance: submission only, XOAUTH2/OAUTHBEARER via the oauth2 passdb
 base_dir = $RIG_DIR/run/dovecot
@@ -94,7 +96,7 @@ ssl_cert = <$RIG_DIR/tls/server.crt
 ssl_key = <$RIG_DIR/tls/server.key
 ssl_min_protocol = TLSv1.2
 
-auth_mechanisms = xoauth2 oauthbearer
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_verbose = yes
 auth_debug = $( [ "$RIG_DEBUG" = 1 ] && echo yes || echo no )
 auth_failure_delay = 0
@@ -102,6 +104,12 @@ passdb {
   driver = oauth2
   mechanisms = xoauth2 oauthbearer
   args = $RIG_DIR/dovecot/dovecot-oauth2.conf.ext
+}
+# PLAIN/LOGIN for password-auth tests: one fixed user (RIG_PLAIN_USER / RIG_PLAIN_PASSWORD)
+passdb {
+  driver = passwd-file
+  mechanisms = plain login
+  args = scheme=PLAIN $RIG_DIR/dovecot/passwd
 }
 userdb {
   driver = static
@@ -221,6 +229,9 @@ ISSUER=http://127.0.0.1:$OIDC_PORT
   echo "RIG_SMTP_STARTTLS_PORT=$SUB_PORT"
   echo "RIG_SMTP_TLS_PORT=$SUBS_PORT"
   echo "RIG_MAILDIR=$RIG_DIR/sink/Maildir"
+  echo "RIG_SINK_PORT=$SINK_PORT"
+  echo "RIG_PLAIN_USER=plain@example.test"
+  echo "RIG_PLAIN_PASSWORD=plain-secret-pw"
   if [ "$RIG_POSTFIX" = 1 ]; then
     echo "RIG_PF_STARTTLS_PORT=$PF_PORT"
     echo "RIG_PF_TLS_PORT=$PFS_PORT"

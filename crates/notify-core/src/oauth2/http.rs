@@ -7,7 +7,7 @@
 //! `SSL_CERT_FILE`), and go through the configured HTTPS proxy, if any.
 
 use crate::settings::Settings;
-use oauth2::{HttpRequest, HttpResponse};
+pub use oauth2::{HttpRequest, HttpResponse};
 
 /// A failed HTTP exchange (connect, TLS, timeout, proxy). The message never contains the
 /// request body.

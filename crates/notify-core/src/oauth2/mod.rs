@@ -7,5 +7,5 @@ pub mod provider;
 pub use flow::{
     authorize_url, exchange_code, refresh, AuthorizeRequest, ClientRegistration, TokenSet,
 };
-pub use http::{HttpError, TokenHttpClient, UreqClient};
+pub use http::{HttpError, HttpRequest, HttpResponse, TokenHttpClient, UreqClient};
 pub use provider::{EndpointParams, Endpoints, Provider};
