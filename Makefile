@@ -1,0 +1,30 @@
+# oxnotify — the two commands of the README:
+#   make test      install what a fresh Debian 12 needs, start the loopback rig, run every test
+#   make example   the rig-based end-to-end example (authorize, exchange, send, show the mail)
+# Must run as root (apt-get; the rig's Dovecot/Postfix masters drop privileges themselves).
+
+.PHONY: all deps build lint test example bench clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+build:
+	cargo build --workspace --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: deps lint
+	scripts/run-with-rig.sh scripts/test-all.sh
+
+example: deps
+	scripts/run-with-rig.sh scripts/example.sh
+
+bench: deps
+	scripts/run-with-rig.sh cargo bench -p notify-core --bench send
+
+clean:
+	cargo clean

@@ -1,0 +1,286 @@
+//! Config parsing and validation: every error names file, line, target and key, says what to
+//! do, and a rejected change leaves the files as they were.
+
+use notify_core::config::ConfigLock;
+use notify_core::*;
+use std::path::Path;
+
+fn setup(public: &str, private: Option<&str>) -> (tempfile::TempDir, Settings) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    std::fs::create_dir_all(settings.private_config_file().parent().unwrap()).unwrap();
+    std::fs::write(settings.config_file(), public).unwrap();
+    if let Some(p) = private {
+        std::fs::write(settings.private_config_file(), p).unwrap();
+    }
+    (dir, settings)
+}
+
+const OK_TARGET: &str = "smtp: m365\n\tserver smtp.office365.com\n\tmode starttls\n\tauth-method microsoft-oauth2\n\tfrom-address alerts@example.com\n\tmailto ops@example.com\n\toauth2-client-id 11111111-2222-3333-4444-555555555555\n\toauth2-tenant-id 12345678-90ab-cdef-1234-567890abcdef\n";
+
+/// The error for target `name` in a config whose only SMTP section is `body`.
+fn target_error(body: &str) -> String {
+    let (_d, s) = setup(&format!("smtp: t1\n{body}"), None);
+    let cfg = NotificationConfig::load(&s).unwrap();
+    let err = cfg.smtp_target("t1").unwrap_err();
+    assert_eq!(err.http_code(), 400);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("notifications.cfg") && msg.contains("target 't1'"),
+        "{msg}"
+    );
+    msg
+}
+
+const BASE: &str =
+    "\tserver mail.example.com\n\tfrom-address a@example.com\n\tmailto b@example.com\n";
+
+#[test]
+fn valid_config_reads_with_defaults() {
+    let (_d, s) = setup(
+        OK_TARGET,
+        Some("smtp: m365\n\toauth2-client-secret s3cr3t\n"),
+    );
+    let cfg = NotificationConfig::load(&s).unwrap();
+    let t = cfg.smtp_target("m365").unwrap();
+    assert_eq!(t.effective_port(), 587);
+    assert_eq!(t.auth_method, AuthMethod::MicrosoftOAuth2);
+    assert_eq!(
+        cfg.smtp_secrets("m365")
+            .unwrap()
+            .oauth2_client_secret
+            .unwrap()
+            .expose(),
+        "s3cr3t"
+    );
+}
+
+#[test]
+fn auth_method_is_inferred_for_old_configs() {
+    let (_d, s) = setup(
+        &format!("smtp: old\n{BASE}\tusername u\n\nsmtp: anon\n{BASE}"),
+        Some("smtp: old\n\tpassword pw\n"),
+    );
+    let cfg = NotificationConfig::load(&s).unwrap();
+    assert_eq!(
+        cfg.smtp_target("old").unwrap().auth_method,
+        AuthMethod::Plain
+    );
+    assert_eq!(
+        cfg.smtp_target("anon").unwrap().auth_method,
+        AuthMethod::None
+    );
+    assert_eq!(
+        cfg.smtp_target("anon").unwrap().effective_port(),
+        465,
+        "default mode tls"
+    );
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let m = target_error(&format!("{BASE}\tcolour blue\n"));
+    assert!(
+        m.contains("line 5") && m.contains("unknown key 'colour'"),
+        "{m}"
+    );
+    let m = target_error(&format!("{BASE}\tpassword pw\n"));
+    assert!(m.contains("private file"), "{m}");
+}
+
+#[test]
+fn bad_values_are_rejected_with_line_and_key() {
+    for (extra, key, what) in [
+        ("\tport 70000\n", "port", "not a port"),
+        ("\tport 0\n", "port", "not a port"),
+        ("\tmode ssl\n", "mode", "not a mode"),
+        ("\tmailto not-an-address\n", "mailto", "not a valid e-mail"),
+        ("\tdisable maybe\n", "disable", "boolean"),
+        (
+            "\tauth-method kerberos\n",
+            "auth-method",
+            "not an auth method",
+        ),
+        ("\tcomment ok\r\n", "comment", "carriage return"),
+        ("\tserver x\n", "server", "more than once"),
+    ] {
+        let m = target_error(&format!("{BASE}{extra}"));
+        assert!(
+            m.contains(&format!("key '{key}'")) && m.contains(what),
+            "{extra:?}: {m}"
+        );
+        assert!(m.contains("line "), "{m}");
+    }
+    let m =
+        target_error("\tserver mail.example.com\n\tfrom-address nope\n\tmailto b@example.com\n");
+    assert!(m.contains("line 3") && m.contains("'from-address'"), "{m}");
+}
+
+#[test]
+fn duplicate_names_fail_the_file() {
+    let (_d, s) = setup(
+        &format!("smtp: a\n{BASE}\nsendmail: a\n\tmailto x@example.com\n"),
+        None,
+    );
+    let m = NotificationConfig::load(&s).unwrap_err().to_string();
+    assert!(
+        m.contains("line 6") && m.contains("duplicate section name 'a'"),
+        "{m}"
+    );
+}
+
+#[test]
+fn oauth2_requirements() {
+    let m = target_error(&format!(
+        "{BASE}\tmode starttls\n\tauth-method google-oauth2\n"
+    ));
+    assert!(
+        m.contains("'oauth2-client-id'") && m.contains("client (application) ID"),
+        "{m}"
+    );
+    let m = target_error(&format!(
+        "{BASE}\tmode starttls\n\tauth-method microsoft-oauth2\n\toauth2-client-id c\n"
+    ));
+    assert!(m.contains("'oauth2-tenant-id'"), "{m}");
+    for bad in ["contoso", "../evil", "a/b", "1234-5678", "evil.com?x=1"] {
+        let m = target_error(&format!(
+            "{BASE}\tmode starttls\n\tauth-method microsoft-oauth2\n\toauth2-client-id c\n\toauth2-tenant-id {bad}\n"
+        ));
+        assert!(
+            m.contains("not a tenant ID") && m.contains("line 8"),
+            "{bad}: {m}"
+        );
+    }
+    let m = target_error(&format!("{BASE}\tmode starttls\n\tauth-method google-oauth2\n\toauth2-client-id c\n\toauth2-tenant-id contoso.com\n"));
+    assert!(
+        m.contains("only valid with auth-method microsoft-oauth2"),
+        "{m}"
+    );
+    let m = target_error(&format!(
+        "{BASE}\tmode starttls\n\tauth-method oauth2\n\toauth2-client-id c\n\toauth2-scope x\n"
+    ));
+    assert!(m.contains("'oauth2-token-url'"), "{m}");
+    let m = target_error(&format!("{BASE}\tmode starttls\n\tauth-method oauth2\n\toauth2-client-id c\n\toauth2-scope x\n\toauth2-token-url http://idp.example.com/token\n"));
+    assert!(m.contains("https://"), "{m}");
+}
+
+#[test]
+fn authenticated_smtp_needs_tls_unless_explicitly_allowed() {
+    let m = target_error(&format!("{BASE}\tmode insecure\n\tusername u\n"));
+    assert!(
+        m.contains("clear text") && m.contains("allow-insecure-auth"),
+        "{m}"
+    );
+    let (_d, s) = setup(
+        &format!("smtp: t1\n{BASE}\tmode insecure\n\tusername u\n\tallow-insecure-auth 1\n"),
+        Some("smtp: t1\n\tpassword pw\n"),
+    );
+    assert!(NotificationConfig::load(&s)
+        .unwrap()
+        .smtp_target("t1")
+        .is_ok());
+}
+
+#[test]
+fn plain_without_password_is_reported_against_the_private_file() {
+    let (_d, s) = setup(
+        &format!("smtp: t1\n{BASE}\tauth-method plain\n\tusername u\n"),
+        None,
+    );
+    let cfg = NotificationConfig::load(&s).unwrap();
+    let m = cfg.smtp_secrets("t1").unwrap_err().to_string();
+    assert!(
+        m.contains("priv/notifications.cfg") && m.contains("needs a password"),
+        "{m}"
+    );
+}
+
+#[test]
+fn one_bad_target_does_not_break_the_others() {
+    let (_d, s) = setup(
+        &format!("smtp: bad\n\tserver x\n\nsmtp: good\n{BASE}"),
+        None,
+    );
+    let cfg = NotificationConfig::load(&s).unwrap();
+    let all = cfg.smtp_targets();
+    assert!(all[0].1.is_err() && all[1].1.is_ok());
+}
+
+#[test]
+fn write_keeps_unknown_sections_comments_and_order() {
+    let original = format!("# site notifications\nsendmail: local\n\tmailto-user root@pam\n\n{OK_TARGET}\nmatcher: everything\n\tmode all\n\ttarget m365\n");
+    let (_d, s) = setup(
+        &original,
+        Some("smtp: m365\n\toauth2-client-secret s3cr3t\n"),
+    );
+    let lock = ConfigLock::acquire(&s).unwrap();
+    let mut cfg = NotificationConfig::load(&s).unwrap();
+    let mut t = cfg.smtp_target("m365").unwrap();
+    t.comment = Some("rotated to new tenant".into());
+    let secrets = cfg.smtp_secrets("m365").unwrap();
+    cfg.update_smtp_target(&t, &secrets).unwrap();
+    cfg.save(&s, &lock).unwrap();
+    let text = std::fs::read_to_string(s.config_file()).unwrap();
+    assert!(text.starts_with("# site notifications\nsendmail: local\n\tmailto-user root@pam\n\nsmtp: m365\n\tserver smtp.office365.com\n"), "{text}");
+    assert!(text.contains("\tcomment rotated to new tenant\n"), "{text}");
+    assert!(
+        text.ends_with("\nmatcher: everything\n\tmode all\n\ttarget m365\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rejected_changes_leave_files_intact_and_digest_detects_conflicts() {
+    let (_d, s) = setup(
+        OK_TARGET,
+        Some("smtp: m365\n\toauth2-client-secret s3cr3t\n"),
+    );
+    let before_pub = std::fs::read(s.config_file()).unwrap();
+    let before_priv = std::fs::read(s.private_config_file()).unwrap();
+    let lock = ConfigLock::acquire(&s).unwrap();
+    let mut cfg = NotificationConfig::load(&s).unwrap();
+    let digest = cfg.digest().to_string();
+    let mut t = cfg.smtp_target("m365").unwrap();
+    t.name = "m365".into();
+    t.from_address = "evil@example.com\r\nBcc: everyone@example.com".into();
+    let err = cfg
+        .update_smtp_target(&t, &SmtpSecrets::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("carriage return"), "{err}");
+    let dup = cfg.smtp_target("m365").unwrap();
+    assert_eq!(
+        cfg.add_smtp_target(&dup, &SmtpSecrets::default())
+            .unwrap_err()
+            .to_string(),
+        "notification target 'm365' already exists"
+    );
+    assert_eq!(std::fs::read(s.config_file()).unwrap(), before_pub);
+    assert_eq!(std::fs::read(s.private_config_file()).unwrap(), before_priv);
+
+    // someone else changes the file: our digest no longer matches
+    cfg.check_digest(Some(&digest)).unwrap();
+    let mut other = NotificationConfig::load(&s).unwrap();
+    other.remove_smtp_target("m365").unwrap();
+    other.save(&s, &lock).unwrap();
+    let fresh = NotificationConfig::load(&s).unwrap();
+    let err = fresh.check_digest(Some(&digest)).unwrap_err();
+    assert_eq!(err.http_code(), 409);
+}
+
+#[test]
+fn malformed_files_give_clear_errors() {
+    for (text, want) in [
+        ("\tserver x\n", "outside of a section"),
+        ("smtp a\n", "section header"),
+        ("smtp: a b\n", "malformed section header"),
+    ] {
+        let (_d, s) = setup(text, None);
+        let m = NotificationConfig::load(&s).unwrap_err().to_string();
+        assert!(m.contains(want) && m.contains("line 1"), "{text:?}: {m}");
+    }
+    let (_d, s) = setup("smtp: a\n", None);
+    std::fs::write(s.config_file(), b"smtp: a\n\tcomment \xff\n").unwrap();
+    let m = NotificationConfig::load(&s).unwrap_err().to_string();
+    assert!(m.contains("not valid UTF-8"), "{m}");
+    let _ = Path::new("");
+}

@@ -1,0 +1,95 @@
+//! No secret (client secret, password, refresh/access token, PKCE verifier) appears in any
+//! `Debug` output or error message.
+
+use notify_core::oauth2::{self, ClientRegistration, EndpointParams, TokenSet};
+use notify_core::state::OAuth2State;
+use notify_core::*;
+use std::time::Duration;
+
+const SECRETS: &[&str] = &[
+    "CLIENT-SECRET-xyz",
+    "PASSWORD-xyz",
+    "REFRESH-TOKEN-xyz",
+    "ACCESS-TOKEN-xyz",
+];
+
+fn assert_clean(what: &str, text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "{what} leaks {s}: {text}");
+    }
+}
+
+#[test]
+fn debug_output_is_redacted() {
+    let secrets = SmtpSecrets {
+        password: Some(Secret::new("PASSWORD-xyz")),
+        oauth2_client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
+    };
+    assert_clean("SmtpSecrets", &format!("{secrets:?}"));
+    let mut state = OAuth2State::authorized(Secret::new("REFRESH-TOKEN-xyz"));
+    state.access_token = Some(Secret::new("ACCESS-TOKEN-xyz"));
+    assert_clean("OAuth2State", &format!("{state:?} {state:#?}"));
+    let tokens = TokenSet {
+        access_token: Secret::new("ACCESS-TOKEN-xyz"),
+        expires_in: Some(Duration::from_secs(3600)),
+        refresh_token: Some(Secret::new("REFRESH-TOKEN-xyz")),
+    };
+    assert_clean("TokenSet", &format!("{tokens:?}"));
+    let reg = ClientRegistration::new(
+        AuthMethod::GoogleOAuth2,
+        "client-id",
+        Some(Secret::new("CLIENT-SECRET-xyz")),
+        &EndpointParams::default(),
+    )
+    .unwrap();
+    assert_clean("ClientRegistration", &format!("{reg:?}"));
+    let req = oauth2::authorize_url(&reg, "http://127.0.0.1:1/cb", None).unwrap();
+    let dbg = format!("{req:?}");
+    assert!(
+        !dbg.contains(req.pkce_verifier.expose()),
+        "PKCE verifier leaked: {dbg}"
+    );
+    // the challenge is in the URL, the verifier is not
+    assert!(req.url.as_str().contains("code_challenge="));
+    assert!(!req.url.as_str().contains(req.pkce_verifier.expose()));
+    let xo = smtp::xoauth2_response("a@example.com", &Secret::new("ACCESS-TOKEN-xyz"));
+    assert_clean("xoauth2 response", &format!("{xo:?}"));
+}
+
+#[test]
+fn errors_from_secret_handling_paths_are_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    let n = Notifier::new(settings).unwrap();
+    // an exchange against an endpoint that does not exist, with every secret in play
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token_url = format!("http://127.0.0.1:{port}/token");
+    let err = n
+        .exchange_smtp_oauth2_code(&CodeExchange {
+            auth_method: AuthMethod::OAuth2,
+            client_id: "cid",
+            client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
+            tenant_id: None,
+            code: "REFRESH-TOKEN-xyz",
+            redirect_uri: "http://127.0.0.1:1/cb",
+            pkce_verifier: Some(Secret::new("PASSWORD-xyz")),
+            endpoints: EndpointParams {
+                token_url: Some(&token_url),
+                scope: Some("smtp"),
+                ..Default::default()
+            },
+            target: Some("x"),
+        })
+        .unwrap_err();
+    assert_clean("exchange error", &format!("{err} {err:?}"));
+    // storing a refresh token with a control character: rejected without echoing it
+    let err = n
+        .store_refresh_token("x", Secret::new("REFRESH-TOKEN-xyz\r\n"))
+        .unwrap_err();
+    assert_clean("store error", &format!("{err} {err:?}"));
+    assert_clean("notifier", &format!("{n:?}"));
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# install-deps.sh — everything a fresh Debian 12 machine needs for build and tests (idempotent):
+# Debian packages for the rig (Dovecot, Postfix) and Perl, the rig's npm/PyPI packages.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for p in perl ca-certificates curl openssl; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+RIG_WITH_POSTFIX=1 "$HERE/rig/install-rig-deps.sh"
+command -v cargo >/dev/null || { echo "cargo (Rust stable) is required" >&2; exit 1; }

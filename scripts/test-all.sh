@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# test-all.sh — every test, with the rig already running (see run-with-rig.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== rig self-test (stock clients against the real servers)"
+scripts/rig/selftest-rig.sh "$RIG_DIR" | tail -1
+echo "== Rust tests"
+cargo test --workspace
+if [ -d perl/t ] && ls perl/t/*.t >/dev/null 2>&1; then
+  echo "== Perl tests"
+  prove -r -Iperl/lib perl/t
+fi
