@@ -53,7 +53,10 @@ fn main() {
     plain.username = Some(rig.plain_user.clone());
     env.add_target(
         &plain,
-        &SmtpSecrets { password: Some(Secret::new(rig.plain_password.clone())), oauth2_client_secret: None },
+        &SmtpSecrets {
+            password: Some(Secret::new(rig.plain_password.clone())),
+            oauth2_client_secret: None,
+        },
     );
 
     let (xo, xs) = microsoft_target(&rig, "xoauth2", "bench-xo@example.test");
@@ -61,8 +64,14 @@ fn main() {
     env.authorize(&rig, &xo, &xs, "bench-xo@example.test");
 
     println!("oxnotify send benchmark over loopback ({N} sends each, after 1 warm-up)");
-    stats("none (aiosmtpd, plain TCP)", time_sends(&env, "none", || {}));
-    stats("plain (Dovecot, STARTTLS)", time_sends(&env, "plain", || {}));
+    stats(
+        "none (aiosmtpd, plain TCP)",
+        time_sends(&env, "none", || {}),
+    );
+    stats(
+        "plain (Dovecot, STARTTLS)",
+        time_sends(&env, "plain", || {}),
+    );
 
     let before = env.token_requests();
     let cached = time_sends(&env, "xoauth2", || {});
@@ -74,11 +83,16 @@ fn main() {
         st.as_object_mut().unwrap().remove("access_token");
         env.write_state_json("xoauth2", &st);
     };
-    stats("xoauth2, refresh + rotate + send", time_sends(&env, "xoauth2", drop_cache));
+    stats(
+        "xoauth2, refresh + rotate + send",
+        time_sends(&env, "xoauth2", drop_cache),
+    );
 
     let before = env.token_requests();
     for i in 0..100 {
-        env.notifier.send_to_target("xoauth2", &note(&format!("bench-100 #{i}"))).unwrap();
+        env.notifier
+            .send_to_target("xoauth2", &note(&format!("bench-100 #{i}")))
+            .unwrap();
     }
     println!(
         "token requests: {} per 100 sends with the cache ({} during the {} cached-token sends above)",
