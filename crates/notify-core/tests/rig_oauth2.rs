@@ -444,13 +444,18 @@ fn plain_and_none_targets_deliver() {
     n.server = "127.0.0.1".into();
     env.add_target(&n, &SmtpSecrets::default());
     let subject = tag("plain-none");
-    let reports = env
-        .notifier
-        .send(&["pw", "open", "missing"], &note(&subject))
-        .unwrap();
+    // lines starting with '.' (and a lone '.') must survive SMTP transparency unchanged
+    let mut n = note(&subject);
+    n.body = "line one\n.hidden dot line\n.\n..two dots\nend\n".into();
+    let reports = env.notifier.send(&["pw", "open", "missing"], &n).unwrap();
     assert!(reports[0].result.is_ok(), "{:?}", reports[0].result);
     assert!(reports[1].result.is_ok(), "{:?}", reports[1].result);
     assert_eq!(reports[2].result.as_ref().unwrap_err().http_code(), 404);
+    let mail = rig.find_mail(&subject).unwrap();
+    assert!(
+        mail.contains("line one\n.hidden dot line\n.\n..two dots\nend\n"),
+        "{mail}"
+    );
 
     // a wrong password is a clear auth error that names the target
     let mut bad = p.clone();
