@@ -5,7 +5,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in perl ca-certificates curl openssl; do
+# Perl binding: FFI::Platypus loads the .so, Cpanel::JSON::XS encodes, URI for the tests
+for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-xs-perl liburi-perl; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 command -v python3 >/dev/null || need+=(python3)

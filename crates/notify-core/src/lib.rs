@@ -15,6 +15,7 @@
 //! the per-target lock inside [`tokens::TokenManager`], so any number of processes may send
 //! and refresh at once without losing a rotated refresh token.
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod fsutil;

@@ -119,13 +119,19 @@ impl NotificationConfig {
             .map_err(|(line, inv)| config_error(&self.public.path, name, line, inv))
     }
 
+    /// The secrets stored for `name` as they are (parse errors fail; no check against the
+    /// target's auth method). Used when updating, so nothing stored is lost.
+    pub fn stored_smtp_secrets(&self, name: &str) -> Result<SmtpSecrets> {
+        match self.private.section(name) {
+            Some(s) => SmtpSecrets::from_section(s)
+                .map_err(|(line, inv)| config_error(&self.private.path, name, line, inv)),
+            None => Ok(SmtpSecrets::default()),
+        }
+    }
+
     /// The secrets of target `name` (empty if it has none), checked against its auth method.
     pub fn smtp_secrets(&self, name: &str) -> Result<SmtpSecrets> {
-        let secrets = match self.private.section(name) {
-            Some(s) => SmtpSecrets::from_section(s)
-                .map_err(|(line, inv)| config_error(&self.private.path, name, line, inv))?,
-            None => SmtpSecrets::default(),
-        };
+        let secrets = self.stored_smtp_secrets(name)?;
         let target = self.smtp_target(name)?;
         target
             .validate_secrets(&secrets)

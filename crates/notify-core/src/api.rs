@@ -1,0 +1,275 @@
+//! Management operations for API handlers: list/get/create/update/delete SMTP targets, test
+//! them, and the locked refresh the daily job runs. Parameters come as a JSON object of config
+//! keys (as an API request carries them); each function documents the HTTP-style error it
+//! returns. Config changes take the [`ConfigLock`] themselves and check the caller's `digest`.
+
+use crate::config::section::Section;
+use crate::config::smtp::{private_keys, public_keys, SmtpSecrets, SmtpTarget, SMTP_TYPE};
+use crate::config::{validate, ConfigLock};
+use crate::error::{Error, Result};
+use crate::notification::{Notification, Severity};
+use crate::secret::Secret;
+use crate::state::StateStore;
+use crate::{Notifier, RefreshReport};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// Parameter that carries a refresh token into the target's state (never into the config).
+pub const REFRESH_TOKEN_PARAM: &str = "oauth2-refresh-token";
+
+/// A target as GET returns it: its public keys plus the config digest. Never a secret.
+pub fn target_view(target: &SmtpTarget, digest: &str) -> Value {
+    let mut v = serde_json::to_value(target).unwrap_or_else(|_| Value::Object(Map::new()));
+    if let Value::Object(m) = &mut v {
+        m.insert("digest".into(), Value::String(digest.to_string()));
+        m.insert("type".into(), Value::String(SMTP_TYPE.into()));
+    }
+    v
+}
+
+/// All SMTP targets (`GET endpoints/smtp`). Targets whose config is invalid are listed with
+/// their name and `error`, so an admin can see and fix them.
+pub fn list_targets(n: &Notifier) -> Result<Vec<Value>> {
+    let cfg = n.load_config()?;
+    Ok(cfg
+        .smtp_targets()
+        .into_iter()
+        .map(|(name, t)| match t {
+            Ok(t) => target_view(&t, cfg.digest()),
+            Err(e) => serde_json::json!({ "name": name, "type": SMTP_TYPE, "error": e.to_string(), "digest": cfg.digest() }),
+        })
+        .collect())
+}
+
+/// One target (`GET endpoints/smtp/{name}`): 404 if missing, 400 if its config is invalid.
+pub fn get_target(n: &Notifier, name: &str) -> Result<Value> {
+    let cfg = n.load_config()?;
+    Ok(target_view(&cfg.smtp_target(name)?, cfg.digest()))
+}
+
+/// Convert API values to config lines: strings as they are, numbers, booleans as 1/0, arrays
+/// as repeated keys. Anything else is a 400 naming the parameter.
+fn push_value(entries: &mut Vec<(String, String)>, key: &str, v: &Value) -> Result<()> {
+    match v {
+        Value::String(s) => entries.push((key.into(), s.clone())),
+        Value::Number(num) => entries.push((key.into(), num.to_string())),
+        Value::Bool(b) => entries.push((key.into(), if *b { "1" } else { "0" }.into())),
+        Value::Array(items) if key == "mailto" => {
+            for item in items {
+                match item {
+                    Value::String(s) => entries.push((key.into(), s.clone())),
+                    _ => return Err(Error::param(key, "must be a list of e-mail addresses")),
+                }
+            }
+        }
+        Value::Null => {}
+        _ => return Err(Error::param(key, "must be a string, number or boolean")),
+    }
+    Ok(())
+}
+
+/// What a create/update request carries besides the public keys.
+struct Extra {
+    secrets: Vec<(String, Option<Secret>)>,
+    refresh_token: Option<Secret>,
+}
+
+/// Split `params` into public entries and secrets; reject unknown parameters (400).
+fn split_params(
+    params: &Map<String, Value>,
+    allowed_extra: &[&str],
+) -> Result<(Vec<(String, String)>, Extra)> {
+    let mut entries = Vec::new();
+    let mut extra = Extra {
+        secrets: Vec::new(),
+        refresh_token: None,
+    };
+    for (key, v) in params {
+        let k = key.as_str();
+        if allowed_extra.contains(&k) {
+            continue;
+        }
+        if private_keys().contains(&k) || k == REFRESH_TOKEN_PARAM {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                _ => return Err(Error::param(k, "must be a string")),
+            };
+            validate::no_control_chars(&s).map_err(|m| Error::param(k, m))?;
+            // an empty secret means "leave as it is", never "erase"
+            let secret = Some(Secret::new(s)).filter(|s| !s.is_empty());
+            if k == REFRESH_TOKEN_PARAM {
+                extra.refresh_token = secret;
+            } else {
+                extra.secrets.push((k.to_string(), secret));
+            }
+        } else if public_keys().contains(&k) {
+            push_value(&mut entries, k, v)?;
+        } else {
+            return Err(Error::param(
+                k,
+                format!(
+                    "unknown parameter (known: name, {}, {}, {REFRESH_TOKEN_PARAM})",
+                    public_keys().join(", "),
+                    private_keys().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok((entries, extra))
+}
+
+fn build_target(name: &str, entries: &[(String, String)]) -> Result<SmtpTarget> {
+    validate::target_name(name).map_err(|m| Error::param("name", m))?;
+    let mut section = Section::new(SMTP_TYPE, name);
+    section.set_entries(entries);
+    SmtpTarget::from_section(&section).map_err(|(_, (key, message))| Error::Parameter {
+        param: key.unwrap_or("name").to_string(),
+        message,
+    })
+}
+
+fn apply_secrets(secrets: &mut SmtpSecrets, given: Vec<(String, Option<Secret>)>) {
+    for (k, v) in given {
+        let slot = if k == "password" {
+            &mut secrets.password
+        } else {
+            &mut secrets.oauth2_client_secret
+        };
+        if v.is_some() {
+            *slot = v;
+        }
+    }
+}
+
+fn string_param<'a>(params: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::param(key, "must be a string")),
+    }
+}
+
+/// Create an SMTP target (`POST endpoints/smtp`). `params` holds `name`, config keys,
+/// `password` / `oauth2-client-secret` (to the private file) and optionally
+/// `oauth2-refresh-token` (to the target's state). 400 on invalid input or a taken name;
+/// nothing is written then.
+pub fn create_target(n: &Notifier, params: &Map<String, Value>) -> Result<()> {
+    let name = string_param(params, "name")?.ok_or_else(|| Error::param("name", "missing"))?;
+    let (entries, extra) = split_params(params, &["name"])?;
+    let target = build_target(name, &entries)?;
+    let mut secrets = SmtpSecrets::default();
+    apply_secrets(&mut secrets, extra.secrets);
+    let lock = ConfigLock::acquire(n.settings())?;
+    let mut cfg = n.load_config()?;
+    cfg.add_smtp_target(&target, &secrets)?;
+    cfg.save(n.settings(), &lock)?;
+    if let Some(rt) = extra.refresh_token {
+        n.store_refresh_token(name, rt)?;
+    }
+    Ok(())
+}
+
+/// Update target `name` (`PUT endpoints/smtp/{name}`): given keys replace, keys listed in
+/// `delete` are removed, empty secrets are left as they are. 404 if missing, 409 if `digest`
+/// is given and the config changed since, 400 on invalid input (nothing written).
+pub fn update_target(
+    n: &Notifier,
+    name: &str,
+    params: &Map<String, Value>,
+    delete: &[String],
+    digest: Option<&str>,
+) -> Result<()> {
+    let (updates, extra) = split_params(params, &["name", "delete", "digest"])?;
+    for d in delete {
+        if !public_keys().contains(&d.as_str()) && !private_keys().contains(&d.as_str()) {
+            return Err(Error::param(
+                "delete",
+                format!("cannot delete unknown key '{}'", d.escape_debug()),
+            ));
+        }
+        if updates.iter().any(|(k, _)| k == d) {
+            return Err(Error::param(
+                "delete",
+                format!("'{d}' is both set and deleted"),
+            ));
+        }
+    }
+    let lock = ConfigLock::acquire(n.settings())?;
+    let mut cfg = n.load_config()?;
+    cfg.check_digest(digest)?;
+    let current = cfg.smtp_target(name)?;
+    let mut secrets = cfg.stored_smtp_secrets(name)?;
+    let mut entries: Vec<(String, String)> = current
+        .to_entries()
+        .into_iter()
+        .filter(|(k, _)| !delete.contains(k) && !updates.iter().any(|(u, _)| u == k))
+        .collect();
+    entries.extend(updates);
+    let target = build_target(name, &entries)?;
+    if delete.iter().any(|d| d == "password") {
+        secrets.password = None;
+    }
+    if delete.iter().any(|d| d == "oauth2-client-secret") {
+        secrets.oauth2_client_secret = None;
+    }
+    apply_secrets(&mut secrets, extra.secrets);
+    // secrets that no longer fit the auth method go away with it
+    if target.auth_method != crate::AuthMethod::Plain {
+        secrets.password = None;
+    }
+    if !target.auth_method.is_oauth2() {
+        secrets.oauth2_client_secret = None;
+    }
+    cfg.update_smtp_target(&target, &secrets)?;
+    cfg.save(n.settings(), &lock)?;
+    if let Some(rt) = extra.refresh_token {
+        n.store_refresh_token(name, rt)?;
+    }
+    Ok(())
+}
+
+/// Delete target `name` with its secrets and OAuth2 state (`DELETE endpoints/smtp/{name}`).
+/// 404 if missing, 409 on a digest mismatch.
+pub fn delete_target(n: &Notifier, name: &str, digest: Option<&str>) -> Result<()> {
+    let lock = ConfigLock::acquire(n.settings())?;
+    let mut cfg = n.load_config()?;
+    cfg.check_digest(digest)?;
+    cfg.remove_smtp_target(name)?;
+    cfg.save(n.settings(), &lock)?;
+    let store = StateStore::new(n.settings());
+    let tl = store.lock(name)?;
+    store.remove(name, &tl)
+}
+
+/// Send a test notification to target `name` (`POST targets/{name}/test`).
+pub fn test_target(n: &Notifier, name: &str) -> Result<()> {
+    let note = Notification {
+        title: format!("Test notification from oxnotify (target '{name}')"),
+        body: format!(
+            "This is a test of the notification target '{name}'.\nIf you can read this, delivery works.\n"
+        ),
+        severity: Severity::Info,
+        ..Default::default()
+    };
+    n.send_to_target(name, &note)
+}
+
+/// The daily refresh under the config lock. Waits up to `lock_timeout` for another holder
+/// (another daily run, a config edit); `Ok(None)` if it is still busy then.
+pub fn refresh_targets_locked(
+    n: &Notifier,
+    lock_timeout: Duration,
+) -> Result<Option<Vec<RefreshReport>>> {
+    let deadline = Instant::now() + lock_timeout;
+    let _lock = loop {
+        if let Some(l) = ConfigLock::try_acquire(n.settings())? {
+            break l;
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    n.refresh_targets().map(Some)
+}

@@ -1,0 +1,265 @@
+//! The functions behind the C ABI: typed parameters (unknown keys are rejected), a call into
+//! notify-core, a JSON result. Parameter names are the API's (kebab-case).
+
+use crate::CallError;
+use notify_core::oauth2::EndpointParams;
+use notify_core::{
+    api, AuthMethod, CodeExchange, Notification, Notifier, Secret, Settings, Severity,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn parse<T: DeserializeOwned>(what: &str, params: Value) -> Result<T, CallError> {
+    serde_json::from_value(params)
+        .map_err(|e| CallError::bad_request(format!("invalid parameters for {what}: {e}")))
+}
+
+fn object(params: Value) -> Map<String, Value> {
+    match params {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// One notifier per distinct settings (the environment may change between calls, e.g. in
+/// tests); building one loads the system trust store, so it is reused.
+fn notifier() -> Result<Arc<Notifier>, CallError> {
+    static CACHE: Mutex<Option<(String, Arc<Notifier>)>> = Mutex::new(None);
+    let settings = Settings::from_env();
+    let key = format!("{settings:?}");
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((k, n)) = cache.as_ref() {
+        if *k == key {
+            return Ok(n.clone());
+        }
+    }
+    let n = Arc::new(Notifier::new(settings)?);
+    *cache = Some((key, n.clone()));
+    Ok(n)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Name {
+    name: String,
+}
+
+/// `selftest(any)`: returns its parameters; `{"panic": true}` panics (tests the boundary).
+pub fn selftest(params: Value) -> Result<Value, CallError> {
+    if params.get("panic") == Some(&Value::Bool(true)) {
+        panic!("selftest panic requested");
+    }
+    Ok(params)
+}
+
+/// `list_targets({})` -> list of targets (public keys + digest).
+pub fn list_targets(_params: Value) -> Result<Value, CallError> {
+    Ok(Value::Array(api::list_targets(&*notifier()?)?))
+}
+
+/// `get_target({name})` -> the target (public keys + digest).
+pub fn get_target(params: Value) -> Result<Value, CallError> {
+    let p: Name = parse("get_target", params)?;
+    Ok(api::get_target(&*notifier()?, &p.name)?)
+}
+
+/// `create_target({name, <config keys>, password?, oauth2-client-secret?, oauth2-refresh-token?})`.
+pub fn create_target(params: Value) -> Result<Value, CallError> {
+    api::create_target(&*notifier()?, &object(params))?;
+    Ok(Value::Null)
+}
+
+/// `update_target({name, <keys>, delete?: [keys], digest?})`.
+pub fn update_target(params: Value) -> Result<Value, CallError> {
+    let m = object(params);
+    let name = match m.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return Err(CallError::bad_request(
+                "invalid parameters for update_target: 'name' (string) is required",
+            ))
+        }
+    };
+    let delete: Vec<String> = match m.get("delete") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s
+            .split([',', ' ', ';'])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            CallError::bad_request(
+                "invalid parameters for update_target: 'delete' must be a list of keys",
+            )
+        })?,
+    };
+    let digest = match m.get("digest") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(CallError::bad_request(
+                "invalid parameters for update_target: 'digest' must be a string",
+            ))
+        }
+    };
+    api::update_target(&*notifier()?, &name, &m, &delete, digest.as_deref())?;
+    Ok(Value::Null)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delete {
+    name: String,
+    digest: Option<String>,
+}
+
+/// `delete_target({name, digest?})`.
+pub fn delete_target(params: Value) -> Result<Value, CallError> {
+    let p: Delete = parse("delete_target", params)?;
+    api::delete_target(&*notifier()?, &p.name, p.digest.as_deref())?;
+    Ok(Value::Null)
+}
+
+/// `test_target({name})`: sends a test notification.
+pub fn test_target(params: Value) -> Result<Value, CallError> {
+    let p: Name = parse("test_target", params)?;
+    api::test_target(&*notifier()?, &p.name)?;
+    Ok(Value::Null)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AuthorizeParams {
+    name: String,
+    redirect_uri: String,
+}
+
+/// `authorize_url({name, redirect-uri})` -> `{url, state, pkce-verifier}`; the caller keeps
+/// state and verifier (server side) until the redirect comes back.
+pub fn authorize_url(params: Value) -> Result<Value, CallError> {
+    let p: AuthorizeParams = parse("authorize_url", params)?;
+    let r = notifier()?.authorize_url(&p.name, &p.redirect_uri)?;
+    Ok(
+        json!({ "url": r.url.as_str(), "state": r.state, "pkce-verifier": r.pkce_verifier.expose() }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ExchangeParams {
+    auth_method: String,
+    client_id: String,
+    client_secret: Option<String>,
+    tenant_id: Option<String>,
+    authorization_code: String,
+    redirect_uri: String,
+    pkce_verifier: Option<String>,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
+    scope: Option<String>,
+    target: Option<String>,
+}
+
+/// `exchange_smtp_oauth2_code({auth-method, client-id, client-secret?, tenant-id?,
+/// authorization-code, redirect-uri, pkce-verifier?, token-url?, authorize-url?, scope?,
+/// target?})` -> `{refresh-token}`; with `target` the authorization is also stored.
+pub fn exchange_smtp_oauth2_code(params: Value) -> Result<Value, CallError> {
+    let p: ExchangeParams = parse("exchange_smtp_oauth2_code", params)?;
+    let method = AuthMethod::parse(&p.auth_method)
+        .filter(|m| m.is_oauth2())
+        .ok_or_else(|| {
+            CallError::bad_request("auth-method must be google-oauth2, microsoft-oauth2 or oauth2")
+        })?;
+    let rt = notifier()?.exchange_smtp_oauth2_code(&CodeExchange {
+        auth_method: method,
+        client_id: &p.client_id,
+        client_secret: p.client_secret.map(Secret::new),
+        tenant_id: p.tenant_id.as_deref().filter(|t| !t.is_empty()),
+        code: &p.authorization_code,
+        redirect_uri: &p.redirect_uri,
+        pkce_verifier: p.pkce_verifier.map(Secret::new),
+        endpoints: EndpointParams {
+            tenant_id: p.tenant_id.as_deref().filter(|t| !t.is_empty()),
+            authorize_url: p.authorize_url.as_deref(),
+            token_url: p.token_url.as_deref(),
+            scope: p.scope.as_deref(),
+        },
+        target: p.target.as_deref(),
+    })?;
+    Ok(json!({ "refresh-token": rt.expose() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RefreshParams {
+    /// Seconds to wait for the config lock (default 60).
+    lock_timeout: Option<u64>,
+}
+
+/// `refresh_targets({lock-timeout?})` -> `{locked: bool, reports: [...]}`; takes the config
+/// lock; `locked: true` means another holder kept it for the whole timeout.
+pub fn refresh_targets(params: Value) -> Result<Value, CallError> {
+    let p: RefreshParams = parse("refresh_targets", params)?;
+    let timeout = Duration::from_secs(p.lock_timeout.unwrap_or(60));
+    Ok(match api::refresh_targets_locked(&*notifier()?, timeout)? {
+        Some(reports) => json!({ "locked": false, "reports": reports }),
+        None => json!({ "locked": true, "reports": [] }),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SendParams {
+    targets: Vec<String>,
+    title: String,
+    #[serde(default)]
+    body: String,
+    html_body: Option<String>,
+    #[serde(default)]
+    severity: Severity,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+/// `send({targets: [...], title, body?, html-body?, severity?, fields?})` -> one
+/// `{target, ok, message?, code?}` per target.
+pub fn send(params: Value) -> Result<Value, CallError> {
+    let p: SendParams = parse("send", params)?;
+    if p.targets.is_empty() {
+        return Err(CallError::bad_request(
+            "invalid parameters for send: 'targets' is empty",
+        ));
+    }
+    let n = Notification {
+        title: p.title,
+        body: p.body,
+        html_body: p.html_body,
+        severity: p.severity,
+        fields: p.fields,
+    };
+    let names: Vec<&str> = p.targets.iter().map(String::as_str).collect();
+    let reports = notifier()?.send(&names, &n)?;
+    Ok(Value::Array(
+        reports
+            .into_iter()
+            .map(|r| match r.result {
+                Ok(()) => json!({ "target": r.target, "ok": true }),
+                Err(e) => json!({ "target": r.target, "ok": false, "message": e.to_string(), "code": e.http_code() }),
+            })
+            .collect(),
+    ))
+}
+
+/// `target_status({name})` -> OAuth2 health of the target.
+pub fn target_status(params: Value) -> Result<Value, CallError> {
+    let p: Name = parse("target_status", params)?;
+    let s = notifier()?.target_status(&p.name)?;
+    serde_json::to_value(s).map_err(|e| CallError {
+        message: e.to_string(),
+        code: 500,
+    })
+}

@@ -1,0 +1,205 @@
+package OxNotify::Core;
+
+use strict;
+use warnings;
+
+use Carp ();
+use Cpanel::JSON::XS ();
+use File::Basename ();
+use File::Spec ();
+use FFI::Platypus 2.00;
+
+use OxNotify::Core::Error;
+
+our $VERSION = '0.1.0';
+
+# The C ABI this module speaks (crates/notify-perl/src/lib.rs).
+use constant ABI_VERSION => 1;
+
+# Functions exported by the library; each takes a hashref and returns Perl data.
+my @FUNCTIONS = qw(
+    list_targets get_target create_target update_target delete_target test_target
+    authorize_url exchange_smtp_oauth2_code refresh_targets send target_status selftest
+);
+
+my $JSON = Cpanel::JSON::XS->new->utf8->canonical->allow_nonref;
+my ($ffi, $free, %fn);
+
+# Where the shared object is: $OXNOTIFY_LIB, else the newest build in this checkout, else the
+# installed (multiarch) location.
+sub library_path {
+    return $ENV{OXNOTIFY_LIB} if $ENV{OXNOTIFY_LIB};
+    my $here = File::Basename::dirname(File::Spec->rel2abs(__FILE__));
+    my $root = File::Spec->catdir($here, '..', '..', '..');
+    my @built = sort { (stat $b)[9] <=> (stat $a)[9] }
+        grep { -f $_ }
+        map { File::Spec->catfile($root, 'target', $_, 'libnotify_perl.so') } qw(release debug);
+    return $built[0] if @built;
+    for my $dir (glob('/usr/lib/*-linux-gnu/oxnotify'), '/usr/lib/oxnotify') {
+        my $so = "$dir/libnotify_perl.so";
+        return $so if -f $so;
+    }
+    die OxNotify::Core::Error->new(
+        "oxnotify: libnotify_perl.so not found (set OXNOTIFY_LIB, build with cargo, or install the package)", 500);
+}
+
+sub _init {
+    return if $ffi;
+    my $path = library_path();
+    my $f = FFI::Platypus->new(api => 2, lib => $path);
+    my $version = $f->function(oxnotify_abi_version => [] => 'uint32')->call;
+    die OxNotify::Core::Error->new(
+        "oxnotify: $path speaks ABI version $version, this OxNotify::Core needs " . ABI_VERSION, 500)
+        if $version != ABI_VERSION;
+    $free = $f->function(oxnotify_free => ['opaque'] => 'void');
+    $fn{$_} = $f->function("oxnotify_$_" => ['string'] => 'opaque') for @FUNCTIONS;
+    $ffi = $f;
+}
+
+sub _call {
+    my ($name, $params) = @_;
+    _init();
+    $params //= {};
+    die OxNotify::Core::Error->new("$name: parameters must be a hash reference", 400)
+        if ref($params) ne 'HASH';
+    my $in = eval { $JSON->encode($params) };
+    die OxNotify::Core::Error->new("$name: parameters cannot be encoded as JSON: $@", 400)
+        if !defined $in;
+    my $ptr = $fn{$name}->call($in);
+    my $out = $ffi->cast('opaque' => 'string', $ptr);
+    $free->call($ptr);
+    my $answer = eval { $JSON->decode($out) };
+    die OxNotify::Core::Error->new("$name: malformed answer from the library", 500)
+        if ref($answer) ne 'HASH';
+    if (my $err = $answer->{error}) {
+        die OxNotify::Core::Error->new($err->{message}, $err->{code});
+    }
+    return $answer->{ok};
+}
+
+for my $name (@FUNCTIONS) {
+    no strict 'refs';
+    *{$name} = sub { _call($name, @_) };
+}
+
+# The ABI version of the loaded library.
+sub abi_version {
+    _init();
+    return $ffi->function(oxnotify_abi_version => [] => 'uint32')->call;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+OxNotify::Core - Perl binding of oxnotify's notification core (SMTP with OAuth2/XOAUTH2)
+
+=head1 SYNOPSIS
+
+    use OxNotify::Core;
+
+    OxNotify::Core::create_target({
+        name => 'm365', server => 'smtp.office365.com', mode => 'starttls',
+        'auth-method' => 'microsoft-oauth2', 'from-address' => 'alerts@example.com',
+        mailto => ['ops@example.com'], 'oauth2-client-id' => $client_id,
+        'oauth2-tenant-id' => $tenant, 'oauth2-client-secret' => $secret,
+    });
+    my $auth = OxNotify::Core::authorize_url({ name => 'm365', 'redirect-uri' => $uri });
+    # ... user authorizes at $auth->{url}, the redirect brings code + state back ...
+    OxNotify::Core::exchange_smtp_oauth2_code({
+        'auth-method' => 'microsoft-oauth2', 'client-id' => $client_id,
+        'client-secret' => $secret, 'tenant-id' => $tenant, 'authorization-code' => $code,
+        'redirect-uri' => $uri, 'pkce-verifier' => $auth->{'pkce-verifier'}, target => 'm365',
+    });
+    my $results = OxNotify::Core::send({ targets => ['m365'], title => 'Backup failed',
+        body => "job 42 failed\n", severity => 'error' });
+
+=head1 DESCRIPTION
+
+Loads C<libnotify_perl.so> (the Rust core) with FFI::Platypus. Every function takes one hash
+reference of parameters (API names, kebab-case) and returns plain Perl data. Failures C<die>
+with an L<OxNotify::Core::Error> that has C<message> and an HTTP-style C<code> and stringifies
+to the message; messages never contain secrets.
+
+Paths come from the environment: C<OXNOTIFY_CONFIG_DIR> (default /etc/oxnotify),
+C<OXNOTIFY_STATE_DIR> (default /var/lib/oxnotify). The library is found via C<OXNOTIFY_LIB>,
+else the newest build in the source checkout (target/release or target/debug), else the
+installed location /usr/lib/E<lt>multiarchE<gt>/oxnotify/libnotify_perl.so. Its ABI version is
+checked at load time.
+
+=head1 FUNCTIONS
+
+=over
+
+=item list_targets()
+
+All SMTP targets: a list of hashes with the public config keys and the config C<digest>.
+Targets with invalid config carry C<name> and C<error>. Never contains secrets.
+
+=item get_target({ name })
+
+One target (public keys + C<digest>). 404 if it does not exist.
+
+=item create_target({ name, server, ..., password?, 'oauth2-client-secret'?, 'oauth2-refresh-token'? })
+
+Create a target. Secrets go to the root-only private file, a refresh token to the target's
+OAuth2 state. 400 on invalid input (the error names the parameter); nothing is written then.
+
+=item update_target({ name, ..., delete => [keys]?, digest? })
+
+Change a target. Given keys replace, C<delete> removes keys, an empty secret or refresh token
+leaves the stored one alone. 409 if C<digest> no longer matches (someone else changed the config).
+
+=item delete_target({ name, digest? })
+
+Remove a target, its secrets and its OAuth2 state.
+
+=item test_target({ name })
+
+Send a test notification.
+
+=item authorize_url({ name, 'redirect-uri' })
+
+Returns C<{ url, state, 'pkce-verifier' }>. Keep C<state> and the verifier server-side until
+the provider redirects back, then pass the verifier to C<exchange_smtp_oauth2_code>.
+
+=item exchange_smtp_oauth2_code({ 'auth-method', 'client-id', 'client-secret'?, 'tenant-id'?, 'authorization-code', 'redirect-uri', 'pkce-verifier'?, target?, 'token-url'?, 'authorize-url'?, scope? })
+
+Exchange an authorization code at the provider (backend side). Returns
+C<{ 'refresh-token' }>; with C<target> the authorization is stored in its state as well.
+
+=item refresh_targets({ 'lock-timeout'? })
+
+Refresh every enabled OAuth2 target under the config lock (waits up to C<lock-timeout>
+seconds, default 60). Returns C<{ locked, reports }>: C<locked> is true if another process
+held the lock the whole time; each report has C<target>, C<outcome> (C<refreshed>,
+C<rotated>, C<needs-reauthorization>, C<failed>), C<error> and C<status>.
+
+=item send({ targets => [...], title, body?, 'html-body'?, severity?, fields? })
+
+Send a notification. Returns one C<{ target, ok, message?, code? }> per target; a failing
+target does not stop the others.
+
+=item target_status({ name })
+
+OAuth2 health: C<authorized>, C<last_refresh>, C<refresh_token_age_days>,
+C<estimated_expiry>, C<needs_reauthorization>, C<last_error>, C<warning>.
+
+=item selftest($params)
+
+Echoes its parameters; C<{ panic =E<gt> 1 }> (JSON true) makes the library panic, which must
+arrive here as an exception. For tests and overhead measurements.
+
+=item abi_version()
+
+The ABI version of the loaded library.
+
+=item library_path()
+
+Where the shared object is loaded from.
+
+=back
+
+=cut

@@ -1,0 +1,61 @@
+# The daily job: rotation persisted, logging, warnings, exit codes, a second instance.
+use strict;
+use warnings;
+use Test::More;
+use lib 'perl/t/lib';
+use RigTest;
+use OxNotify::Core;
+
+need_rig();
+setup_dirs();
+
+sub authorize {
+    my ($name, $user) = @_;
+    OxNotify::Core::create_target(ms_target_params($name, $user));
+    my $a = OxNotify::Core::authorize_url({ name => $name, 'redirect-uri' => $RigTest::REDIRECT });
+    my ($code) = login_and_consent($user, $a->{url});
+    my $r = rig();
+    return OxNotify::Core::exchange_smtp_oauth2_code({
+        'auth-method' => 'microsoft-oauth2', 'client-id' => 'rig-post', 'client-secret' => 'rig-secret',
+        'tenant-id' => '12345678-90ab-cdef-1234-567890abcdef', 'authorization-code' => $code,
+        'redirect-uri' => $RigTest::REDIRECT, 'pkce-verifier' => $a->{'pkce-verifier'},
+        'token-url' => "$r->{issuer}/token", target => $name,
+    })->{'refresh-token'};
+}
+
+my $rt = authorize('daily', 'perl-daily@example.test');
+my $out = `$^X bin/oxnotify-daily --no-syslog 2>&1`;
+is($? >> 8, 0, 'daily job exits 0') or diag $out;
+like($out, qr/target 'daily': rotated, refresh token expires about \d{4}-\d\d-\d\d/, 'one line per target');
+my $state = state_of('daily');
+isnt($state->{refresh_token}, $rt, 'rotated refresh token stored');
+is($state->{rotations}, 1, 'one rotation');
+unlike($out, qr/\Q$rt\E|\Q$state->{refresh_token}\E|rig-secret/, 'no secret in the log');
+
+# a second target whose grant was revoked: the job reports it, warns, exits 1, keeps going
+my $rt2 = authorize('revoked', 'perl-revoked@example.test');
+system('python3', 'scripts/rig/oauth_driver.py', rig()->{issuer}, 'revoke', $rt2, 'rig-post', 'rig-secret') == 0
+    or die 'revoke failed';
+$out = `$^X bin/oxnotify-daily --no-syslog 2>&1`;
+is($? >> 8, 1, 'exit 1 when a target failed') or diag $out;
+like($out, qr/target 'revoked': needs-reauthorization - .*re-authorize the target/, 'clear re-authorize message');
+like($out, qr/WARNING target 'revoked': re-authorize/, 'warning line');
+like($out, qr/target 'daily': rotated/, 'the other target was still refreshed');
+is(state_of('revoked')->{refresh_token}, $rt2, 'revoked target keeps its stored token');
+
+# a second instance while the lock is held: waits, then exits cleanly without doing anything
+my $pid = open(my $holder, '-|') // die;
+if (!$pid) {
+    require Fcntl;
+    open(my $lk, '>>', "$ENV{OXNOTIFY_CONFIG_DIR}/.notifications.lock") or die;
+    flock($lk, Fcntl::LOCK_EX()) or die;
+    print "locked\n";
+    sleep 4;
+    exit 0;
+}
+my $l = <$holder>;
+$out = `$^X bin/oxnotify-daily --no-syslog --lock-timeout 1 2>&1`;
+is($? >> 8, 0, 'busy lock: exit 0') or diag $out;
+like($out, qr/another instance holds the notification config lock/, 'says so');
+close($holder);
+done_testing();
