@@ -5,8 +5,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 need=()
-# Perl binding: FFI::Platypus loads the .so, Cpanel::JSON::XS encodes, URI for the tests
-for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-xs-perl liburi-perl; do
+# Perl binding: FFI::Platypus loads the .so, Cpanel::JSON::XS encodes, URI for the tests;
+# debhelper/dpkg-dev/lintian build and check the Debian packages
+for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-xs-perl liburi-perl \
+         debhelper dpkg-dev lintian; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 command -v python3 >/dev/null || need+=(python3)

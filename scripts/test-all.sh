@@ -13,3 +13,5 @@ if [ -d perl/t ] && ls perl/t/*.t >/dev/null 2>&1; then
   echo "== Perl tests"
   prove -r -Iperl/lib perl/t
 fi
+echo "== Debian packages (build, install, use against the rig, upgrade, remove, purge)"
+scripts/test-packages.sh

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# test-packages.sh — build the Debian packages, install them on this machine, use the installed
+# daily job and Perl module against the rig (an OAuth2 target: authorize, send, refresh), upgrade
+# to a rebuilt version with a bumped version and check config and state survive, remove (data
+# kept), purge (data gone). Needs root and the rig's RIG_* variables (run-with-rig.sh).
+# Refuses to touch an existing installation unless OXNOTIFY_PKG_TEST_FORCE=1.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+: "${RIG_ISSUER:?run via scripts/run-with-rig.sh}"
+if [ -e /etc/oxnotify ] || [ -e /var/lib/oxnotify ] || dpkg -s oxnotify >/dev/null 2>&1; then
+  [ "${OXNOTIFY_PKG_TEST_FORCE:-0}" = 1 ] || { echo "oxnotify is installed or configured here; refusing (OXNOTIFY_PKG_TEST_FORCE=1 overrides)" >&2; exit 1; }
+fi
+pass=0
+ok() { pass=$((pass+1)); echo "ok   $*"; }
+fail() { echo "FAIL $*" >&2; exit 1; }
+W=$(mktemp -d /tmp/oxpkg.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+build() { # version -> debs in $W/<version>/
+  local v=$1 src=$W/$1/src
+  mkdir -p "$src"
+  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$src")
+  if [ "$v" != "$(cd "$src" && dpkg-parsechangelog -S Version)" ]; then
+    sed -i "1s/(.*)/($v)/" "$src/debian/changelog"
+  fi
+  # the rig CA must not replace the system trust store for cargo
+  (cd "$src" && env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt dpkg-buildpackage -us -uc -b >"$W/build-$v.log" 2>&1) \
+    || { tail -30 "$W/build-$v.log"; fail "dpkg-buildpackage $v"; }
+}
+
+V1=$(cd "$ROOT" && dpkg-parsechangelog -S Version)
+build "$V1"
+lintian_out=$(cd "$W/$V1" && lintian --tag-display-limit 0 ./*.changes 2>/dev/null || true)
+if echo "$lintian_out" | grep -q '^E:'; then echo "$lintian_out"; fail "lintian errors"; fi
+ok "built $V1; lintian: no errors ($(echo "$lintian_out" | grep -c '^W:' || true) warnings)"
+
+apt-get install -y -q "$W/$V1"/liboxnotify-perl_*.deb "$W/$V1"/oxnotify_*.deb >"$W/install.log" 2>&1 \
+  || { tail -20 "$W/install.log"; fail "install"; }
+[ "$(stat -c %a /etc/oxnotify/priv)" = 700 ] && [ "$(stat -c %a /var/lib/oxnotify)" = 700 ] \
+  && ok "directories created root-only (priv 0700, state 0700)" || fail "directory modes"
+[ -L /etc/systemd/system/timers.target.wants/oxnotify-daily.timer ] && ok "daily timer enabled" || fail "timer not enabled"
+
+# everything below uses the installed files only: no checkout paths, no OXNOTIFY_* overrides
+cd /
+unset OXNOTIFY_LIB OXNOTIFY_CONFIG_DIR OXNOTIFY_STATE_DIR
+P="env -u PERL5LIB perl -MOxNotify::Core"
+$P -e 'OxNotify::Core::library_path() =~ m{^/usr/lib/.*/oxnotify/libnotify_perl\.so$} or die OxNotify::Core::library_path()' \
+  && ok "installed module loads the installed library"
+REDIRECT=http://127.0.0.1:47126/callback
+USER=pkg-test@example.test
+$P -e '
+  my ($issuer, $port) = @ARGV;
+  OxNotify::Core::create_target({ name => "pkg", server => "localhost", port => $port, mode => "starttls",
+    "auth-method" => "microsoft-oauth2", "from-address" => "pkg-test\@example.test", mailto => ["ops\@example.test"],
+    "oauth2-client-id" => "rig-post", "oauth2-client-secret" => "rig-secret",
+    "oauth2-tenant-id" => "12345678-90ab-cdef-1234-567890abcdef",
+    "oauth2-authorize-url" => "$issuer/auth", "oauth2-token-url" => "$issuer/token" });' "$RIG_ISSUER" "$RIG_SMTP_STARTTLS_PORT"
+AUTH=$($P -MCpanel::JSON::XS -e 'print encode_json(OxNotify::Core::authorize_url({ name => "pkg", "redirect-uri" => $ARGV[0] }))' "$REDIRECT")
+URL=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$AUTH")
+FINAL=$(python3 "$ROOT/scripts/rig/oauth_driver.py" "$RIG_ISSUER" browse "$USER" "$URL" "$REDIRECT")
+$P -MCpanel::JSON::XS -MURI -e '
+  my ($auth, $final, $issuer, $redirect) = @ARGV; $auth = decode_json($auth);
+  my %q = URI->new($final)->query_form; $q{state} eq $auth->{state} or die "state mismatch\n";
+  OxNotify::Core::exchange_smtp_oauth2_code({ "auth-method" => "microsoft-oauth2", "client-id" => "rig-post",
+    "client-secret" => "rig-secret", "tenant-id" => "12345678-90ab-cdef-1234-567890abcdef",
+    "authorization-code" => $q{code}, "redirect-uri" => $redirect, "pkce-verifier" => $auth->{"pkce-verifier"},
+    "token-url" => "$issuer/token", target => "pkg" });' "$AUTH" "$FINAL" "$RIG_ISSUER" "$REDIRECT"
+ok "target created and authorized through the installed module"
+SUBJECT="package test $$"
+$P -e 'my $r = OxNotify::Core::send({ targets => ["pkg"], title => $ARGV[0] }); $r->[0]{ok} or die $r->[0]{message}' "$SUBJECT"
+grep -lq "Subject: $SUBJECT" "$RIG_MAILDIR"/new/* && ok "mail sent with the installed module arrived" || fail "mail not found"
+out=$(/usr/bin/oxnotify-daily --no-syslog 2>&1) || fail "installed oxnotify-daily: $out"
+echo "$out" | grep -q "target 'pkg': rotated" && ok "installed oxnotify-daily rotated the token" || fail "daily: $out"
+[ "$(stat -c %a /var/lib/oxnotify/oauth2/pkg.json)" = 600 ] && ok "state file 0600" || fail "state mode"
+
+snapshot() { sha256sum /etc/oxnotify/notifications.cfg /etc/oxnotify/priv/notifications.cfg /var/lib/oxnotify/oauth2/pkg.json; }
+before=$(snapshot)
+V2="$V1+pkgtest1"
+build "$V2"
+apt-get install -y -q "$W/$V2"/liboxnotify-perl_*.deb "$W/$V2"/oxnotify_*.deb >"$W/upgrade.log" 2>&1 \
+  || { tail -20 "$W/upgrade.log"; fail "upgrade"; }
+[ "$(dpkg-query -W -f '${Version}' oxnotify)" = "$V2" ] && ok "upgraded to $V2" || fail "version after upgrade"
+[ "$(snapshot)" = "$before" ] && ok "config, secrets and state unchanged by the upgrade" || fail "upgrade changed data"
+out=$(/usr/bin/oxnotify-daily --no-syslog 2>&1) && echo "$out" | grep -q rotated && ok "daily job works after the upgrade" || fail "$out"
+
+apt-get remove -y -q oxnotify liboxnotify-perl >"$W/remove.log" 2>&1 || fail "remove"
+[ -f /etc/oxnotify/priv/notifications.cfg ] && [ -f /var/lib/oxnotify/oauth2/pkg.json ] && ok "remove keeps config and state" || fail "remove deleted data"
+apt-get purge -y -q oxnotify liboxnotify-perl >"$W/purge.log" 2>&1 || fail "purge"
+[ ! -e /etc/oxnotify ] && [ ! -e /var/lib/oxnotify ] && ok "purge removes config and state" || fail "purge left data"
+echo "$pass package checks passed"
