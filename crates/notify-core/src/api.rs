@@ -273,3 +273,61 @@ pub fn refresh_targets_locked(
     };
     n.refresh_targets().map(Some)
 }
+
+/// Start authorizing target `name` (`POST smtp-oauth2-authorize-url`): returns the provider's
+/// authorize URL and the `state`; the PKCE verifier stays server-side, bound to the state
+/// (single use, 10 minutes). 404 if the target is missing, 400 if it is not an OAuth2 target.
+pub fn authorize_begin(n: &Notifier, name: &str, redirect_uri: &str) -> Result<Value> {
+    let req = n.authorize_url(name, redirect_uri)?;
+    crate::pending::store(
+        n.settings(),
+        &req.state,
+        &crate::pending::Pending {
+            target: name.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            pkce_verifier: req.pkce_verifier.clone(),
+            created: crate::state::now(),
+        },
+    )?;
+    Ok(serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name }))
+}
+
+/// Finish an authorization started with [`authorize_begin`]: the `state` from the redirect
+/// selects the pending request (single use), `code` is exchanged with the target's client
+/// registration and PKCE verifier, and the result is stored in the target's state. If
+/// `expected_target` is given it must match the target the state was issued for. Returns
+/// the target name. 400 on an unknown, replayed, expired or foreign state.
+pub fn authorize_complete(
+    n: &Notifier,
+    state: &str,
+    code: &str,
+    expected_target: Option<&str>,
+) -> Result<String> {
+    let pending = crate::pending::take(n.settings(), state)?;
+    if let Some(t) = expected_target {
+        if t != pending.target {
+            return Err(Error::param(
+                "state",
+                format!(
+                    "this authorization was started for target '{}', not '{t}'",
+                    pending.target
+                ),
+            ));
+        }
+    }
+    let cfg = n.load_config()?;
+    let target = cfg.smtp_target(&pending.target)?;
+    let secrets = cfg.smtp_secrets(&pending.target)?;
+    n.exchange_smtp_oauth2_code(&crate::CodeExchange {
+        auth_method: target.auth_method,
+        client_id: target.oauth2_client_id.as_deref().unwrap_or_default(),
+        client_secret: secrets.oauth2_client_secret.clone(),
+        tenant_id: target.oauth2_tenant_id.as_deref(),
+        code,
+        redirect_uri: &pending.redirect_uri,
+        pkce_verifier: Some(pending.pkce_verifier),
+        endpoints: crate::oauth2::EndpointParams::of_target(&target),
+        target: Some(&pending.target),
+    })?;
+    Ok(pending.target)
+}

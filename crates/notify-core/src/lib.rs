@@ -21,6 +21,7 @@ pub mod error;
 pub mod fsutil;
 pub mod notification;
 pub mod oauth2;
+pub mod pending;
 pub mod secret;
 pub mod settings;
 pub mod smtp;

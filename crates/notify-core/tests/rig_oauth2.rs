@@ -535,3 +535,55 @@ fn tls_errors_and_missing_starttls_are_clear() {
     );
     assert!(err.to_string().contains("target 'closed'"));
 }
+
+#[test]
+fn state_binding_single_use_and_target_bound() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let (a, sa) = microsoft_target(&rig, "first", "nina-state@example.test");
+    env.add_target(&a, &sa);
+    let (mut b, sb) = microsoft_target(&rig, "second", "nina-state@example.test");
+    b.name = "second".into();
+    env.add_target(&b, &sb);
+
+    let begun = api::authorize_begin(&env.notifier, "first", REDIRECT_URI).unwrap();
+    let url = begun["url"].as_str().unwrap();
+    assert!(
+        !url.contains("code_verifier"),
+        "the verifier never leaves the server"
+    );
+    let (code, state) = rig.login_and_consent("nina-state@example.test", url);
+    assert_eq!(state, begun["state"]);
+    // a state issued for 'first' cannot complete 'second'
+    let err = api::authorize_complete(&env.notifier, &state, &code, Some("second")).unwrap_err();
+    assert!(
+        err.to_string().contains("started for target 'first'"),
+        "{err}"
+    );
+    assert_eq!(err.http_code(), 400);
+    // and that attempt consumed it: single use
+    let err = api::authorize_complete(&env.notifier, &state, &code, None).unwrap_err();
+    assert!(err.to_string().contains("unknown or already used"), "{err}");
+
+    let begun = api::authorize_begin(&env.notifier, "first", REDIRECT_URI).unwrap();
+    let (code, state) =
+        rig.login_and_consent("nina-state@example.test", begun["url"].as_str().unwrap());
+    assert_eq!(
+        api::authorize_complete(&env.notifier, &state, &code, Some("first")).unwrap(),
+        "first"
+    );
+    assert!(env.notifier.target_status("first").unwrap().authorized);
+    let replay = api::authorize_complete(&env.notifier, &state, &code, Some("first")).unwrap_err();
+    assert!(replay.to_string().contains("already used"), "{replay}");
+    let forged = api::authorize_complete(&env.notifier, "forged-state", &code, None).unwrap_err();
+    assert!(
+        forged.to_string().contains("unknown or already used"),
+        "{forged}"
+    );
+    let dir = env.settings.state_dir.join("pending");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing left pending"
+    );
+}

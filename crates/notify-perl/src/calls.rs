@@ -263,3 +263,42 @@ pub fn target_status(params: Value) -> Result<Value, CallError> {
         code: 500,
     })
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct BeginParams {
+    name: String,
+    redirect_uri: String,
+}
+
+/// `authorize_begin({name, redirect-uri})` -> `{url, state, target}`; the PKCE verifier stays
+/// server-side, bound to `state` (single use, 10 minutes).
+pub fn authorize_begin(params: Value) -> Result<Value, CallError> {
+    let p: BeginParams = parse("authorize_begin", params)?;
+    Ok(api::authorize_begin(
+        &*notifier()?,
+        &p.name,
+        &p.redirect_uri,
+    )?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct CompleteParams {
+    state: String,
+    authorization_code: String,
+    target: Option<String>,
+}
+
+/// `authorize_complete({state, authorization-code, target?})` -> `{target}`: exchanges the
+/// code of an authorization started with `authorize_begin` and stores it.
+pub fn authorize_complete(params: Value) -> Result<Value, CallError> {
+    let p: CompleteParams = parse("authorize_complete", params)?;
+    let t = api::authorize_complete(
+        &*notifier()?,
+        &p.state,
+        &p.authorization_code,
+        p.target.as_deref(),
+    )?;
+    Ok(json!({ "target": t }))
+}

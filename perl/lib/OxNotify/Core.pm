@@ -19,7 +19,8 @@ use constant ABI_VERSION => 1;
 # Functions exported by the library; each takes a hashref and returns Perl data.
 my @FUNCTIONS = qw(
     list_targets get_target create_target update_target delete_target test_target
-    authorize_url exchange_smtp_oauth2_code refresh_targets send target_status selftest
+    authorize_url authorize_begin authorize_complete exchange_smtp_oauth2_code refresh_targets send
+    target_status selftest
 );
 
 my $JSON = Cpanel::JSON::XS->new->utf8->canonical->allow_nonref;
@@ -164,6 +165,18 @@ Send a test notification.
 
 Returns C<{ url, state, 'pkce-verifier' }>. Keep C<state> and the verifier server-side until
 the provider redirects back, then pass the verifier to C<exchange_smtp_oauth2_code>.
+
+=item authorize_begin({ name, 'redirect-uri' })
+
+Like C<authorize_url>, but the PKCE verifier stays server-side (in the state directory, shared
+by all worker processes), bound to the returned C<state>: single use, valid 10 minutes.
+Returns C<{ url, state, target }>.
+
+=item authorize_complete({ state, 'authorization-code', target? })
+
+Finish an authorization begun with C<authorize_begin>: exchanges the code with the target's
+client registration and the stored verifier, and stores the result. An unknown, replayed,
+expired or foreign (C<target> given and different) state is a 400.
 
 =item exchange_smtp_oauth2_code({ 'auth-method', 'client-id', 'client-secret'?, 'tenant-id'?, 'authorization-code', 'redirect-uri', 'pkce-verifier'?, target?, 'token-url'?, 'authorize-url'?, scope? })
 

@@ -1,0 +1,92 @@
+//! Authorizations in progress: the PKCE verifier of an authorize request, kept server-side and
+//! bound to its `state`, until the provider redirects back. Single use, expiring after
+//! [`PENDING_TTL_SECS`], shared by all processes of a management stack (files in
+//! `<state>/pending/`, 0600, named by a hash of the state so the state itself is not on disk).
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::secret::Secret;
+use crate::settings::Settings;
+use crate::state::now;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// How long an authorize request may take (login, MFA, consent).
+pub const PENDING_TTL_SECS: i64 = 600;
+
+/// What we remember about an authorize request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pending {
+    /// The target being authorized.
+    pub target: String,
+    /// The redirect URI of the authorize request (the exchange must repeat it).
+    pub redirect_uri: String,
+    /// The PKCE verifier.
+    pub pkce_verifier: Secret,
+    /// When the request was made.
+    pub created: i64,
+}
+
+fn dir(settings: &Settings) -> PathBuf {
+    settings.state_dir.join("pending")
+}
+
+fn file(settings: &Settings, state: &str) -> PathBuf {
+    let h: String = Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dir(settings).join(format!("{h}.json"))
+}
+
+/// Remember `pending` under `state`; also drops expired entries.
+pub fn store(settings: &Settings, state: &str, pending: &Pending) -> Result<()> {
+    fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
+    fsutil::ensure_dir(&dir(settings), 0o700, true)?;
+    if let Ok(rd) = std::fs::read_dir(dir(settings)) {
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() as i64 > PENDING_TTL_SECS);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let json = serde_json::to_vec(pending).map_err(|e| Error::param("state", e.to_string()))?;
+    fsutil::write_atomic(&file(settings, state), &json, 0o600)
+}
+
+/// Take the authorization stored under `state`: it is removed, so a replay fails. Unknown,
+/// used or expired states are a 400 telling the user to start again.
+pub fn take(settings: &Settings, state: &str) -> Result<Pending> {
+    let again = |why: &str| {
+        Error::param(
+            "state",
+            format!(
+                "{why}: start the authorization again (Authorize button or `oxnotify authorize`)"
+            ),
+        )
+    };
+    if state.is_empty() || state.len() > 512 || state.chars().any(char::is_control) {
+        return Err(again("invalid state"));
+    }
+    let path = file(settings, state);
+    // rename first: of two concurrent callbacks with the same state only one wins
+    let claimed = path.with_extension("taken");
+    if std::fs::rename(&path, &claimed).is_err() {
+        return Err(again("unknown or already used authorization state"));
+    }
+    let bytes = std::fs::read(&claimed).map_err(|e| Error::io(&claimed, e));
+    let _ = std::fs::remove_file(&claimed);
+    let pending: Pending =
+        serde_json::from_slice(&bytes?).map_err(|_| again("unreadable authorization record"))?;
+    if now() - pending.created > PENDING_TTL_SECS {
+        return Err(again("the authorization took longer than 10 minutes"));
+    }
+    Ok(pending)
+}
