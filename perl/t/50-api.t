@@ -1,0 +1,111 @@
+# The standalone server over every endpoint (Test::Mojo), against the real rig.
+use strict;
+use warnings;
+use Test::More;
+use Test::Mojo;
+use lib 'perl/t/lib';
+use RigTest;
+use OxNotify::Server;
+use OxNotify::Server::Tokens;
+
+need_rig();
+setup_dirs();
+my $new = OxNotify::Server::Tokens::ensure();
+my ($admin, $audit) = @$new{qw(admin audit)};
+ok($admin && $audit, 'tokens generated on first start');
+is((stat(OxNotify::Server::Tokens::token_file('admin')))[2] & 07777, 0600, 'token file 0600');
+is(scalar(keys %{ OxNotify::Server::Tokens::ensure() }), 0, 'existing tokens are kept');
+
+my $t = Test::Mojo->new('OxNotify::Server');
+my %A = (Authorization => "Bearer $admin");
+my %R = (Authorization => "Bearer $audit");
+my $api = '/api2/json';
+
+# authentication
+$t->get_ok("$api/endpoints/smtp")->status_is(401)->header_like('WWW-Authenticate' => qr/Bearer/);
+$t->get_ok("$api/endpoints/smtp" => { Authorization => 'Bearer wrong' })->status_is(401);
+$t->get_ok("$api/endpoints/smtp" => { Authorization => "Basic $admin" })->status_is(401);
+$t->get_ok("$api/endpoints/smtp" => \%A)->status_is(200)->json_is('/data' => []);
+
+# validation: 400 naming the parameter, nothing written
+my $p = ms_target_params('m365', 'api-test@example.test');
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, port => 70000 })
+  ->status_is(400)->json_like('/message' => qr/port/)->json_has('/errors/port');
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, colour => 'blue' })
+  ->status_is(400)->json_is('/errors/colour' => 'unknown parameter');
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { name => 'x' })
+  ->status_is(400)->json_has('/errors/server')->json_has('/errors/mailto');
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, name => '../etc' })->status_is(400)->json_has('/errors/name');
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, 'oauth2-tenant-id' => 'evil/../x' })
+  ->status_is(400)->json_like('/message' => qr/tenant/);
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, author => "x\r\nBcc: y\@example.test" })
+  ->status_is(400)->json_like('/message' => qr/carriage return/);
+$t->get_ok("$api/endpoints/smtp" => \%A)->json_is('/data' => []);
+
+# permissions: the audit role reads, never writes or exchanges
+$t->post_ok("$api/endpoints/smtp" => \%R => json => $p)->status_is(403)->json_like('/message' => qr/Mapping\.Modify/);
+$t->post_ok("$api/endpoints/smtp" => \%A => json => $p)->status_is(200);
+$t->get_ok("$api/endpoints/smtp" => \%R)->status_is(200)->json_is('/data/0/name' => 'm365');
+$t->post_ok("$api/smtp-oauth2-authorize-url" => \%R => json => { name => 'm365', 'redirect-uri' => $RigTest::REDIRECT })
+  ->status_is(403)->json_like('/message' => qr/needs Mapping\.Modify/);
+$t->post_ok("$api/smtp-oauth2-token" => \%R => json => { state => 'x', 'authorization-code' => 'y' })->status_is(403);
+$t->post_ok("$api/targets/m365/test" => \%R)->status_is(403);
+$t->put_ok("$api/endpoints/smtp/m365" => \%R => json => { comment => 'x' })->status_is(403);
+$t->delete_ok("$api/endpoints/smtp/m365" => \%R)->status_is(403);
+
+# reads: no secret anywhere
+$t->get_ok("$api/endpoints/smtp/m365" => \%A)->status_is(200)
+  ->json_is('/data/auth-method' => 'microsoft-oauth2')->json_like('/data/digest' => qr/^[0-9a-f]{64}$/);
+unlike($t->tx->res->body, qr/rig-secret|client-secret/, 'GET has no client secret');
+$t->get_ok("$api/endpoints/smtp/nope" => \%A)->status_is(404)->json_like('/message' => qr/'nope' does not exist/);
+$t->get_ok("$api/targets" => \%A)->status_is(200)->json_is('/data/0/type' => 'smtp');
+$t->get_ok("$api/targets/m365/oauth2-status" => \%A)->status_is(200)->json_is('/data/authorized' => 0);
+$t->get_ok("$api/no/such/path" => \%A)->status_is(404);
+
+# digest conflict
+my $digest = $t->get_ok("$api/endpoints/smtp/m365" => \%A)->tx->res->json('/data/digest');
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => json => { comment => 'one', digest => $digest })->status_is(200);
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => json => { comment => 'two', digest => $digest })
+  ->status_is(409)->json_like('/message' => qr/modified/);
+# form-encoded, list as one string, boolean as 0/1
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => form => { mailto => 'ops@example.test, oncall@example.test', disable => 0 })
+  ->status_is(200);
+$t->get_ok("$api/endpoints/smtp/m365" => \%A)->json_is('/data/mailto/1' => 'oncall@example.test');
+
+# the authorize flow: server keeps the verifier, state is single use and bound to the target
+$t->post_ok("$api/endpoints/smtp" => \%A => json => ms_target_params('other', 'api-test@example.test'))->status_is(200);
+my $begin = $t->post_ok("$api/smtp-oauth2-authorize-url" => \%A => json => { name => 'm365', 'redirect-uri' => $RigTest::REDIRECT })
+  ->status_is(200)->json_has('/data/url')->tx->res->json('/data');
+unlike($t->tx->res->body, qr/verifier/, 'the PKCE verifier stays on the server');
+my ($code, $state) = login_and_consent('api-test@example.test', $begin->{url});
+is($state, $begin->{state}, 'state round-trips');
+$t->post_ok("$api/smtp-oauth2-token" => \%A => json => { state => $state, 'authorization-code' => $code, target => 'other' })
+  ->status_is(400)->json_like('/message' => qr/started for target 'm365'/);
+$t->post_ok("$api/smtp-oauth2-token" => \%A => json => { state => 'forged', 'authorization-code' => $code })
+  ->status_is(400)->json_like('/message' => qr/unknown or already used/);
+$begin = $t->post_ok("$api/smtp-oauth2-authorize-url" => \%A => json => { name => 'm365', 'redirect-uri' => $RigTest::REDIRECT })
+  ->tx->res->json('/data');
+($code, $state) = login_and_consent('api-test@example.test', $begin->{url});
+$t->post_ok("$api/smtp-oauth2-token" => \%A => json => { state => $state, 'authorization-code' => $code, target => 'm365' })
+  ->status_is(200)->json_is('/data/target' => 'm365');
+unlike($t->tx->res->body, qr/refresh/i, 'no token in the answer');
+$t->post_ok("$api/smtp-oauth2-token" => \%A => json => { state => $state, 'authorization-code' => $code })
+  ->status_is(400)->json_like('/message' => qr/already used/);
+$t->get_ok("$api/targets/m365/oauth2-status" => \%A)->json_is('/data/authorized' => 1);
+$t->post_ok("$api/smtp-oauth2-token" => \%A => json => { 'authorization-code' => 'c' })
+  ->status_is(400)->json_like('/message' => qr/auth-method/);
+
+# test send
+$t->post_ok("$api/targets/m365/test" => \%A)->status_is(200);
+ok(find_mail("Test notification from oxnotify (target 'm365')"), 'test mail delivered');
+$t->post_ok("$api/targets/nope/test" => \%A)->status_is(404);
+
+# pages
+$t->get_ok('/')->status_is(200)->content_like(qr/Authorize|targets/)
+  ->header_like('Content-Security-Policy' => qr/default-src 'self'/);
+$t->get_ok('/oauth2/callback?code=x&state=y')->status_is(200)->content_like(qr/callback\.js/);
+$t->get_ok('/callback.js')->status_is(200)->content_like(qr/postMessage\(msg, window\.location\.origin\)/);
+
+$t->delete_ok("$api/endpoints/smtp/m365" => \%A)->status_is(200);
+$t->get_ok("$api/endpoints/smtp/m365" => \%A)->status_is(404);
+done_testing();
