@@ -13,7 +13,7 @@ const ROTATE = (process.env.OIDC_ROTATE ?? '1') === '1';
 const GRANTS = ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'];
 // application_type 'native' => RFC 8252 loopback redirect: any port on http://127.0.0.1/callback matches
 const appClient = (id, extra) => ({
-  client_id: id, redirect_uris: ['http://127.0.0.1/callback'], response_types: ['code'],
+  client_id: id, redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/oauth2/callback'], response_types: ['code'],
   grant_types: GRANTS, application_type: 'native', ...extra,
 });
 
