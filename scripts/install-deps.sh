@@ -7,8 +7,9 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 # Perl binding: FFI::Platypus loads the .so, Cpanel::JSON::XS encodes, URI for the tests;
 # debhelper/dpkg-dev/lintian build and check the Debian packages
+# Mojolicious/JSON::Validator run the API server; chromium is the real browser of the page test
 for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-xs-perl liburi-perl \
-         debhelper dpkg-dev lintian; do
+         libmojolicious-perl libjson-validator-perl chromium debhelper dpkg-dev lintian; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 command -v python3 >/dev/null || need+=(python3)
@@ -18,4 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 RIG_WITH_POSTFIX=1 "$HERE/rig/install-rig-deps.sh"
+# playwright-core (pinned in the lock file) drives Debian's chromium; it downloads no browser
+if [ ! -d "$HERE/../tests/browser/node_modules/playwright-core" ]; then
+  (cd "$HERE/../tests/browser" && npm ci --no-audit --no-fund --silent)
+fi
 command -v cargo >/dev/null || { echo "cargo (Rust stable) is required" >&2; exit 1; }

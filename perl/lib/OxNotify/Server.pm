@@ -246,8 +246,9 @@ async function loadTargets() {
     if (t['auth-method'] && t['auth-method'].endsWith('oauth2')) {
       button(actions, 'Authorize', 'authorize-' + t.name, () => authorize(t.name));
       api('GET', 'targets/' + encodeURIComponent(t.name) + '/oauth2-status').then((s) => {
-        status.textContent = s.warning ? s.warning : ('authorized, last refresh ' +
-          (s.last_refresh ? new Date(s.last_refresh * 1000).toISOString() : 'never'));
+        const when = (t) => new Date(t * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+        status.textContent = s.warning ? s.warning : ('authorized ' + when(s.authorized_at) +
+          (s.last_refresh ? ', last refresh ' + when(s.last_refresh) : ''));
         status.dataset.authorized = s.authorized ? '1' : '0';
       }).catch((e) => { status.textContent = e.message; });
     }

@@ -1,0 +1,40 @@
+# Real browser: headless Chromium (Debian) driven by playwright-core clicks through the web
+# page's Authorize flow against the rig's OAuth2 server; then the test mail must be in the Maildir.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::IP ();
+use lib 'perl/t/lib';
+use RigTest;
+use OxNotify::Server::Tokens;
+
+need_rig();
+-x '/usr/bin/chromium' or BAIL_OUT('chromium is not installed (scripts/install-deps.sh installs it)');
+-d 'tests/browser/node_modules/playwright-core' or BAIL_OUT('playwright-core missing (scripts/install-deps.sh)');
+my $dir = setup_dirs();
+my $token = OxNotify::Server::Tokens::ensure()->{admin};
+
+my $port = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 1)->sockport;
+my $pid = fork() // die;
+if (!$pid) {
+    open(STDOUT, '>', "$dir/server.log"); open(STDERR, '>&', \*STDOUT); open(STDIN, '<', '/dev/null');
+    exec($^X, 'bin/oxnotify-server', 'daemon', '-l', "http://127.0.0.1:$port") or die;
+}
+for (1 .. 100) { last if IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port); select(undef, undef, undef, 0.1) }
+
+my $user = 'browser-' . $$ . '@example.test';
+mkdir "$dir/shots";
+local $ENV{SERVER_URL} = "http://127.0.0.1:$port";
+local $ENV{TOKEN} = $token;
+local $ENV{USER_EMAIL} = $user;
+local $ENV{SHOTS} = $ENV{OXNOTIFY_SHOTS} // "$dir/shots";
+my $out = `node tests/browser/authorize.mjs 2>&1`;
+my $rc = $? >> 8;
+kill 'TERM', $pid;
+waitpid($pid, 0);
+is($rc, 0, 'the browser completed create -> Authorize -> consent -> Send test') or diag $out, `cat $dir/server.log`;
+like($out, qr/ok   authorize through the popup/, 'authorized via popup + postMessage + backend exchange');
+my $mail = find_mail("Test notification from oxnotify (target 'web1')");
+ok($mail, 'the test mail is in the Maildir');
+like($mail // '', qr/^From: <?\Q$user\E>?/m, 'sent as the authorized user');
+done_testing();
