@@ -47,8 +47,9 @@ like($mail, qr/^From: "oxnotify perl test" <perl-flow\@example\.test>/m, 'From')
 like($mail, qr/^To: ops\@example\.test/m, 'To');
 like($mail, qr/^X-OxNotify-Severity: warning/m, 'severity header');
 
+my $test_mails_before = mail_count("Test notification from oxnotify (target 'm365')");
 ok(eval { OxNotify::Core::test_target({ name => 'm365' }); 1 }, 'test_target sends') or diag $@;
-ok(find_mail("Test notification from oxnotify (target 'm365')"), 'test mail delivered');
+ok(new_mail("Test notification from oxnotify (target 'm365')", $test_mails_before), 'test mail delivered');
 
 # update with a stale digest: 409; with the right one: ok; empty secret keeps the stored one
 my $digest = OxNotify::Core::get_target({ name => 'm365' })->{digest};

@@ -96,8 +96,9 @@ $t->post_ok("$api/smtp-oauth2-token" => \%A => json => { 'authorization-code' =>
   ->status_is(400)->json_like('/message' => qr/auth-method/);
 
 # test send
+my $test_mails_before = mail_count("Test notification from oxnotify (target 'm365')");
 $t->post_ok("$api/targets/m365/test" => \%A)->status_is(200);
-ok(find_mail("Test notification from oxnotify (target 'm365')"), 'test mail delivered');
+ok(new_mail("Test notification from oxnotify (target 'm365')", $test_mails_before), 'test mail delivered');
 $t->post_ok("$api/targets/nope/test" => \%A)->status_is(404);
 
 # pages

@@ -34,7 +34,7 @@ kill 'TERM', $pid;
 waitpid($pid, 0);
 is($rc, 0, 'the browser completed create -> Authorize -> consent -> Send test') or diag $out, `cat $dir/server.log`;
 like($out, qr/ok   authorize through the popup/, 'authorized via popup + postMessage + backend exchange');
-my $mail = find_mail("Test notification from oxnotify (target 'web1')");
+my $mail = find_mail("Test notification from oxnotify (target 'web1')", qr/^From: .*\Q$user\E/m);
 ok($mail, 'the test mail is in the Maildir');
 like($mail // '', qr/^From: <?\Q$user\E>?/m, 'sent as the authorized user');
 done_testing();

@@ -13,7 +13,7 @@ use File::Temp ();
 use Test::More ();
 use URI ();
 
-our @EXPORT = qw(rig need_rig setup_dirs ms_target_params login_and_consent find_mail state_of uniq);
+our @EXPORT = qw(rig need_rig setup_dirs ms_target_params login_and_consent find_mail mail_count new_mail state_of uniq);
 
 my $ROOT = File::Basename::dirname(__FILE__) . '/../../..';
 our $REDIRECT = 'http://127.0.0.1:47125/callback';
@@ -60,18 +60,41 @@ sub login_and_consent {
     return ($q{code}, $q{state});
 }
 
+# The delivered message whose Subject contains $needle (and whose text matches $also, if given:
+# subjects of test mails repeat across runs that share the rig's Maildir).
 sub find_mail {
-    my ($needle) = @_;
+    my ($needle, $also) = @_;
     my $dir = rig()->{maildir} . '/new';
     for (1 .. 50) {
         for my $f (glob("$dir/*")) {
             open(my $fh, '<', $f) or next;
             my $text = do { local $/; <$fh> };
-            return $text if $text =~ /^Subject: .*\Q$needle\E/m;
+            return $text if $text =~ /^Subject: .*\Q$needle\E/m && (!$also || $text =~ $also);
         }
         select(undef, undef, undef, 0.1);
     }
     return undef;
+}
+
+# How many delivered messages have $needle in their Subject.
+sub mail_count {
+    my ($needle) = @_;
+    my $n = 0;
+    for my $f (glob(rig()->{maildir} . '/new/*')) {
+        open(my $fh, '<', $f) or next;
+        $n++ if grep { /^Subject: .*\Q$needle\E/ } <$fh>;
+    }
+    return $n;
+}
+
+# True once more than $before messages with $needle in the Subject arrived (waits up to 5 s).
+sub new_mail {
+    my ($needle, $before) = @_;
+    for (1 .. 50) {
+        return 1 if mail_count($needle) > $before;
+        select(undef, undef, undef, 0.1);
+    }
+    return 0;
 }
 
 sub state_of {
