@@ -1,9 +1,9 @@
 # oxnotify — the two commands of the README:
 #   make test      install what a fresh Debian 12 needs, start the loopback rig, run every test
-#   make example   the rig-based end-to-end example (authorize, exchange, send, show the mail)
+#   make demo      the main job: rig + server, create/authorize a target via the API, send, show it
 # Must run as root (apt-get; the rig's Dovecot/Postfix masters drop privileges themselves).
 
-.PHONY: all deps build lint test example bench clean
+.PHONY: all deps build lint test demo bench clean
 
 all: build
 
@@ -20,8 +20,8 @@ lint:
 test: deps lint
 	scripts/run-with-rig.sh scripts/test-all.sh
 
-example: deps
-	scripts/run-with-rig.sh scripts/example.sh
+demo: deps
+	scripts/run-with-rig.sh scripts/demo.sh
 
 bench: deps
 	scripts/run-with-rig.sh cargo bench -p notify-core --bench send
