@@ -40,6 +40,8 @@ apt-get install -y -q "$W/$V1"/liboxnotify-perl_*.deb "$W/$V1"/oxnotify_*.deb >"
 [ "$(stat -c %a /etc/oxnotify/priv)" = 700 ] && [ "$(stat -c %a /var/lib/oxnotify)" = 700 ] \
   && ok "directories created root-only (priv 0700, state 0700)" || fail "directory modes"
 [ -L /etc/systemd/system/timers.target.wants/oxnotify-daily.timer ] && ok "daily timer enabled" || fail "timer not enabled"
+[ -f /lib/systemd/system/oxnotify-server.service ] && [ ! -e /etc/systemd/system/multi-user.target.wants/oxnotify-server.service ] \
+  && ok "oxnotify-server.service installed, not enabled" || fail "server unit"
 
 # everything below uses the installed files only: no checkout paths, no OXNOTIFY_* overrides
 cd /
@@ -70,6 +72,8 @@ ok "target created and authorized through the installed module"
 SUBJECT="package test $$"
 $P -e 'my $r = OxNotify::Core::send({ targets => ["pkg"], title => $ARGV[0] }); $r->[0]{ok} or die $r->[0]{message}' "$SUBJECT"
 grep -lq "Subject: $SUBJECT" "$RIG_MAILDIR"/new/* && ok "mail sent with the installed module arrived" || fail "mail not found"
+out=$(/usr/bin/oxnotify status pkg 2>&1) && echo "$out" | grep -q "pkg (microsoft-oauth2): authorized" \
+  && ok "installed oxnotify CLI reports the target authorized" || fail "cli: $out"
 out=$(/usr/bin/oxnotify-daily --no-syslog 2>&1) || fail "installed oxnotify-daily: $out"
 echo "$out" | grep -q "target 'pkg': rotated" && ok "installed oxnotify-daily rotated the token" || fail "daily: $out"
 [ "$(stat -c %a /var/lib/oxnotify/oauth2/pkg.json)" = 600 ] && ok "state file 0600" || fail "state mode"
