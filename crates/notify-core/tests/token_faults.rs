@@ -77,23 +77,18 @@ fn setup(token_url: &str) -> (tempfile::TempDir, Notifier, Settings) {
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
     settings.http_timeout = Duration::from_secs(2);
     let target = SmtpTarget {
-        name: "faulty".into(),
-        server: "127.0.0.1".into(),
         port: Some(1),
         mode: SmtpMode::Starttls,
         auth_method: AuthMethod::OAuth2,
-        username: None,
-        from_address: "a@example.com".into(),
-        author: None,
-        mailto: vec!["b@example.com".into()],
-        comment: None,
-        disable: false,
-        allow_insecure_auth: false,
         oauth2_client_id: Some("cid".into()),
-        oauth2_tenant_id: None,
-        oauth2_authorize_url: None,
         oauth2_token_url: Some(token_url.into()),
         oauth2_scope: Some("smtp".into()),
+        ..SmtpTarget::new(
+            "faulty",
+            "127.0.0.1",
+            "a@example.com",
+            vec!["b@example.com".into()],
+        )
     };
     let lock = ConfigLock::acquire(&settings).unwrap();
     let mut cfg = NotificationConfig::load(&settings).unwrap();

@@ -203,6 +203,30 @@ fn parse_bool(key: &'static str, v: &str) -> Result<bool, Invalid> {
 }
 
 impl SmtpTarget {
+    /// A target with the required keys; every other key has its default (mode `tls`,
+    /// auth-method `none`, nothing optional set).
+    pub fn new(name: &str, server: &str, from_address: &str, mailto: Vec<String>) -> Self {
+        SmtpTarget {
+            name: name.to_string(),
+            server: server.to_string(),
+            port: None,
+            mode: SmtpMode::default(),
+            auth_method: AuthMethod::None,
+            username: None,
+            from_address: from_address.to_string(),
+            author: None,
+            mailto,
+            comment: None,
+            disable: false,
+            allow_insecure_auth: false,
+            oauth2_client_id: None,
+            oauth2_tenant_id: None,
+            oauth2_authorize_url: None,
+            oauth2_token_url: None,
+            oauth2_scope: None,
+        }
+    }
+
     /// The port to connect to.
     pub fn effective_port(&self) -> u16 {
         self.port.unwrap_or_else(|| self.mode.default_port())
@@ -216,25 +240,7 @@ impl SmtpTarget {
     /// Build from a parsed section. Returns the failing key's line for error messages via
     /// `Err((line, key, message))`.
     pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
-        let mut t = SmtpTarget {
-            name: section.name.clone(),
-            server: String::new(),
-            port: None,
-            mode: SmtpMode::default(),
-            auth_method: AuthMethod::None,
-            username: None,
-            from_address: String::new(),
-            author: None,
-            mailto: Vec::new(),
-            comment: None,
-            disable: false,
-            allow_insecure_auth: false,
-            oauth2_client_id: None,
-            oauth2_tenant_id: None,
-            oauth2_authorize_url: None,
-            oauth2_token_url: None,
-            oauth2_scope: None,
-        };
+        let mut t = SmtpTarget::new(&section.name, "", "", Vec::new());
         let mut auth_method = None;
         let mut seen: Vec<&str> = Vec::new();
         for e in section.entries() {

@@ -245,23 +245,15 @@ impl Env {
 /// A target skeleton for the rig's Dovecot (STARTTLS port).
 pub fn base_target(rig: &Rig, name: &str, from: &str) -> SmtpTarget {
     SmtpTarget {
-        name: name.into(),
-        server: rig.smtp_host.clone(),
         port: Some(rig.starttls_port),
         mode: SmtpMode::Starttls,
-        auth_method: AuthMethod::None,
-        username: None,
-        from_address: from.into(),
         author: Some("oxnotify test".into()),
-        mailto: vec!["ops@example.test".into(), "oncall@example.test".into()],
-        comment: None,
-        disable: false,
-        allow_insecure_auth: false,
-        oauth2_client_id: None,
-        oauth2_tenant_id: None,
-        oauth2_authorize_url: None,
-        oauth2_token_url: None,
-        oauth2_scope: None,
+        ..SmtpTarget::new(
+            name,
+            &rig.smtp_host,
+            from,
+            vec!["ops@example.test".into(), "oncall@example.test".into()],
+        )
     }
 }
 
