@@ -33,6 +33,7 @@ my $rc = $? >> 8;
 kill 'TERM', $pid;
 waitpid($pid, 0);
 is($rc, 0, 'the browser completed create -> Authorize -> consent -> Send test') or diag $out, `cat $dir/server.log`;
+like($out, qr/ok   provider refusal is reported/, 'a provider refusal is shown to the user');
 like($out, qr/ok   authorize through the popup/, 'authorized via popup + postMessage + backend exchange');
 my $mail = find_mail("Test notification from oxnotify (target 'web1')", qr/^From: .*\Q$user\E/m);
 ok($mail, 'the test mail is in the Maildir');

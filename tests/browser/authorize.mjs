@@ -49,6 +49,12 @@ try {
   await page.waitForSelector('#authorize-web1');
   await page.screenshot({ path: `${shots}/1-target-created.png`, fullPage: true });
 
+  // first the user cancels at the provider: it redirects back with error=access_denied
+  const [cancelled] = await Promise.all([page.waitForEvent('popup'), page.click('#authorize-web1')]);
+  await cancelled.waitForSelector('input[name="login"]', { timeout: 20000 });
+  await cancelled.click('text=[ Cancel ]');
+  await expectMessage(/The provider refused the authorization: access_denied/, 'provider refusal is reported');
+
   const [popup] = await Promise.all([page.waitForEvent('popup'), page.click('#authorize-web1')]);
   // the rig's login page (oidc-provider's own HTML form), then its consent page
   await popup.waitForSelector('input[name="login"]', { timeout: 20000 });
