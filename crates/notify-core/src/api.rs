@@ -322,7 +322,6 @@ pub fn authorize_complete(
         auth_method: target.auth_method,
         client_id: target.oauth2_client_id.as_deref().unwrap_or_default(),
         client_secret: secrets.oauth2_client_secret.clone(),
-        tenant_id: target.oauth2_tenant_id.as_deref(),
         code,
         redirect_uri: &pending.redirect_uri,
         pkce_verifier: Some(pending.pkce_verifier),

@@ -54,15 +54,14 @@ pub struct CodeExchange<'a> {
     pub client_id: &'a str,
     /// Client secret, if the app has one.
     pub client_secret: Option<Secret>,
-    /// Microsoft tenant.
-    pub tenant_id: Option<&'a str>,
     /// The code from the provider's redirect.
     pub code: &'a str,
     /// The redirect URI used in the authorize request.
     pub redirect_uri: &'a str,
     /// The PKCE verifier of the authorize request.
     pub pkce_verifier: Option<Secret>,
-    /// Authorize/token URL and scope overrides (generic provider, sovereign clouds, tests).
+    /// Microsoft tenant and the authorize/token URL and scope overrides (generic provider,
+    /// sovereign clouds, tests).
     pub endpoints: EndpointParams<'a>,
     /// If set, the new authorization is stored in this target's state.
     pub target: Option<&'a str>,

@@ -402,7 +402,6 @@ fn code_exchange_rejects_wrong_pkce_verifier() {
             auth_method: t.auth_method,
             client_id: "rig-post",
             client_secret: s.oauth2_client_secret.clone(),
-            tenant_id: t.oauth2_tenant_id.as_deref(),
             code: &code,
             redirect_uri: REDIRECT_URI,
             pkce_verifier: Some(Secret::new(

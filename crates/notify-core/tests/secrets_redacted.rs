@@ -73,7 +73,6 @@ fn errors_from_secret_handling_paths_are_clean() {
             auth_method: AuthMethod::OAuth2,
             client_id: "cid",
             client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
-            tenant_id: None,
             code: "REFRESH-TOKEN-xyz",
             redirect_uri: "http://127.0.0.1:1/cb",
             pkce_verifier: Some(Secret::new("PASSWORD-xyz")),

@@ -178,7 +178,6 @@ pub fn exchange_smtp_oauth2_code(params: Value) -> Result<Value, CallError> {
         auth_method: method,
         client_id: &p.client_id,
         client_secret: p.client_secret.map(Secret::new),
-        tenant_id: p.tenant_id.as_deref().filter(|t| !t.is_empty()),
         code: &p.authorization_code,
         redirect_uri: &p.redirect_uri,
         pkce_verifier: p.pkce_verifier.map(Secret::new),

@@ -231,7 +231,6 @@ impl Env {
                 auth_method: target.auth_method,
                 client_id: target.oauth2_client_id.as_deref().unwrap(),
                 client_secret: secrets.oauth2_client_secret.clone(),
-                tenant_id: target.oauth2_tenant_id.as_deref(),
                 code: &code,
                 redirect_uri: REDIRECT_URI,
                 pkce_verifier: Some(req.pkce_verifier.clone()),
