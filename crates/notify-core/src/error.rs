@@ -1,7 +1,73 @@
 //! Typed errors of the library. Every message names the target (where there is one) and says
 //! what to do; none ever contains a secret (tests check this).
+//!
+//! Callers branch on [`Error::kind`] (what must happen next: retry, re-authorize, an admin fix
+//! of the app registration or server settings, a corrected request) and on the predicates
+//! beside it, never on the message text.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the caller (or the admin) must do about an error. Stable names ([`ErrorKind::as_str`])
+/// cross the Perl boundary, so the API, the page, the CLI and the daily job can branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The request or a config value is wrong: fix it and try again.
+    InvalidInput,
+    /// The named target does not exist.
+    NotFound,
+    /// Someone else changed the config meanwhile: reload and try again.
+    Conflict,
+    /// The stored authorization is gone or was never made: authorize the target again.
+    NeedsReauthorization,
+    /// Retrying cannot help until an admin fixes the app registration (client ID or secret,
+    /// consent, scopes), the mailbox or the server settings.
+    NeedsAdminFix,
+    /// A network problem, a timeout, a busy or failing server: retry later; the setup is fine.
+    Transient,
+    /// A local fault (file system, corrupt state): see the message.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable kebab-case name (`needs-admin-fix`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::NeedsReauthorization => "needs-reauthorization",
+            ErrorKind::NeedsAdminFix => "needs-admin-fix",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// Why a token request failed; decides the [`ErrorKind`] of [`Error::Token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// The endpoint could not be reached (DNS, connection refused or reset, TLS I/O): transient.
+    Unreachable,
+    /// No complete answer within the deadline: transient.
+    Timeout,
+    /// The provider is overloaded or failing (HTTP 429 or 5xx, `temporarily_unavailable`,
+    /// Entra's throttling codes): transient.
+    Unavailable,
+    /// A 2xx/4xx answer that is not an OAuth2 response (wrong URL?): admin fix.
+    BadResponse,
+    /// The provider refused the client or its request (`invalid_client`,
+    /// `unauthorized_client`, `invalid_scope`, an expired secret, an app registered as SPA):
+    /// admin fix of the app registration.
+    ClientRejected,
+    /// The authorization code was refused (`invalid_grant` on the code exchange): authorize again.
+    CodeRejected,
+    /// The provider issued no refresh token: admin fix (scope or app type).
+    NoRefreshToken,
+    /// The HTTP client could not be set up (proxy URL, trust store): local.
+    Setup,
+}
 
 /// Which step of an SMTP delivery failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,25 +145,43 @@ pub enum Error {
         /// Why (e.g. "the refresh token was revoked or has expired (invalid_grant)").
         reason: String,
     },
-    /// Talking to the token endpoint failed: unreachable, timeout, bad answer (502).
-    #[error("{}: {message}", token_context(.target.as_deref()))]
+    /// A token request failed (502; 400 for a refused authorization code). `problem` says
+    /// whether to retry ([`TokenProblem`]).
+    #[error("{}: {message}", token_context(.target.as_deref(), *.problem))]
     Token {
         /// Target name, if the request was for a configured target.
         target: Option<String>,
-        /// What happened and what to do.
+        /// The class of failure.
+        problem: TokenProblem,
+        /// What happened and what to do (secret-free, single line).
         message: String,
+        /// The provider's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
     },
     /// An SMTP delivery failed at `step` (502).
-    #[error("target '{target}': SMTP {step} failed: {message}")]
+    #[error("target '{target}': SMTP {step} failed ({}): {message}", if *.transient { "temporary, will be retried" } else { "permanent" })]
     Smtp {
         /// Target name.
         target: String,
         /// The step that failed.
         step: SmtpStep,
-        /// Server reply or local error, never a credential.
+        /// Server reply or local error, never a credential; control characters removed.
         message: String,
         /// SMTP reply code, when the server gave one.
         code: Option<u16>,
+        /// True for failures a later attempt may not meet: 4xx replies, connection failures,
+        /// timeouts (RFC 5321 section 4.2.1).
+        transient: bool,
+    },
+    /// A lock was not obtained within its deadline (503): another process holds it.
+    #[error("{what} is busy: {} is held by another process{}; try again later (if this persists, look for a stuck oxnotify process)", .path.display(), .holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    LockTimeout {
+        /// What is locked ("the configuration", "target 'x' OAuth2 state").
+        what: String,
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, where known (pid, command).
+        holder: Option<String>,
     },
     /// Reading or writing a file failed (500).
     #[error("{}: {source}", .path.display())]
@@ -140,10 +224,18 @@ fn config_message(
     out
 }
 
-fn token_context(target: Option<&str>) -> String {
+fn token_context(target: Option<&str>, problem: TokenProblem) -> String {
+    let class = match problem {
+        TokenProblem::Unreachable | TokenProblem::Timeout | TokenProblem::Unavailable => {
+            "temporary"
+        }
+        TokenProblem::CodeRejected => "authorize again",
+        TokenProblem::Setup => "local setup",
+        _ => "needs an admin fix",
+    };
     match target {
-        Some(t) => format!("target '{t}': OAuth2 token request failed"),
-        None => "OAuth2 token request failed".to_string(),
+        Some(t) => format!("target '{t}': OAuth2 token request failed ({class})"),
+        None => format!("OAuth2 token request failed ({class})"),
     }
 }
 
@@ -155,10 +247,101 @@ impl Error {
             | Error::Parameter { .. }
             | Error::AlreadyExists(_)
             | Error::NeedsReauthorization { .. } => 400,
+            Error::Token {
+                problem: TokenProblem::CodeRejected,
+                ..
+            } => 400,
             Error::NotFound(_) => 404,
             Error::DigestMismatch => 409,
+            Error::LockTimeout { .. } => 503,
+            Error::Token {
+                problem: TokenProblem::Setup,
+                ..
+            } => 500,
             Error::Token { .. } | Error::Smtp { .. } => 502,
             Error::Io { .. } | Error::CorruptState { .. } => 500,
+        }
+    }
+
+    /// What must happen next (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config { .. } | Error::Parameter { .. } | Error::AlreadyExists(_) => {
+                ErrorKind::InvalidInput
+            }
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::DigestMismatch => ErrorKind::Conflict,
+            Error::NeedsReauthorization { .. } => ErrorKind::NeedsReauthorization,
+            Error::Token { problem, .. } => match problem {
+                TokenProblem::Unreachable | TokenProblem::Timeout | TokenProblem::Unavailable => {
+                    ErrorKind::Transient
+                }
+                TokenProblem::CodeRejected => ErrorKind::NeedsReauthorization,
+                TokenProblem::Setup => ErrorKind::Internal,
+                TokenProblem::BadResponse
+                | TokenProblem::ClientRejected
+                | TokenProblem::NoRefreshToken => ErrorKind::NeedsAdminFix,
+            },
+            Error::Smtp {
+                transient: true, ..
+            } => ErrorKind::Transient,
+            Error::Smtp {
+                step: SmtpStep::Message,
+                ..
+            } => ErrorKind::InvalidInput,
+            Error::Smtp { .. } => ErrorKind::NeedsAdminFix,
+            Error::LockTimeout { .. } => ErrorKind::Transient,
+            Error::Io { .. } | Error::CorruptState { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// True if a later attempt may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+
+    /// True if the target must be authorized again.
+    pub fn needs_reauthorization(&self) -> bool {
+        self.kind() == ErrorKind::NeedsReauthorization
+    }
+
+    /// True if an admin must fix the app registration, mailbox or server settings first.
+    pub fn needs_admin_fix(&self) -> bool {
+        self.kind() == ErrorKind::NeedsAdminFix
+    }
+
+    /// True if the SMTP server rejected our credentials (535): the only failure that a fresh
+    /// access token can fix.
+    pub fn is_auth_rejected(&self) -> bool {
+        matches!(
+            self,
+            Error::Smtp {
+                step: SmtpStep::Auth,
+                code: Some(535),
+                ..
+            }
+        )
+    }
+
+    /// How long the server asked us to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Token { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A token-request error.
+    pub(crate) fn token(
+        target: Option<&str>,
+        problem: TokenProblem,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Token {
+            target: target.map(str::to_string),
+            problem,
+            message: message.into(),
+            retry_after: None,
         }
     }
 

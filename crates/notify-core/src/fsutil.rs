@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Create `dir` (and parents) if missing; a directory we create gets `mode`. An existing
 /// directory keeps its mode, except that `tighten` forces `mode` on it (our own private dirs).
@@ -53,22 +54,50 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Block until the exclusive lock on `path` is ours (the file is created 0600).
-    pub fn exclusive(path: &Path) -> Result<FileLock> {
-        let file = open_lock_file(path)?;
-        file.lock().map_err(|e| Error::io(path, e))?;
-        Ok(FileLock { _file: file })
+    /// Wait until the exclusive lock on `path` is ours (the file is created 0600), at most
+    /// until `deadline`; then [`Error::LockTimeout`] naming `what` and the holder's pid.
+    pub fn exclusive_until(path: &Path, deadline: Instant, what: &str) -> Result<FileLock> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(lock) = Self::try_exclusive(path)? {
+                return Ok(lock);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::LockTimeout {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                    holder: holder_of(path),
+                });
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
-    /// Take the lock if it is free; `Ok(None)` if another process holds it.
+    /// Take the lock if it is free; `Ok(None)` if another process holds it. The holder's pid
+    /// is written into the lock file so that a waiter that gives up can name it.
     pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
-        let file = open_lock_file(path)?;
+        let mut file = open_lock_file(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(FileLock { _file: file })),
+            Ok(()) => {
+                // best effort: the pid only helps an admin find a stuck holder
+                let _ = file.set_len(0);
+                let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
+                Ok(Some(FileLock { _file: file }))
+            }
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
         }
     }
+}
+
+/// "pid N (command)" of the process that wrote `path`, if it is still running.
+fn holder_of(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(format!("pid {pid} ({})", comm.trim()))
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
@@ -103,9 +132,27 @@ mod tests {
     fn try_lock_sees_a_held_lock() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.lock");
-        let held = FileLock::exclusive(&p).unwrap();
+        let held = FileLock::try_exclusive(&p).unwrap().unwrap();
         assert!(FileLock::try_exclusive(&p).unwrap().is_none());
         drop(held);
         assert!(FileLock::try_exclusive(&p).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_wait_ends_at_its_deadline_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let _held = FileLock::try_exclusive(&p).unwrap().unwrap();
+        // flock locks are per open file description: a second open in this process conflicts
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let err = FileLock::exclusive_until(&p, deadline, "the test lock").unwrap_err();
+        assert!(Instant::now() >= deadline);
+        let msg = err.to_string();
+        assert!(err.is_transient(), "{msg}");
+        assert!(msg.contains("the test lock is busy"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
     }
 }

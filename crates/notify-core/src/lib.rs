@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod notification;
 pub mod oauth2;
 pub mod pending;
+pub mod redact;
 pub mod secret;
 pub mod settings;
 pub mod smtp;
@@ -31,7 +32,7 @@ pub mod tokens;
 
 pub use config::smtp::{AuthMethod, SmtpMode, SmtpSecrets, SmtpTarget};
 pub use config::NotificationConfig;
-pub use error::{Error, Result, SmtpStep};
+pub use error::{Error, ErrorKind, Result, SmtpStep, TokenProblem};
 pub use notification::{Notification, Severity};
 pub use secret::Secret;
 pub use settings::Settings;
@@ -77,8 +78,27 @@ pub enum RefreshOutcome {
     Rotated,
     /// The provider rejected the refresh token: the admin must authorize again.
     NeedsReauthorization,
-    /// Failed for another reason (network, config); it may work next time.
+    /// The app registration, the target's config or the provider settings need an admin's fix
+    /// before a refresh can work (retrying does not help).
+    NeedsAdminFix,
+    /// A network problem, timeout or provider outage: the next run will try again.
+    Transient,
+    /// A local fault (state file, file system): see the error.
     Failed,
+}
+
+impl RefreshOutcome {
+    /// The outcome for a refresh that failed with `e`.
+    pub fn of_error(e: &Error) -> Self {
+        match e.kind() {
+            ErrorKind::NeedsReauthorization => RefreshOutcome::NeedsReauthorization,
+            ErrorKind::Transient => RefreshOutcome::Transient,
+            ErrorKind::NeedsAdminFix | ErrorKind::InvalidInput => RefreshOutcome::NeedsAdminFix,
+            ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal => {
+                RefreshOutcome::Failed
+            }
+        }
+    }
 }
 
 /// Report for one target of [`Notifier::refresh_targets`].
@@ -90,6 +110,8 @@ pub struct RefreshReport {
     pub outcome: RefreshOutcome,
     /// The error, if any (secret-free).
     pub error: Option<String>,
+    /// The error's kind, if any (what must happen next).
+    pub kind: Option<ErrorKind>,
     /// The target's health after the refresh (absent if its config is invalid).
     pub status: Option<TargetStatus>,
 }
@@ -120,10 +142,8 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// A notifier with the default HTTP client (ureq, system trust store).
     pub fn new(settings: Settings) -> Result<Self> {
-        let http = UreqClient::new(&settings).map_err(|e| Error::Token {
-            target: None,
-            message: e.to_string(),
-        })?;
+        let http = UreqClient::new(&settings)
+            .map_err(|e| Error::token(None, error::TokenProblem::Setup, e.to_string()))?;
         Ok(Self::with_http_client(settings, Arc::new(http)))
     }
 
@@ -226,7 +246,9 @@ impl Notifier {
                 step: SmtpStep::Auth,
                 message,
                 code,
+                transient,
             } => Error::Smtp {
+                transient,
                 message: format!(
                     "{message}; the server rejected a freshly obtained access token for {}: check \
                      that it is the mailbox the app was authorized for{}",
@@ -288,21 +310,17 @@ impl Notifier {
             Ok((self.tokens().refresh(&t, &secrets), t))
         });
         let (outcome, error, target) = match result {
-            Err(e) => (RefreshOutcome::Failed, Some(e.to_string()), None),
+            Err(e) => (RefreshOutcome::of_error(&e), Some(e), None),
             Ok((Ok(Refreshed::InPlace), t)) => (RefreshOutcome::Refreshed, None, Some(t)),
             Ok((Ok(Refreshed::Rotated), t)) => (RefreshOutcome::Rotated, None, Some(t)),
-            Ok((Err(e @ Error::NeedsReauthorization { .. }), t)) => (
-                RefreshOutcome::NeedsReauthorization,
-                Some(e.to_string()),
-                Some(t),
-            ),
-            Ok((Err(e), t)) => (RefreshOutcome::Failed, Some(e.to_string()), Some(t)),
+            Ok((Err(e), t)) => (RefreshOutcome::of_error(&e), Some(e), Some(t)),
         };
         let status = target.and_then(|t| self.status_of(&t).ok());
         RefreshReport {
             target: name.to_string(),
             outcome,
-            error,
+            kind: error.as_ref().map(Error::kind),
+            error: error.map(|e| e.to_string()),
             status,
         }
     }
@@ -356,13 +374,17 @@ impl Notifier {
             req.code,
             req.redirect_uri,
             req.pkce_verifier.as_ref(),
+            std::time::Instant::now() + self.settings.http_timeout,
         )?;
         if let Some(t) = req.target {
             self.tokens().store_authorization(t, &tokens)?;
         }
-        tokens.refresh_token.ok_or_else(|| Error::Token {
-            target: None,
-            message: "no refresh token issued".into(),
+        tokens.refresh_token.ok_or_else(|| {
+            Error::token(
+                None,
+                error::TokenProblem::NoRefreshToken,
+                "no refresh token issued",
+            )
         })
     }
 

@@ -129,6 +129,7 @@ impl Notification {
             step: crate::error::SmtpStep::Message,
             message: m,
             code: None,
+            transient: false,
         };
         let from_addr = target
             .from_address

@@ -10,8 +10,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/oxnotify";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/oxnotify";
 
 /// Paths, timeouts and limits. Build with [`Settings::from_env`] (production) or
-/// [`Settings::with_dirs`] (tests, embedding).
-#[derive(Debug, Clone)]
+/// [`Settings::with_dirs`] (tests, embedding). `Debug` hides the proxy's credentials.
+#[derive(Clone)]
 pub struct Settings {
     /// Directory of `notifications.cfg`; the private file is `priv/notifications.cfg` below it.
     pub config_dir: PathBuf,
@@ -21,6 +21,11 @@ pub struct Settings {
     pub http_timeout: Duration,
     /// Connect and per-read/write timeout for SMTP.
     pub smtp_timeout: Duration,
+    /// Deadline of one whole delivery to one target: lock waits, token requests, connection,
+    /// retries and the transfer all fit in it.
+    pub delivery_deadline: Duration,
+    /// Longest wait for the config lock or a target's lock.
+    pub lock_timeout: Duration,
     /// Refresh the cached access token when it expires within this margin.
     pub token_expiry_margin: Duration,
     /// How many targets `refresh_targets` refreshes at once.
@@ -31,6 +36,42 @@ pub struct Settings {
     pub http_proxy: Option<String>,
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config_dir", &self.config_dir)
+            .field("state_dir", &self.state_dir)
+            .field("http_timeout", &self.http_timeout)
+            .field("smtp_timeout", &self.smtp_timeout)
+            .field("delivery_deadline", &self.delivery_deadline)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("hello_name", &self.hello_name)
+            .field(
+                "http_proxy",
+                &self.http_proxy.as_deref().map(proxy_without_credentials),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The proxy URL with any `user:password@` removed (for display).
+pub fn proxy_without_credentials(proxy: &str) -> String {
+    match url::Url::parse(proxy) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        // not a URL: show only the part after a '@', if any
+        Err(_) => match proxy.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => proxy.to_string(),
+        },
+    }
+}
+
 impl Settings {
     /// Settings with the given directories and default timeouts.
     pub fn with_dirs(config_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
@@ -39,6 +80,8 @@ impl Settings {
             state_dir: state_dir.into(),
             http_timeout: Duration::from_secs(30),
             smtp_timeout: Duration::from_secs(30),
+            delivery_deadline: Duration::from_secs(120),
+            lock_timeout: Duration::from_secs(30),
             token_expiry_margin: Duration::from_secs(300),
             refresh_parallelism: 4,
             hello_name: hello_name(),
@@ -65,6 +108,12 @@ impl Settings {
         }
         if let Some(t) = secs("OXNOTIFY_SMTP_TIMEOUT") {
             s.smtp_timeout = Duration::from_secs(t);
+        }
+        if let Some(t) = secs("OXNOTIFY_DELIVERY_DEADLINE") {
+            s.delivery_deadline = Duration::from_secs(t);
+        }
+        if let Some(t) = secs("OXNOTIFY_LOCK_TIMEOUT") {
+            s.lock_timeout = Duration::from_secs(t);
         }
         s.http_proxy = var("OXNOTIFY_HTTP_PROXY")
             .or_else(|| var("https_proxy"))

@@ -57,6 +57,13 @@ pub fn xoauth2_response(user: &str, token: &Secret) -> Secret {
 
 fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::Error) -> Error {
     let code = e.status().map(u16::from);
+    // 4xx replies, and failures without a reply (connection refused or reset, timeouts, a
+    // connection closed mid-way), may go away on a later attempt; 5xx replies and TLS
+    // certificate problems do not
+    let transient = match code {
+        Some(c) => (400..500).contains(&c),
+        None => !e.is_tls() && !e.is_client() && !e.is_permanent(),
+    };
     let mut message = e.to_string();
     if step == SmtpStep::Tls || step == SmtpStep::Connect {
         // lettre's TLS errors hide the cause in the source chain
@@ -71,21 +78,7 @@ fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::E
         step,
         message,
         code,
-    }
-}
-
-impl Error {
-    /// True if the SMTP server rejected our credentials (535): the only failure that a fresh
-    /// access token can fix.
-    pub fn is_auth_rejected(&self) -> bool {
-        matches!(
-            self,
-            Error::Smtp {
-                step: SmtpStep::Auth,
-                code: Some(535),
-                ..
-            }
-        )
+        transient,
     }
 }
 
@@ -125,6 +118,7 @@ pub fn deliver(
                           (check the port: 587 is STARTTLS, 465 is implicit TLS = mode tls)"
                     .into(),
                 code: None,
+                transient: false,
             });
         }
         let params = tls()?;
@@ -152,6 +146,7 @@ fn authenticate(
         step: SmtpStep::Auth,
         message,
         code,
+        transient: code.is_some_and(|c| (400..500).contains(&c)),
     };
     match credential {
         Credential::None => Ok(()),
@@ -223,6 +218,7 @@ fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Message) -
                 message: "non-ASCII addresses need SMTPUTF8, which the server does not offer"
                     .into(),
                 code: None,
+                transient: false,
             });
         }
         params.push(MailParameter::SmtpUtfEight);

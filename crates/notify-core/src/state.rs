@@ -118,10 +118,23 @@ impl StateStore {
         fsutil::ensure_dir(&self.settings.oauth2_state_dir(), 0o700, true)
     }
 
-    /// Wait for the lock of `target`.
+    /// Wait for the lock of `target`, at most the configured lock timeout.
     pub fn lock(&self, target: &str) -> Result<TargetLock> {
+        self.lock_until(
+            target,
+            std::time::Instant::now() + self.settings.lock_timeout,
+        )
+    }
+
+    /// Wait for the lock of `target` until `deadline` at the latest ([`Error::LockTimeout`]).
+    pub fn lock_until(&self, target: &str, deadline: std::time::Instant) -> Result<TargetLock> {
         self.ensure_dirs()?;
-        FileLock::exclusive(&self.settings.oauth2_lock_file(target)).map(TargetLock)
+        FileLock::exclusive_until(
+            &self.settings.oauth2_lock_file(target),
+            deadline,
+            &format!("the OAuth2 state of target '{target}'"),
+        )
+        .map(TargetLock)
     }
 
     /// The state of `target`, `None` if it has none. A corrupt file is an error and is left

@@ -9,6 +9,7 @@ use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::state::{now, OAuth2State, StateStore, TargetLock};
+use std::time::Instant;
 
 /// An access token and where it came from.
 #[derive(Debug, Clone)]
@@ -28,21 +29,37 @@ pub enum Refreshed {
     Rotated,
 }
 
-/// Gets access tokens for targets.
+/// Gets access tokens for targets. Every lock wait and token request it makes ends by its
+/// deadline.
 pub struct TokenManager<'a> {
     settings: &'a Settings,
     http: &'a dyn TokenHttpClient,
     store: StateStore,
+    deadline: Instant,
 }
 
 impl<'a> TokenManager<'a> {
-    /// A manager using `http` for token requests.
+    /// A manager using `http` for token requests; its deadline is the settings' HTTP timeout
+    /// from now (one token request, retries and the lock wait included).
     pub fn new(settings: &'a Settings, http: &'a dyn TokenHttpClient) -> Self {
         TokenManager {
             settings,
             http,
             store: StateStore::new(settings),
+            deadline: Instant::now() + settings.http_timeout,
         }
+    }
+
+    /// The same manager with an earlier deadline (a delivery's), never a later one.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = self.deadline.min(deadline);
+        self
+    }
+
+    fn lock(&self, target: &str) -> Result<TargetLock> {
+        let lock_deadline = Instant::now() + self.settings.lock_timeout;
+        self.store
+            .lock_until(target, self.deadline.min(lock_deadline))
     }
 
     /// An access token for `target`: the cached one if it is valid for longer than the
@@ -53,7 +70,7 @@ impl<'a> TokenManager<'a> {
         secrets: &SmtpSecrets,
         force_refresh: bool,
     ) -> Result<AccessToken> {
-        let lock = self.store.lock(&target.name)?;
+        let lock = self.lock(&target.name)?;
         let mut state = self.load_authorized(&target.name)?;
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
         if !force_refresh {
@@ -73,7 +90,7 @@ impl<'a> TokenManager<'a> {
 
     /// Run a refresh grant now (the daily job), whatever the cache says.
     pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
-        let lock = self.store.lock(&target.name)?;
+        let lock = self.lock(&target.name)?;
         let mut state = self.load_authorized(&target.name)?;
         self.refresh_locked(target, secrets, &mut state, &lock)
             .map(|(_, r)| r)
@@ -86,7 +103,7 @@ impl<'a> TokenManager<'a> {
             .refresh_token
             .clone()
             .ok_or_else(|| Error::param("refresh-token", "no refresh token to store"))?;
-        let lock = self.store.lock(target)?;
+        let lock = self.lock(target)?;
         let mut state = OAuth2State::authorized(rt);
         cache_access_token(&mut state, tokens);
         self.store.save(target, &state, &lock)
@@ -119,7 +136,7 @@ impl<'a> TokenManager<'a> {
                 reason: "no refresh token stored".into(),
             })?;
         let result = ClientRegistration::of_target(target, secrets)
-            .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name));
+            .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name, self.deadline));
         let tokens = match result {
             Ok(t) => t,
             Err(e) => {
@@ -129,9 +146,19 @@ impl<'a> TokenManager<'a> {
                 }
                 state.record_error(&e.to_string());
                 if let Err(save) = self.store.save(name, state, lock) {
-                    return Err(Error::Token {
-                        target: Some(name.clone()),
-                        message: format!("{e} (and recording the error failed: {save})"),
+                    return Err(match e {
+                        Error::Token {
+                            target,
+                            problem,
+                            message,
+                            retry_after,
+                        } => Error::Token {
+                            target,
+                            problem,
+                            message: format!("{message} (and recording the error failed: {save})"),
+                            retry_after,
+                        },
+                        other => other,
                     });
                 }
                 return Err(e);
@@ -151,19 +178,17 @@ impl<'a> TokenManager<'a> {
         state.last_error = None;
         state.needs_reauthorization = false;
         cache_access_token(state, &tokens);
-        self.store
-            .save(name, state, lock)
-            .map_err(|e| Error::Token {
-                target: Some(name.clone()),
-                message: if rotated == Refreshed::Rotated {
-                    format!(
-                        "the provider rotated the refresh token but it could not be saved ({e}); \
+        self.store.save(name, state, lock).map_err(|e| Error::Io {
+            path: self.settings.oauth2_state_file(name),
+            source: std::io::Error::other(if rotated == Refreshed::Rotated {
+                format!(
+                    "the provider rotated the refresh token but it could not be saved ({e}); \
                      fix the state directory and re-authorize if the next refresh fails"
-                    )
-                } else {
-                    format!("saving the refreshed token failed: {e}")
-                },
-            })?;
+                )
+            } else {
+                format!("saving the refreshed token failed: {e}")
+            }),
+        })?;
         Ok((tokens, rotated))
     }
 }

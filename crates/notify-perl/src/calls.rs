@@ -260,6 +260,8 @@ pub fn target_status(params: Value) -> Result<Value, CallError> {
     serde_json::to_value(s).map_err(|e| CallError {
         message: e.to_string(),
         code: 500,
+        kind: notify_core::ErrorKind::Internal,
+        param: None,
     })
 }
 

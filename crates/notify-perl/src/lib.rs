@@ -8,7 +8,10 @@
 //! - `uint32_t oxnotify_abi_version(void)` — the ABI version.
 //! - `char *oxnotify_<function>(const char *params)` — `params` is a UTF-8 JSON object (NULL
 //!   means `{}`); the return value is a NUL-terminated UTF-8 JSON object, either
-//!   `{"ok": <result>}` or `{"error": {"message": "...", "code": <HTTP-style status>}}`.
+//!   `{"ok": <result>}` or `{"error": {"message": "...", "code": <HTTP-style status>,
+//!   "kind": "...", "transient": <bool>, "param": "..."}}`. `kind` says what must happen next
+//!   (`invalid-input`, `not-found`, `conflict`, `needs-reauthorization`, `needs-admin-fix`,
+//!   `transient`, `internal`); `param` names the parameter at fault, where there is one.
 //!   The caller owns the returned string and must release it with `oxnotify_free`.
 //! - `void oxnotify_free(char *)` — free a returned string (NULL is ignored).
 //!
@@ -31,19 +34,28 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// Version of the C ABI described above.
 pub const ABI_VERSION: u32 = 1;
 
-/// An error crossing the boundary: message and HTTP-style code.
+/// An error crossing the boundary: message, HTTP-style code, what to do about it.
 #[derive(Debug)]
 pub struct CallError {
     /// Human-readable, secret-free message.
     pub message: String,
     /// HTTP-style status.
     pub code: u16,
+    /// What must happen next ([`notify_core::ErrorKind`]).
+    pub kind: notify_core::ErrorKind,
+    /// The parameter at fault, for invalid-parameter errors.
+    pub param: Option<String>,
 }
 
 impl From<notify_core::Error> for CallError {
     fn from(e: notify_core::Error) -> Self {
         CallError {
             code: e.http_code(),
+            kind: e.kind(),
+            param: match &e {
+                notify_core::Error::Parameter { param, .. } => Some(param.clone()),
+                _ => None,
+            },
             message: e.to_string(),
         }
     }
@@ -55,7 +67,23 @@ impl CallError {
         CallError {
             message: message.into(),
             code: 400,
+            kind: notify_core::ErrorKind::InvalidInput,
+            param: None,
         }
+    }
+
+    /// The error object of the answer.
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "message": self.message,
+            "code": self.code,
+            "kind": self.kind.as_str(),
+            "transient": self.kind == notify_core::ErrorKind::Transient,
+        });
+        if let Some(p) = &self.param {
+            v["param"] = json!(p);
+        }
+        v
     }
 }
 
@@ -85,14 +113,14 @@ fn boundary(params: *const c_char, f: fn(Value) -> Result<Value, CallError>) -> 
     }));
     let answer = match outcome {
         Ok(Ok(v)) => json!({ "ok": v }),
-        Ok(Err(e)) => json!({ "error": { "message": e.message, "code": e.code } }),
+        Ok(Err(e)) => json!({ "error": e.to_json() }),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            json!({ "error": { "message": format!("internal error in oxnotify (panic: {what})"), "code": 500 } })
+            json!({ "error": { "message": format!("internal error in oxnotify (panic: {what})"), "code": 500, "kind": "internal", "transient": false } })
         }
     };
     // serde_json escapes NUL as \u0000, so this cannot fail; fall back to a fixed error anyway

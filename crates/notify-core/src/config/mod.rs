@@ -26,7 +26,9 @@ impl ConfigLock {
     /// Wait for the config lock.
     pub fn acquire(settings: &Settings) -> Result<ConfigLock> {
         fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
-        FileLock::exclusive(&settings.config_lock_file()).map(ConfigLock)
+        let deadline = std::time::Instant::now() + settings.lock_timeout;
+        FileLock::exclusive_until(&settings.config_lock_file(), deadline, "the configuration")
+            .map(ConfigLock)
     }
 
     /// Take the config lock if free, `None` if another process holds it.

@@ -3,16 +3,18 @@
 
 use super::http::{HttpError, TokenHttpClient};
 use super::provider::{self, ClientAuth, EndpointParams, Endpoints};
+use super::token_error::{self, Answer, Grant};
 use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
+use crate::redact::Redactor;
 use crate::secret::Secret;
-use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::basic::{BasicClient, BasicTokenResponse};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One OAuth2 client registration: provider endpoints plus client credentials.
 #[derive(Debug, Clone)]
@@ -58,6 +60,13 @@ impl ClientRegistration {
             secrets.oauth2_client_secret.clone(),
             &EndpointParams::of_target(target),
         )
+    }
+
+    /// A redactor for everything the token endpoint may echo of this registration's secrets.
+    pub(crate) fn redactor(&self) -> Redactor {
+        Redactor::new()
+            .secret(self.client_secret.as_ref())
+            .basic_auth(&self.client_id, self.client_secret.as_ref())
     }
 
     fn token_client(
@@ -162,13 +171,6 @@ impl From<BasicTokenResponse> for TokenSet {
     }
 }
 
-/// What a token request was for: shapes the error messages.
-#[derive(Debug, Clone, Copy)]
-enum Grant<'a> {
-    Code,
-    Refresh { target: &'a str },
-}
-
 /// Exchange an authorization code for tokens (the provider must return a refresh token).
 pub fn exchange_code(
     http: &dyn TokenHttpClient,
@@ -176,6 +178,7 @@ pub fn exchange_code(
     code: &str,
     redirect_uri: &str,
     pkce_verifier: Option<&Secret>,
+    deadline: Instant,
 ) -> Result<TokenSet> {
     if code.is_empty() || code.chars().any(char::is_control) {
         return Err(Error::param(
@@ -186,21 +189,22 @@ pub fn exchange_code(
     let client = reg
         .token_client()
         .set_redirect_uri(redirect_url(redirect_uri)?);
-    let mut req = client.exchange_code(AuthorizationCode::new(code.to_string()));
-    if let Some(v) = pkce_verifier {
-        req = req.set_pkce_verifier(PkceCodeVerifier::new(v.expose().to_string()));
-    }
-    let status = Cell::new(None);
-    let call = |r| record_status(http, r, &status);
-    let secrets = [reg.client_secret.clone(), Some(Secret::new(code))];
-    let tokens: TokenSet = req
-        .request(&call)
-        .map_err(|e| token_error(e, Grant::Code, reg, status.get(), &secrets))?
-        .into();
+    let redactor = reg
+        .redactor()
+        .secret(Some(&Secret::new(code)))
+        .secret(pkce_verifier);
+    let tokens = with_retries(http, deadline, Grant::Code, reg, &redactor, |call| {
+        let mut req = client.exchange_code(AuthorizationCode::new(code.to_string()));
+        if let Some(v) = pkce_verifier {
+            req = req.set_pkce_verifier(PkceCodeVerifier::new(v.expose().to_string()));
+        }
+        req.request(&call)
+    })?;
     if tokens.refresh_token.is_none() {
-        return Err(Error::Token {
-            target: None,
-            message: format!(
+        return Err(Error::token(
+            None,
+            crate::error::TokenProblem::NoRefreshToken,
+            format!(
                 "the provider issued no refresh token, so the target could not keep working; {}",
                 match reg.method {
                     AuthMethod::GoogleOAuth2 => "Google only returns one with access_type=offline and prompt=consent: authorize again from oxnotify's Authorize URL",
@@ -208,7 +212,7 @@ pub fn exchange_code(
                     _ => "make sure the scope includes offline access (often 'offline_access')",
                 }
             ),
-        });
+        ));
     }
     Ok(tokens)
 }
@@ -219,104 +223,95 @@ pub fn refresh(
     reg: &ClientRegistration,
     refresh_token: &Secret,
     target: &str,
+    deadline: Instant,
 ) -> Result<TokenSet> {
     let client = reg.token_client();
     let rt = RefreshToken::new(refresh_token.expose().to_string());
-    let status = Cell::new(None);
-    let call = |r| record_status(http, r, &status);
-    let secrets = [reg.client_secret.clone(), Some(refresh_token.clone())];
-    client
-        .exchange_refresh_token(&rt)
-        .request(&call)
-        .map(TokenSet::from)
-        .map_err(|e| token_error(e, Grant::Refresh { target }, reg, status.get(), &secrets))
-}
-
-fn record_status(
-    http: &dyn TokenHttpClient,
-    req: oauth2::HttpRequest,
-    status: &Cell<Option<u16>>,
-) -> Result<oauth2::HttpResponse, HttpError> {
-    let resp = http.call(req)?;
-    status.set(Some(resp.status().as_u16()));
-    Ok(resp)
-}
-
-/// Remove every known secret from a provider-supplied message and make it one short line.
-fn scrub(text: &str, secrets: &[Option<Secret>]) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+    let redactor = reg.redactor().secret(Some(refresh_token));
+    let scopes: Vec<Scope> = reg
+        .endpoints
+        .scopes
+        .iter()
+        .cloned()
+        .map(Scope::new)
         .collect();
-    for s in secrets.iter().flatten() {
-        if s.expose().len() >= 4 {
-            out = out.replace(s.expose(), "***");
-        }
-    }
-    if out.chars().count() > 300 {
-        out = out.chars().take(300).collect::<String>() + "...";
-    }
-    out
+    with_retries(
+        http,
+        deadline,
+        Grant::Refresh { target },
+        reg,
+        &redactor,
+        |call| {
+            // the scope goes on refresh requests too: Entra otherwise answers with the scopes of
+            // the original grant, which may not include SMTP for multi-resource consents
+            client
+                .exchange_refresh_token(&rt)
+                .add_scopes(scopes.clone())
+                .request(&call)
+        },
+    )
 }
 
-fn token_error(
-    e: RequestTokenError<HttpError, oauth2::basic::BasicErrorResponse>,
+/// One token request with retries: transient failures (unreachable, timeout, HTTP 429/5xx,
+/// `temporarily_unavailable`) are tried again with exponential backoff, honouring
+/// `Retry-After`, until `deadline`; every attempt's HTTP timeout is cut to the time left.
+/// `send` builds and sends the request once per attempt (a request builder is consumed).
+fn with_retries<F>(
+    http: &dyn TokenHttpClient,
+    deadline: Instant,
     grant: Grant<'_>,
     reg: &ClientRegistration,
-    status: Option<u16>,
-    secrets: &[Option<Secret>],
-) -> Error {
-    let target = match grant {
-        Grant::Refresh { target } => Some(target.to_string()),
-        Grant::Code => None,
-    };
-    let url = reg.endpoints.token_url.as_str();
-    let message = match e {
-        RequestTokenError::ServerResponse(resp) => {
-            let desc = resp
-                .error_description()
-                .map(|d| format!(": {}", scrub(d, secrets)))
-                .unwrap_or_default();
-            let code = scrub(resp.error().as_ref(), secrets);
-            match (resp.error(), grant) {
-                (BasicErrorResponseType::InvalidGrant, Grant::Refresh { target }) => {
-                    return Error::NeedsReauthorization {
-                        target: target.to_string(),
-                        reason: format!(
-                            "the provider rejected the refresh token (invalid_grant{desc}): it was \
-                             revoked, has expired or was replaced; {}",
-                            reg.endpoints.provider.reauth_hint
-                        ),
-                    }
-                }
-                (BasicErrorResponseType::InvalidGrant, Grant::Code) => format!(
-                    "the authorization code was rejected (invalid_grant{desc}): codes are single-use \
-                     and expire within minutes, and the redirect URI and PKCE verifier must match \
-                     the authorize request; authorize again"
-                ),
-                (BasicErrorResponseType::InvalidClient, _)
-                | (BasicErrorResponseType::UnauthorizedClient, _) => format!(
-                    "the provider rejected the client ({code}{desc}): check oauth2-client-id and \
-                     the client secret (Microsoft: use the secret's Value, not its ID; it may have \
-                     expired)"
-                ),
-                _ => format!("the provider answered {code}{desc}"),
+    redactor: &Redactor,
+    send: F,
+) -> Result<TokenSet>
+where
+    F: Fn(
+        &dyn Fn(oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpError>,
+    ) -> std::result::Result<
+        BasicTokenResponse,
+        RequestTokenError<HttpError, oauth2::basic::BasicErrorResponse>,
+    >,
+{
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let answer = Cell::new(Answer::default());
+        let call = |mut req: oauth2::HttpRequest| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HttpError::timeout("the token request deadline has passed"));
             }
+            req.extensions_mut().insert(RequestDeadline(deadline));
+            let resp = http.call(req)?;
+            answer.set(Answer {
+                status: Some(resp.status().as_u16()),
+                retry_after: retry_after(&resp),
+            });
+            Ok(resp)
+        };
+        let err = match send(&call) {
+            Ok(r) => return Ok(r.into()),
+            Err(e) => token_error::classify(e, grant, reg, answer.get(), redactor),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = err.retry_after().unwrap_or(backoff);
+        // retry only what may go away, and only if a wait plus a short attempt still fit
+        if !err.is_transient() || wait + Duration::from_millis(200) >= left {
+            return Err(err);
         }
-        RequestTokenError::Request(err) => format!(
-            "could not reach the token endpoint {url}: {err}; check the network, DNS, proxy \
-             (OXNOTIFY_HTTP_PROXY) and the endpoint URL"
-        ),
-        RequestTokenError::Parse(_, _) => format!(
-            "the token endpoint {url} answered {} with something that is not an OAuth2 token \
-             response; check the token URL (is it the provider's token endpoint?) and try again later",
-            status.map_or("a response".to_string(), |s| format!("HTTP {s}"))
-        ),
-        RequestTokenError::Other(m) => format!(
-            "unexpected answer from the token endpoint {url} ({}): {}",
-            status.map_or("no status".to_string(), |s| format!("HTTP {s}")),
-            scrub(&m, secrets)
-        ),
-    };
-    Error::Token { target, message }
+        std::thread::sleep(wait);
+        backoff = (backoff * 2).min(Duration::from_secs(8));
+    }
+}
+
+/// The deadline of a token request, carried in the request's extensions so that the HTTP
+/// client can cut its own timeout to it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDeadline(pub Instant);
+
+/// `Retry-After` in its delta-seconds form (the HTTP-date form is rare on token endpoints and
+/// is treated as absent: the backoff applies). Capped at a minute.
+fn retry_after(resp: &oauth2::HttpResponse) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
 }

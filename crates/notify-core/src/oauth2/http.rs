@@ -12,8 +12,41 @@ pub use oauth2::{HttpRequest, HttpResponse};
 /// A failed HTTP exchange (connect, TLS, timeout, proxy). The message never contains the
 /// request body.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HttpError(pub String);
+#[error("{message}")]
+pub struct HttpError {
+    message: String,
+    timeout: bool,
+}
+
+impl HttpError {
+    /// A failure that is not a timeout (connect, TLS, proxy, reading the body).
+    pub fn new(message: impl Into<String>) -> Self {
+        HttpError {
+            message: message.into(),
+            timeout: false,
+        }
+    }
+
+    /// The request ran into its deadline.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        HttpError {
+            message: message.into(),
+            timeout: true,
+        }
+    }
+
+    /// True if the request ran into its deadline.
+    pub fn is_timeout(&self) -> bool {
+        self.timeout
+    }
+}
+
+fn from_ureq(e: ureq::Error) -> HttpError {
+    match e {
+        ureq::Error::Timeout(t) => HttpError::timeout(format!("no answer in time ({t})")),
+        other => HttpError::new(other.to_string()),
+    }
+}
 
 /// Something that performs one HTTP request for the OAuth2 flows.
 pub trait TokenHttpClient: Send + Sync {
@@ -27,6 +60,7 @@ const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 /// [`TokenHttpClient`] over a `ureq` agent.
 pub struct UreqClient {
     agent: ureq::Agent,
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for UreqClient {
@@ -52,7 +86,7 @@ impl UreqClient {
         let proxy = match &settings.http_proxy {
             Some(p) => Some(
                 ureq::Proxy::new(p)
-                    .map_err(|e| HttpError(format!("invalid HTTP proxy setting: {e}")))?,
+                    .map_err(|e| HttpError::new(format!("invalid HTTP proxy setting: {e}")))?,
             ),
             None => None,
         };
@@ -70,22 +104,37 @@ impl UreqClient {
             )
             .build()
             .new_agent();
-        Ok(UreqClient { agent })
+        Ok(UreqClient {
+            agent,
+            timeout: settings.http_timeout,
+        })
     }
 }
 
 impl TokenHttpClient for UreqClient {
     fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let response = self
-            .agent
-            .run(request)
-            .map_err(|e| HttpError(e.to_string()))?;
+        // a caller's deadline cuts this request's timeout (never lengthens it)
+        let request = match request.extensions().get::<super::RequestDeadline>() {
+            Some(super::RequestDeadline(deadline)) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let timeout = left.min(self.timeout);
+                self.agent
+                    .configure_request(request)
+                    .timeout_global(Some(timeout))
+                    .build()
+            }
+            None => request,
+        };
+        let response = self.agent.run(request).map_err(from_ureq)?;
         let (parts, body) = response.into_parts();
         let bytes = body
             .into_with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
-            .map_err(|e| HttpError(format!("reading the response: {e}")))?;
+            .map_err(|e| match from_ureq(e) {
+                t if t.is_timeout() => t,
+                other => HttpError::new(format!("reading the response: {other}")),
+            })?;
         Ok(HttpResponse::from_parts(parts, bytes))
     }
 }
