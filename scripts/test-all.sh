@@ -7,11 +7,12 @@ echo "== rig self-test (stock clients against the real servers)"
 out=$(env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt scripts/rig/selftest-rig.sh "$RIG_DIR") \
   || { echo "$out" | grep -v '^ok'; exit 1; }
 echo "$out" | tail -1
-echo "== Rust tests"
-cargo test --workspace
+echo "== Rust tests (including the rig tests, which plain \`cargo test\` skips as ignored)"
+cargo test --workspace -- --include-ignored
 if [ -d perl/t ] && ls perl/t/*.t >/dev/null 2>&1; then
   echo "== Perl tests"
-  prove -r -Iperl/lib perl/t
+  # a missing rig is a failure here, not a skip
+  OXNOTIFY_REQUIRE_RIG=1 prove -r -Iperl/lib perl/t
 fi
 echo "== Debian packages (build, install, use against the rig, upgrade, remove, purge)"
 scripts/test-packages.sh

@@ -3,6 +3,7 @@
 //! keys (as an API request carries them); each function documents the HTTP-style error it
 //! returns. Config changes take the [`ConfigLock`] themselves and check the caller's `digest`.
 
+use crate::binding::Binding;
 use crate::config::section::Section;
 use crate::config::smtp::{private_keys, public_keys, SmtpSecrets, SmtpTarget, SMTP_TYPE};
 use crate::config::{validate, ConfigLock};
@@ -165,7 +166,7 @@ pub fn create_target(n: &Notifier, params: &Map<String, Value>) -> Result<()> {
     cfg.add_smtp_target(&target, &secrets)?;
     cfg.save(n.settings(), &lock)?;
     if let Some(rt) = extra.refresh_token {
-        n.store_refresh_token(name, rt)?;
+        n.store_refresh_token(&target, rt)?;
     }
     Ok(())
 }
@@ -173,6 +174,13 @@ pub fn create_target(n: &Notifier, params: &Map<String, Value>) -> Result<()> {
 /// Update target `name` (`PUT endpoints/smtp/{name}`): given keys replace, keys listed in
 /// `delete` are removed, empty secrets are left as they are. 404 if missing, 409 if `digest`
 /// is given and the config changed since, 400 on invalid input (nothing written).
+///
+/// Stored secrets never follow a repointed target ([`crate::binding`]): if the update changes
+/// the app registration (auth method, client ID, tenant, endpoints, scope) or where and as whom
+/// the target delivers (server, port, mode, allow-insecure-auth, identity), the stored OAuth2
+/// state is deleted (the target needs authorization: a refresh token could otherwise mint an
+/// access token for the new server). A changed registration also drops the stored client
+/// secret, a changed delivery the stored password, unless this update supplies them again.
 pub fn update_target(
     n: &Notifier,
     name: &str,
@@ -213,6 +221,15 @@ pub fn update_target(
     if delete.iter().any(|d| d == "oauth2-client-secret") {
         secrets.oauth2_client_secret = None;
     }
+    let (before, after) = (Binding::of(&current), Binding::of(&target));
+    let registration_changed = before.registration_changed(&after);
+    let delivery_changed = before.delivery_changed(&after);
+    if registration_changed {
+        secrets.oauth2_client_secret = None;
+    }
+    if delivery_changed {
+        secrets.password = None;
+    }
     apply_secrets(&mut secrets, extra.secrets);
     // secrets that no longer fit the auth method go away with it
     if target.auth_method != crate::AuthMethod::Plain {
@@ -223,10 +240,20 @@ pub fn update_target(
     }
     cfg.update_smtp_target(&target, &secrets)?;
     cfg.save(n.settings(), &lock)?;
+    if registration_changed || delivery_changed {
+        forget_tokens(n, name)?;
+    }
     if let Some(rt) = extra.refresh_token {
-        n.store_refresh_token(name, rt)?;
+        n.store_refresh_token(&target, rt)?;
     }
     Ok(())
+}
+
+/// Drop the OAuth2 state of target `name` after an update changed what it is bound to.
+fn forget_tokens(n: &Notifier, name: &str) -> Result<()> {
+    let store = StateStore::new(n.settings());
+    let lock = store.lock(name)?;
+    store.remove(name, &lock)
 }
 
 /// Delete target `name` with its secrets and OAuth2 state (`DELETE endpoints/smtp/{name}`).

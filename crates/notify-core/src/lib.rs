@@ -16,6 +16,7 @@
 //! and refresh at once without losing a rotated refresh token.
 
 pub mod api;
+pub mod binding;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -356,18 +357,51 @@ impl Notifier {
     }
 
     /// Exchange an authorization code for a refresh token (backend side, as Microsoft
-    /// requires for Web apps). With `req.target` set, the new authorization (refresh token
-    /// and the access token that came with it) is stored in that target's state.
+    /// requires for Web apps). With `req.target` set, the target must exist and the request
+    /// must describe its registration (parameters left out are taken from the target); the
+    /// new authorization is then stored in the target's state, bound to that registration.
+    /// Without a target only the provider table's endpoints are used (a caller cannot make
+    /// the server send a code and client secret to a URL of its choosing); the generic
+    /// provider therefore needs a target.
     pub fn exchange_smtp_oauth2_code(&self, req: &CodeExchange<'_>) -> Result<Secret> {
-        if let Some(t) = req.target {
-            config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
-        }
-        let reg = ClientRegistration::new(
-            req.auth_method,
-            req.client_id,
-            req.client_secret.clone(),
-            &req.endpoints,
-        )?;
+        let target = match req.target {
+            Some(t) => {
+                config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
+                Some(self.load_config()?.smtp_target(t)?)
+            }
+            None => None,
+        };
+        let reg = match &target {
+            Some(t) => Self::registration_for(req, t)?,
+            None => {
+                for (param, given) in [
+                    ("token-url", req.endpoints.token_url),
+                    ("authorize-url", req.endpoints.authorize_url),
+                    ("scope", req.endpoints.scope),
+                ] {
+                    if given.is_some_and(|v| !v.is_empty()) {
+                        return Err(Error::param(
+                            param,
+                            "only allowed together with 'target' (the target's configured value \
+                             is used); without a target the provider's own endpoints apply",
+                        ));
+                    }
+                }
+                if req.auth_method == AuthMethod::OAuth2 {
+                    return Err(Error::param(
+                        "target",
+                        "the generic oauth2 method needs the target whose token URL and scope \
+                         to use: create the target first",
+                    ));
+                }
+                ClientRegistration::new(
+                    req.auth_method,
+                    req.client_id,
+                    req.client_secret.clone(),
+                    &req.endpoints,
+                )?
+            }
+        };
         let tokens = oauth2::exchange_code(
             self.http.as_ref(),
             &reg,
@@ -376,7 +410,7 @@ impl Notifier {
             req.pkce_verifier.as_ref(),
             std::time::Instant::now() + self.settings.http_timeout,
         )?;
-        if let Some(t) = req.target {
+        if let Some(t) = &target {
             self.tokens().store_authorization(t, &tokens)?;
         }
         tokens.refresh_token.ok_or_else(|| {
@@ -388,10 +422,56 @@ impl Notifier {
         })
     }
 
+    /// The registration of an exchange for configured `target`: the request's values where
+    /// given, else the target's; 400 unless the result is the target's registration.
+    fn registration_for(req: &CodeExchange<'_>, target: &SmtpTarget) -> Result<ClientRegistration> {
+        if !target.auth_method.is_oauth2() {
+            return Err(Error::param(
+                "target",
+                format!("target '{}' does not use OAuth2", target.name),
+            ));
+        }
+        let configured = EndpointParams::of_target(target);
+        let params = EndpointParams {
+            tenant_id: req.endpoints.tenant_id.or(configured.tenant_id),
+            authorize_url: req.endpoints.authorize_url.or(configured.authorize_url),
+            token_url: req.endpoints.token_url.or(configured.token_url),
+            scope: req.endpoints.scope.or(configured.scope),
+        };
+        let client_id = if req.client_id.is_empty() {
+            target.oauth2_client_id.as_deref().unwrap_or_default()
+        } else {
+            req.client_id
+        };
+        let reg = ClientRegistration::new(
+            req.auth_method,
+            client_id,
+            req.client_secret.clone(),
+            &params,
+        )?;
+        let mut as_requested = target.clone();
+        as_requested.auth_method = req.auth_method;
+        as_requested.oauth2_client_id = Some(client_id.to_string());
+        as_requested.oauth2_tenant_id = params.tenant_id.map(str::to_string);
+        as_requested.oauth2_authorize_url = params.authorize_url.map(str::to_string);
+        as_requested.oauth2_token_url = params.token_url.map(str::to_string);
+        as_requested.oauth2_scope = params.scope.map(str::to_string);
+        if binding::Binding::of(&as_requested).registration_changed(&binding::Binding::of(target)) {
+            return Err(Error::param(
+                "target",
+                format!(
+                    "the request's auth method, client ID, tenant or endpoints differ from target \
+                     '{}': update the target first, then authorize it",
+                    target.name
+                ),
+            ));
+        }
+        Ok(reg)
+    }
+
     /// Store a refresh token obtained elsewhere (the `oauth2-refresh-token` parameter of
-    /// create/update) as target `name`'s authorization.
-    pub fn store_refresh_token(&self, name: &str, refresh_token: Secret) -> Result<()> {
-        config::validate::target_name(name).map_err(|m| Error::param("target", m))?;
+    /// create/update) as the authorization of `target` as configured now.
+    pub fn store_refresh_token(&self, target: &SmtpTarget, refresh_token: Secret) -> Result<()> {
         if refresh_token.is_empty() || refresh_token.expose().chars().any(char::is_control) {
             return Err(Error::param(
                 "oauth2-refresh-token",
@@ -399,7 +479,7 @@ impl Notifier {
             ));
         }
         self.tokens().store_authorization(
-            name,
+            target,
             &oauth2::TokenSet {
                 access_token: Secret::new(""),
                 expires_in: None,

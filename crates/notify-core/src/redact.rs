@@ -254,7 +254,7 @@ mod tests {
             assert!(!out.contains(SECRET), "{out}");
             assert!(!out.contains(&form_encode(SECRET)), "{out}");
             assert!(
-                !out.contains(&b64.encode(SECRET).trim_end_matches('=')),
+                !out.contains(b64.encode(SECRET).trim_end_matches('=')),
                 "{out}"
             );
             assert!(out.contains(REDACTED), "{out}");

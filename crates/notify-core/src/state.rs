@@ -62,6 +62,15 @@ pub struct OAuth2State {
     /// authorization or a successful refresh.
     #[serde(default)]
     pub needs_reauthorization: bool,
+    /// Fingerprint of the app registration the refresh token was obtained for
+    /// ([`crate::binding::Binding::registration`]); a state without one (written by an older
+    /// version) is bound to the target's registration at its next use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_binding: Option<String>,
+    /// Fingerprint of the server, mode and identity the tokens may be sent to
+    /// ([`crate::binding::Binding::delivery`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_binding: Option<String>,
 }
 
 impl OAuth2State {
@@ -83,6 +92,12 @@ impl OAuth2State {
             (Some(t), Some(exp)) if exp - margin_secs > now() => Some(t),
             _ => None,
         }
+    }
+
+    /// Forget the cached access token.
+    pub fn drop_access_token(&mut self) {
+        self.access_token = None;
+        self.access_token_expires_at = None;
     }
 
     /// Record a failure (message must be secret-free: it comes from our error types).

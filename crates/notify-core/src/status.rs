@@ -61,9 +61,18 @@ impl TargetStatus {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let authorized = s.refresh_token.is_some();
+        let binding = crate::binding::Binding::of(target);
+        let bound_elsewhere = (s.registration_binding.is_some() || s.delivery_binding.is_some())
+            && (s.registration_binding != binding.registration
+                || s.delivery_binding.as_deref() != Some(binding.delivery.as_str()));
+        let authorized = s.refresh_token.is_some() && !bound_elsewhere;
         let hint = p.map(|p| p.reauth_hint).unwrap_or_default();
-        let warning = if !authorized {
+        let warning = if bound_elsewhere && s.refresh_token.is_some() {
+            Some(format!(
+                "re-authorize: the target's OAuth2 or SMTP settings changed since it was                  authorized, so the stored authorization is not used (`oxnotify authorize {}`)",
+                target.name
+            ))
+        } else if !authorized {
             Some(format!(
                 "not authorized yet: authorize the target (Authorize button or `oxnotify authorize {}`)",
                 target.name

@@ -3,6 +3,7 @@
 //! to the state file (atomically, fsynced) before the new access token is used, so no rotation
 //! is ever lost, even with providers that revoke the grant when an old token is replayed.
 
+use crate::binding::Binding;
 use crate::config::smtp::{SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
@@ -71,7 +72,8 @@ impl<'a> TokenManager<'a> {
         force_refresh: bool,
     ) -> Result<AccessToken> {
         let lock = self.lock(&target.name)?;
-        let mut state = self.load_authorized(&target.name)?;
+        let binding = Binding::of(target);
+        let mut state = self.load_authorized(target, &binding)?;
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
         if !force_refresh {
             if let Some(t) = state.cached_access_token(margin) {
@@ -91,31 +93,68 @@ impl<'a> TokenManager<'a> {
     /// Run a refresh grant now (the daily job), whatever the cache says.
     pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
         let lock = self.lock(&target.name)?;
-        let mut state = self.load_authorized(&target.name)?;
+        let binding = Binding::of(target);
+        let mut state = self.load_authorized(target, &binding)?;
         self.refresh_locked(target, secrets, &mut state, &lock)
             .map(|(_, r)| r)
     }
 
     /// Store a newly obtained refresh token (and the access token that came with it) as the
-    /// target's authorization, replacing any previous state.
-    pub fn store_authorization(&self, target: &str, tokens: &TokenSet) -> Result<()> {
+    /// authorization of `target` as configured now, replacing any previous state.
+    pub fn store_authorization(&self, target: &SmtpTarget, tokens: &TokenSet) -> Result<()> {
         let rt = tokens
             .refresh_token
             .clone()
             .ok_or_else(|| Error::param("refresh-token", "no refresh token to store"))?;
-        let lock = self.lock(target)?;
+        let binding = Binding::of(target);
+        let lock = self.lock(&target.name)?;
         let mut state = OAuth2State::authorized(rt);
+        state.registration_binding = binding.registration.clone();
+        state.delivery_binding = Some(binding.delivery.clone());
         cache_access_token(&mut state, tokens);
-        self.store.save(target, &state, &lock)
+        self.store.save(&target.name, &state, &lock)
     }
 
-    fn load_authorized(&self, target: &str) -> Result<OAuth2State> {
-        let state = self.store.load(target)?.unwrap_or_default();
+    /// The state of `target`, if it holds an authorization obtained for the target as
+    /// configured now (its registration, and the server, mode and identity its tokens go to).
+    /// A state bound to anything else is never used: its tokens stay where they are and the
+    /// admin must authorize again.
+    fn load_authorized(&self, target: &SmtpTarget, binding: &Binding) -> Result<OAuth2State> {
+        let name = &target.name;
+        let mut state = self.store.load(name)?.unwrap_or_default();
         if state.refresh_token.is_none() {
             return Err(Error::NeedsReauthorization {
-                target: target.to_string(),
+                target: name.to_string(),
                 reason: "it has not been authorized yet (no refresh token stored)".into(),
             });
+        }
+        if state.registration_binding.is_none() && state.delivery_binding.is_none() {
+            // written before bindings existed: it belongs to the target it is used with
+            state.registration_binding = binding.registration.clone();
+            state.delivery_binding = Some(binding.delivery.clone());
+        }
+        let same_registration =
+            binding.registration.is_some() && state.registration_binding == binding.registration;
+        let same_delivery = state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
+        match (same_registration, same_delivery) {
+            (true, true) => {}
+            (false, _) => {
+                return Err(Error::NeedsReauthorization {
+                    target: name.to_string(),
+                    reason: "its OAuth2 settings (auth method, client ID, tenant, endpoints or \
+                             scope) changed since it was authorized, so the stored \
+                             authorization is not used with them"
+                        .into(),
+                })
+            }
+            (true, false) => {
+                return Err(Error::NeedsReauthorization {
+                    target: name.to_string(),
+                    reason: "its SMTP server, port, mode or identity changed since it was \
+                             authorized, so its tokens are not sent there"
+                        .into(),
+                })
+            }
         }
         Ok(state)
     }
@@ -194,16 +233,14 @@ impl<'a> TokenManager<'a> {
 }
 
 /// Cache the access token only when we know when it expires; without `expires_in` it is used
-/// for the current send and fetched again next time.
+/// for the current send and fetched again next time. An empty token (a refresh token stored
+/// by hand) is not cached.
 fn cache_access_token(state: &mut OAuth2State, tokens: &TokenSet) {
     match tokens.expires_in {
-        Some(d) => {
+        Some(d) if !tokens.access_token.is_empty() => {
             state.access_token = Some(tokens.access_token.clone());
             state.access_token_expires_at = Some(now() + d.as_secs() as i64);
         }
-        None => {
-            state.access_token = None;
-            state.access_token_expires_at = None;
-        }
+        _ => state.drop_access_token(),
     }
 }

@@ -68,6 +68,24 @@ fn errors_from_secret_handling_paths_are_clean() {
         .unwrap()
         .port();
     let token_url = format!("http://127.0.0.1:{port}/token");
+    let target = SmtpTarget {
+        auth_method: AuthMethod::OAuth2,
+        oauth2_client_id: Some("cid".into()),
+        oauth2_token_url: Some(token_url.clone()),
+        oauth2_scope: Some("smtp".into()),
+        ..SmtpTarget::new(
+            "x",
+            "127.0.0.1",
+            "a@example.com",
+            vec!["b@example.com".into()],
+        )
+    };
+    let lock = notify_core::config::ConfigLock::acquire(n.settings()).unwrap();
+    let mut cfg = NotificationConfig::load(n.settings()).unwrap();
+    cfg.add_smtp_target(&target, &SmtpSecrets::default())
+        .unwrap();
+    cfg.save(n.settings(), &lock).unwrap();
+    drop(lock);
     let err = n
         .exchange_smtp_oauth2_code(&CodeExchange {
             auth_method: AuthMethod::OAuth2,
@@ -84,10 +102,15 @@ fn errors_from_secret_handling_paths_are_clean() {
             target: Some("x"),
         })
         .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("could not reach the token endpoint"),
+        "{err}"
+    );
     assert_clean("exchange error", &format!("{err} {err:?}"));
     // storing a refresh token with a control character: rejected without echoing it
     let err = n
-        .store_refresh_token("x", Secret::new("REFRESH-TOKEN-xyz\r\n"))
+        .store_refresh_token(&target, Secret::new("REFRESH-TOKEN-xyz\r\n"))
         .unwrap_err();
     assert_clean("store error", &format!("{err} {err:?}"));
     assert_clean("notifier", &format!("{n:?}"));

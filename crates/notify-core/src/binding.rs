@@ -1,0 +1,155 @@
+//! What a stored authorization belongs to.
+//!
+//! A refresh token (and the client secret that goes with it) is valid for one app
+//! registration: auth method, client ID, tenant, token and authorize URL, scope. A cached
+//! access token is, in addition, only meant for one SMTP server, port, mode and identity.
+//! Someone who may edit a target must not be able to send these secrets somewhere new by
+//! changing one of those keys, so:
+//!
+//! - the API drops the stored tokens when an update changes what they are bound to (a refresh
+//!   token left in place could mint an access token for a new server), and the stored client
+//!   secret or password unless the same update supplies it again ([`Binding::of`] before and
+//!   after, compared with [`Binding::registration_changed`] / [`Binding::delivery_changed`]);
+//! - the token layer checks the fingerprints stored with the state before it uses a refresh
+//!   token or a cached access token, so a changed config file (edited by hand, restored from
+//!   a backup) cannot redirect them either.
+//!
+//! Fingerprints are SHA-256 over the resolved values, so the state file does not reveal them
+//! and any change, including of a provider default, is noticed.
+
+use crate::config::smtp::SmtpTarget;
+use crate::oauth2::{EndpointParams, Endpoints};
+use sha2::{Digest, Sha256};
+
+/// The fingerprints of a target's configuration that stored secrets are bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The app registration (`None` for targets without OAuth2, or an invalid one).
+    pub registration: Option<String>,
+    /// Where and as whom the target delivers (server, port, mode, insecure auth, identity,
+    /// auth method), plus the registration.
+    pub delivery: String,
+}
+
+impl Binding {
+    /// The fingerprints of `target` as configured now.
+    pub fn of(target: &SmtpTarget) -> Self {
+        let registration = if target.auth_method.is_oauth2() {
+            crate::oauth2::provider::resolve(target.auth_method, &EndpointParams::of_target(target))
+                .ok()
+                .map(|e| registration_fingerprint(target, &e))
+        } else {
+            None
+        };
+        let delivery = fingerprint(&[
+            "delivery-v1",
+            target.auth_method.as_str(),
+            &target.server,
+            &target.effective_port().to_string(),
+            target.mode.as_str(),
+            if target.allow_insecure_auth { "1" } else { "0" },
+            target.auth_identity(),
+            registration.as_deref().unwrap_or(""),
+        ]);
+        Binding {
+            registration,
+            delivery,
+        }
+    }
+
+    /// True if a refresh token or client secret obtained for `self` must not be used for
+    /// `new`.
+    pub fn registration_changed(&self, new: &Binding) -> bool {
+        self.registration != new.registration
+    }
+
+    /// True if tokens or a password for `self` must not be sent for `new`.
+    pub fn delivery_changed(&self, new: &Binding) -> bool {
+        self.delivery != new.delivery
+    }
+}
+
+fn registration_fingerprint(target: &SmtpTarget, e: &Endpoints) -> String {
+    fingerprint(&[
+        "registration-v1",
+        target.auth_method.as_str(),
+        target.oauth2_client_id.as_deref().unwrap_or(""),
+        target.oauth2_tenant_id.as_deref().unwrap_or(""),
+        e.token_url.as_str(),
+        e.authorize_url.as_ref().map(url::Url::as_str).unwrap_or(""),
+        &e.scopes.join(" "),
+    ])
+}
+
+/// SHA-256 over length-prefixed parts (so "ab"+"c" and "a"+"bc" differ), hex.
+fn fingerprint(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::smtp::{AuthMethod, SmtpMode};
+
+    fn target() -> SmtpTarget {
+        SmtpTarget {
+            mode: SmtpMode::Starttls,
+            auth_method: AuthMethod::OAuth2,
+            oauth2_client_id: Some("cid".into()),
+            oauth2_token_url: Some("https://idp.example.com/token".into()),
+            oauth2_authorize_url: Some("https://idp.example.com/auth".into()),
+            oauth2_scope: Some("smtp".into()),
+            ..SmtpTarget::new(
+                "t",
+                "smtp.example.com",
+                "a@example.com",
+                vec!["b@example.com".into()],
+            )
+        }
+    }
+
+    #[test]
+    fn each_bound_key_changes_the_right_fingerprint() {
+        let base = Binding::of(&target());
+        assert!(base.registration.is_some());
+        let registration_keys: Vec<fn(&mut SmtpTarget)> = vec![
+            |t| t.oauth2_token_url = Some("https://evil.example.net/token".into()),
+            |t| t.oauth2_authorize_url = Some("https://evil.example.net/auth".into()),
+            |t| t.oauth2_client_id = Some("other".into()),
+            |t| t.oauth2_scope = Some("smtp other".into()),
+            |t| t.auth_method = AuthMethod::GoogleOAuth2,
+        ];
+        for change in registration_keys {
+            let mut t = target();
+            change(&mut t);
+            let b = Binding::of(&t);
+            assert!(base.registration_changed(&b), "{t:?}");
+            assert!(base.delivery_changed(&b), "{t:?}");
+        }
+        let delivery_keys: Vec<fn(&mut SmtpTarget)> = vec![
+            |t| t.server = "smtp.evil.example.net".into(),
+            |t| t.port = Some(2525),
+            |t| t.mode = SmtpMode::Insecure,
+            |t| t.allow_insecure_auth = true,
+            |t| t.username = Some("other@example.com".into()),
+        ];
+        for change in delivery_keys {
+            let mut t = target();
+            change(&mut t);
+            let b = Binding::of(&t);
+            assert!(!base.registration_changed(&b), "{t:?}");
+            assert!(base.delivery_changed(&b), "{t:?}");
+        }
+        // keys that are not bound: recipients, author, comment
+        let mut t = target();
+        t.mailto.push("c@example.com".into());
+        t.author = Some("x".into());
+        t.comment = Some("y".into());
+        assert_eq!(Binding::of(&t), base);
+    }
+}
