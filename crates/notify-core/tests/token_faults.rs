@@ -9,50 +9,112 @@ use notify_core::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// FAKE token endpoint for fault injection: answers every request with `response` (raw HTTP),
-/// or never answers if `response` is `None`. Loopback only; stopped on drop.
+/// What the fake answers to one request.
+#[derive(Clone)]
+enum Reply {
+    /// This raw HTTP response.
+    Raw(String),
+    /// Nothing: keep the connection open and say nothing.
+    Hang,
+    /// A response built from the request as received (a server echoing it back).
+    Echo(fn(&str) -> String),
+}
+
+/// FAKE token endpoint for fault injection: answers the n-th request with `replies[n]` (the
+/// last one repeats), records each request and when it came. Loopback only; stopped on drop.
 struct FaultInjectingTokenEndpoint {
     port: u16,
     stop: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl FaultInjectingTokenEndpoint {
     fn start(response: Option<String>) -> Self {
+        Self::replies(vec![match response {
+            Some(r) => Reply::Raw(r),
+            None => Reply::Hang,
+        }])
+    }
+
+    fn replies(replies: Vec<Reply>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (flag, log) = (stop.clone(), requests.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
                         s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_millis(500)))
+                        s.set_read_timeout(Some(Duration::from_millis(300)))
                             .unwrap();
-                        let mut buf = [0u8; 8192];
-                        let _ = s.read(&mut buf);
-                        match &response {
-                            Some(r) => {
+                        let request = read_request(&mut s);
+                        let n = {
+                            let mut l = log.lock().unwrap();
+                            l.push((Instant::now(), request.clone()));
+                            l.len() - 1
+                        };
+                        match &replies[n.min(replies.len() - 1)] {
+                            Reply::Raw(r) => {
                                 let _ = s.write_all(r.as_bytes());
                             }
-                            None => held.push(s), // hang: keep the socket open, say nothing
+                            Reply::Echo(f) => {
+                                let _ = s.write_all(f(&request).as_bytes());
+                            }
+                            Reply::Hang => held.push(s),
                         }
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        FaultInjectingTokenEndpoint { port, stop }
+        FaultInjectingTokenEndpoint {
+            port,
+            stop,
+            requests,
+        }
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
     }
+
+    fn requests(&self) -> Vec<(Instant, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Headers and body (by Content-Length) of one request, as text.
+fn read_request(s: &mut std::net::TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&data).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&data).to_string()
 }
 
 impl Drop for FaultInjectingTokenEndpoint {
@@ -73,16 +135,23 @@ const CLIENT_SECRET: &str = "client-secret-abcdef";
 
 /// A target whose token URL is `token_url`, with a stored refresh token.
 fn setup(token_url: &str) -> (tempfile::TempDir, Notifier, Settings) {
+    setup_as(AuthMethod::OAuth2, token_url)
+}
+
+/// The same for a target of auth method `method` (its token URL overridden).
+fn setup_as(method: AuthMethod, token_url: &str) -> (tempfile::TempDir, Notifier, Settings) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
     settings.http_timeout = Duration::from_secs(2);
     let target = SmtpTarget {
         port: Some(1),
         mode: SmtpMode::Starttls,
-        auth_method: AuthMethod::OAuth2,
+        auth_method: method,
         oauth2_client_id: Some("cid".into()),
         oauth2_token_url: Some(token_url.into()),
-        oauth2_scope: Some("smtp".into()),
+        oauth2_scope: (method == AuthMethod::OAuth2).then(|| "smtp".into()),
+        oauth2_tenant_id: (method == AuthMethod::MicrosoftOAuth2)
+            .then(|| "11111111-2222-3333-4444-555555555555".into()),
         ..SmtpTarget::new(
             "faulty",
             "127.0.0.1",
@@ -254,4 +323,179 @@ fn corrupt_state_is_reported_and_left_untouched() {
         std::fs::read(s.oauth2_state_file("faulty")).unwrap(),
         b"{ not json"
     );
+}
+
+/// An Entra error response exactly as Microsoft documents it (JSON with `error`,
+/// `error_description` starting with the AADSTS code, `error_codes`, `timestamp`, `trace_id`,
+/// `correlation_id`).
+fn entra(status: &str, error: &str, code: u32, text: &str) -> String {
+    let body = serde_json::json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {text} Trace ID: 0b4f2e0c-1111-2222-3333-444455556666 Correlation ID: 5f7d0c1e-aaaa-bbbb-cccc-ddddeeeeffff Timestamp: 2026-11-23 02:00:00Z"),
+        "error_codes": [code],
+        "timestamp": "2026-11-23 02:00:00Z",
+        "trace_id": "0b4f2e0c-1111-2222-3333-444455556666",
+        "correlation_id": "5f7d0c1e-aaaa-bbbb-cccc-ddddeeeeffff",
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    http(status, "application/json; charset=utf-8", &body.to_string())
+}
+
+#[test]
+fn entra_errors_get_their_kind_and_hint() {
+    use RefreshOutcome::*;
+    let cases: Vec<(String, RefreshOutcome, &str)> = vec![
+        (entra("400 Bad Request", "invalid_grant", 700082, "The refresh token has expired due to inactivity."), NeedsReauthorization, "90 days without use"),
+        (entra("400 Bad Request", "invalid_grant", 50173, "The provided grant has expired due to it being revoked."), NeedsReauthorization, "revoked"),
+        (entra("401 Unauthorized", "invalid_client", 7000215, "Invalid client secret provided."), NeedsAdminFix, "Value, not its ID"),
+        (entra("401 Unauthorized", "invalid_client", 7000222, "The provided client secret keys for app are expired."), NeedsAdminFix, "has expired: create a new one"),
+        (entra("400 Bad Request", "invalid_grant", 65001, "The user or administrator has not consented to use the application."), NeedsReauthorization, "admin must grant consent"),
+        (entra("400 Bad Request", "interaction_required", 50076, "Due to a configuration change made by your administrator, you must use multi-factor authentication."), NeedsReauthorization, "Conditional Access or MFA"),
+        (entra("400 Bad Request", "invalid_request", 90002, "Tenant 'x' not found."), NeedsAdminFix, "check oauth2-tenant-id"),
+        (entra("400 Bad Request", "invalid_request", 9002327, "Tokens issued for the 'Single-Page Application' client-type may only be redeemed via cross-origin requests."), NeedsAdminFix, "under 'Web'"),
+        (entra("503 Service Unavailable", "temporarily_unavailable", 90055, "The request has been throttled."), Transient, "will retry"),
+    ];
+    for (response, outcome, hint) in cases {
+        let fake = FaultInjectingTokenEndpoint::start(Some(response));
+        let (_d, n, s) = setup_as(AuthMethod::MicrosoftOAuth2, &fake.url());
+        let e = refresh_error(&n, outcome);
+        assert!(e.contains(hint), "expected '{hint}' in: {e}");
+        assert_eq!(state_rt(&s), RT, "the stored token is kept");
+    }
+}
+
+#[test]
+fn google_revoked_token_gets_the_testing_status_hint() {
+    let fake = FaultInjectingTokenEndpoint::start(Some(http(
+        "400 Bad Request",
+        "application/json",
+        r#"{"error": "invalid_grant", "error_description": "Token has been expired or revoked."}"#,
+    )));
+    let (_d, n, s) = setup_as(AuthMethod::GoogleOAuth2, &fake.url());
+    let e = refresh_error(&n, RefreshOutcome::NeedsReauthorization);
+    assert!(e.contains("'Testing' status"), "{e}");
+    assert_eq!(state_rt(&s), RT);
+    let st = n.target_status("faulty").unwrap();
+    assert!(st.needs_reauthorization);
+}
+
+const OK: &str = r#"{"access_token":"new-access-token","token_type":"Bearer","expires_in":3600}"#;
+
+#[test]
+fn transient_token_errors_are_retried_within_the_deadline() {
+    let outage = http("503 Service Unavailable", "text/html", "<html>down</html>");
+    let fake = FaultInjectingTokenEndpoint::replies(vec![
+        Reply::Raw(outage.clone()),
+        Reply::Raw(outage),
+        Reply::Raw(http("200 OK", "application/json", OK)),
+    ]);
+    let (_d, n, _s) = setup(&fake.url());
+    let r = n.refresh_targets().unwrap();
+    assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let fake = FaultInjectingTokenEndpoint::replies(vec![
+        Reply::Raw("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()),
+        Reply::Raw(http("200 OK", "application/json", OK)),
+    ]);
+    let (_d, n, _s) = setup(&fake.url());
+    let r = n.refresh_targets().unwrap();
+    assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
+    let req = fake.requests();
+    assert_eq!(req.len(), 2);
+    let gap = req[1].0 - req[0].0;
+    assert!(gap >= Duration::from_millis(950), "waited only {gap:?}");
+}
+
+#[test]
+fn permanent_token_errors_are_not_retried() {
+    let fake = FaultInjectingTokenEndpoint::start(Some(entra(
+        "401 Unauthorized",
+        "invalid_client",
+        7000215,
+        "Invalid client secret provided.",
+    )));
+    let (_d, n, _s) = setup_as(AuthMethod::MicrosoftOAuth2, &fake.url());
+    refresh_error(&n, RefreshOutcome::NeedsAdminFix);
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[test]
+fn retries_stop_at_the_deadline() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_d, n, _s) = setup(&format!("http://127.0.0.1:{port}/token"));
+    let t0 = Instant::now();
+    refresh_error(&n, RefreshOutcome::Transient);
+    // 2 s deadline (setup); retries at 0.5 s, 1 s, ... must not run past it
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn refresh_requests_carry_the_scope() {
+    let fake = FaultInjectingTokenEndpoint::start(Some(http("200 OK", "application/json", OK)));
+    let (_d, n, _s) = setup_as(AuthMethod::MicrosoftOAuth2, &fake.url());
+    let r = n.refresh_targets().unwrap();
+    assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
+    let body = fake.requests()[0].1.clone();
+    assert!(
+        body.contains("scope=https%3A%2F%2Foutlook.office.com%2FSMTP.Send+offline_access"),
+        "{body}"
+    );
+}
+
+/// A token endpoint that echoes the whole request (form body with the refresh token and the
+/// client secret, and the `Authorization: Basic` header) in its error description.
+#[test]
+fn a_token_endpoint_echoing_the_request_leaks_no_secret() {
+    fn echo(request: &str) -> String {
+        let body = serde_json::json!({ "error": "invalid_request", "error_description": request });
+        http("400 Bad Request", "application/json", &body.to_string())
+    }
+    let fake = FaultInjectingTokenEndpoint::replies(vec![Reply::Echo(echo)]);
+    let (_d, n, _s) = setup(&fake.url());
+    let e = refresh_error(&n, RefreshOutcome::NeedsAdminFix);
+    let request = fake.requests()[0].1.clone();
+    assert!(
+        request.contains("Authorization: Basic") || request.contains("authorization: Basic"),
+        "{request}"
+    );
+    let b64 = |v: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(v)
+    };
+    let forms = [
+        RT.to_string(),
+        CLIENT_SECRET.to_string(),
+        b64(&format!("cid:{CLIENT_SECRET}")),
+        b64(CLIENT_SECRET).trim_end_matches('=').to_string(),
+    ];
+    for f in &forms {
+        assert!(!e.contains(f.as_str()), "leaked {f} in: {e}");
+    }
+    assert!(!e.contains('\n') && !e.contains('\r'), "{e}");
+    assert!(
+        e.chars().count() < 1000,
+        "not capped: {} chars",
+        e.chars().count()
+    );
+    // the state's last_error (readable by the audit role via oauth2-status) is as clean
+    let st = n.target_status("faulty").unwrap();
+    let last = st.last_error.unwrap().message;
+    for f in &forms {
+        assert!(
+            !last.contains(f.as_str()),
+            "leaked {f} in last_error: {last}"
+        );
+    }
 }

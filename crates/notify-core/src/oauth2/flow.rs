@@ -315,3 +315,49 @@ fn retry_after(resp: &oauth2::HttpResponse) -> Option<Duration> {
     let secs: u64 = v.trim().parse().ok()?;
     Some(Duration::from_secs(secs.min(60)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth2::EndpointParams;
+
+    fn query(method: AuthMethod, tenant: Option<&str>) -> Vec<(String, String)> {
+        let reg = ClientRegistration::new(
+            method,
+            "cid",
+            None,
+            &EndpointParams {
+                tenant_id: tenant,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let req = authorize_url(&reg, "https://pve.example.com/cb", Some("a@example.com")).unwrap();
+        req.url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn microsoft_asks_to_select_the_account_not_for_consent() {
+        let q = query(AuthMethod::MicrosoftOAuth2, Some("contoso.com"));
+        assert!(
+            q.contains(&("prompt".into(), "select_account".into())),
+            "{q:?}"
+        );
+        assert!(!q.iter().any(|(_, v)| v == "consent"), "{q:?}");
+        assert!(q.iter().any(|(k, _)| k == "code_challenge"), "{q:?}");
+        assert!(q.iter().any(|(k, _)| k == "state"), "{q:?}");
+    }
+
+    #[test]
+    fn google_asks_for_consent_and_offline_access() {
+        let q = query(AuthMethod::GoogleOAuth2, None);
+        assert!(q.contains(&("prompt".into(), "consent".into())), "{q:?}");
+        assert!(
+            q.contains(&("access_type".into(), "offline".into())),
+            "{q:?}"
+        );
+    }
+}

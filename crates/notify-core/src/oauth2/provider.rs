@@ -60,7 +60,9 @@ pub const MICROSOFT: Provider = Provider {
     authorize_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
     token_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
     scope: "https://outlook.office.com/SMTP.Send offline_access",
-    extra_authorize_params: &[("prompt", "consent")],
+    // not prompt=consent: in tenants where users may not consent, that blocks every
+    // non-admin mailbox even after an admin consented for the organisation
+    extra_authorize_params: &[("prompt", "select_account")],
     client_auth: ClientAuth::Post,
     refresh_token_lifetime_days: Some(90),
     refresh_token_idle_days: None,
