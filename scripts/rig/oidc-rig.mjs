@@ -57,6 +57,18 @@ const provider = new Provider(issuer, {
   },
   cookies: { keys: ['peer-rig-cookie-key'] },
 });
+// Entra accepts prompt=select_account (oxnotify's Microsoft authorize URL sends it instead of
+// prompt=consent) and issues a refresh token for offline_access whatever the prompt. oidc-provider
+// follows OpenID Connect Core here: it knows no select_account prompt and drops offline_access
+// unless prompt=consent. To stand in for Entra, the rig maps select_account to consent on the
+// authorize endpoint (its login form is the account selection).
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/auth' && typeof ctx.query.prompt === 'string') {
+    const prompts = ctx.query.prompt.split(' ').map((p) => (p === 'select_account' ? 'consent' : p));
+    ctx.query = { ...ctx.query, prompt: [...new Set(prompts)].join(' ') };
+  }
+  await next();
+});
 // one line per issued token set: tests count token requests server-side from this log
 provider.on('grant.success', (ctx) => console.log('grant.success', ctx.oidc.params?.grant_type, ctx.oidc.client?.clientId));
 provider.on('server_error', (ctx, err) => console.error('server_error', err));

@@ -187,6 +187,10 @@ impl Notifier {
         self.send_with_config(&config, target, notification)
     }
 
+    /// One delivery to one target, within the settings' delivery deadline: lock waits, token
+    /// requests, connections and retries all fit in it. Transient failures (4xx replies,
+    /// connection failures, timeouts) are retried with backoff while time is left; a cached
+    /// access token the server rejects is refreshed once.
     fn send_with_config(
         &self,
         config: &NotificationConfig,
@@ -202,7 +206,34 @@ impl Notifier {
         }
         let secrets = config.smtp_secrets(name)?;
         let message = n.to_message(&target)?;
-        let deliver = |c: &Credential<'_>| smtp::deliver(&self.settings, &target, c, &message);
+        let deadline = std::time::Instant::now() + self.settings.delivery_deadline;
+        let mut backoff = std::time::Duration::from_secs(1);
+        loop {
+            let result = self.attempt(&target, &secrets, &message, deadline);
+            let err = match result {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // another attempt only if it can still finish: the wait plus a few seconds
+            if !err.is_transient() || backoff + std::time::Duration::from_secs(2) >= left {
+                return Err(err);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(16));
+        }
+    }
+
+    /// One attempt: credentials, then one SMTP session.
+    fn attempt(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        message: &lettre::Message,
+        deadline: std::time::Instant,
+    ) -> Result<()> {
+        let deliver =
+            |c: &Credential<'_>| smtp::deliver(&self.settings, target, c, message, deadline);
         match target.auth_method {
             AuthMethod::None => deliver(&Credential::None),
             AuthMethod::Plain => {
@@ -216,55 +247,24 @@ impl Notifier {
                 })
             }
             AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
-                let tokens = self.tokens();
+                let tokens = self.tokens().with_deadline(deadline);
                 let user = target.auth_identity();
-                let first = tokens.access_token(&target, &secrets, false)?;
-                let result = deliver(&Credential::Bearer {
+                let first = tokens.access_token(target, secrets, false)?;
+                match deliver(&Credential::Bearer {
                     user,
                     token: &first.token,
-                });
-                match result {
+                }) {
                     // a cached token may have been revoked: refresh once and retry once
                     Err(e) if e.is_auth_rejected() && first.from_cache => {
-                        let fresh = tokens.access_token(&target, &secrets, true)?;
+                        let fresh = tokens.access_token(target, secrets, true)?;
                         deliver(&Credential::Bearer {
                             user,
                             token: &fresh.token,
                         })
-                        .map_err(|e| self.auth_hint(&target, e))
                     }
-                    other => other.map_err(|e| self.auth_hint(&target, e)),
+                    other => other,
                 }
             }
-        }
-    }
-
-    /// Add what an admin needs to fix an XOAUTH2 rejection.
-    fn auth_hint(&self, target: &SmtpTarget, e: Error) -> Error {
-        match e {
-            Error::Smtp {
-                target: t,
-                step: SmtpStep::Auth,
-                message,
-                code,
-                transient,
-            } => Error::Smtp {
-                transient,
-                message: format!(
-                    "{message}; the server rejected a freshly obtained access token for {}: check \
-                     that it is the mailbox the app was authorized for{}",
-                    target.auth_identity(),
-                    if target.auth_method == AuthMethod::MicrosoftOAuth2 {
-                        ", that SMTP AUTH is enabled for it, and that the app has SMTP.Send"
-                    } else {
-                        ""
-                    }
-                ),
-                target: t,
-                step: SmtpStep::Auth,
-                code,
-            },
-            other => other,
         }
     }
 

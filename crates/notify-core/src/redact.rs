@@ -93,10 +93,17 @@ impl Redactor {
         self
     }
 
-    /// Remove a SASL response built from secrets (PLAIN's `\0user\0password`, XOAUTH2's
-    /// `user=..\x01auth=Bearer ..\x01\x01`) in its base64 form.
-    pub fn sasl(mut self, response: &Secret) -> Self {
-        self.add_composite(response.expose());
+    /// Remove a base64 SASL response built from secrets (PLAIN's `\0user\0password`,
+    /// XOAUTH2's `user=..\x01auth=Bearer ..\x01\x01`), as sent and as decoded.
+    pub fn sasl(mut self, base64_response: &Secret) -> Self {
+        let b64 = base64_response.expose();
+        self.add_form(b64.trim_end_matches('=').to_string());
+        if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            let raw = String::from_utf8_lossy(&raw).to_string();
+            if raw.len() >= MIN_SECRET_LEN && !self.raw.contains(&raw) {
+                self.raw.push(raw);
+            }
+        }
         self
     }
 

@@ -4,18 +4,29 @@
 //! XOAUTH2 is sent in the two-step form (`AUTH XOAUTH2`, wait for 334, then the response)
 //! rather than as an initial response on the AUTH line: Dovecot accepts at most 1024 bytes on
 //! that line and Postfix cuts it at 2048, while real Microsoft access tokens are 1.5-2.5 KB.
+//!
+//! The whole session ends by its deadline ([`deadline::DeadlineRelay`]). Every error leaves
+//! through one place ([`deliver`]), which removes the credential in any encoding the server
+//! may have echoed, strips control characters, caps the length and adds the admin hint for
+//! the reply ([`replies`]).
+
+mod deadline;
+mod replies;
 
 use crate::config::smtp::{SmtpMode, SmtpTarget};
 use crate::error::{Error, Result, SmtpStep};
+use crate::redact::{self, Redactor};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use base64::Engine;
+use deadline::DeadlineRelay;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::Message;
 use std::fmt;
+use std::time::Instant;
 
 /// How to authenticate.
 #[derive(Debug)]
@@ -82,16 +93,106 @@ fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::E
     }
 }
 
-/// Deliver `message` to `target` with `credential`.
+/// Deliver `message` to `target` with `credential`, in one SMTP session that ends by
+/// `deadline`. Errors say the step, whether they are transient, and what to do; they carry no
+/// credential, however the server echoed it.
 pub fn deliver(
     settings: &Settings,
     target: &SmtpTarget,
     credential: &Credential<'_>,
     message: &Message,
+    deadline: Instant,
+) -> Result<()> {
+    let redactor = redactor_for(credential);
+    let server = (target.server.as_str(), target.effective_port());
+    let relay =
+        DeadlineRelay::start(server, settings.smtp_timeout, deadline).map_err(|e| Error::Smtp {
+            target: target.name.clone(),
+            step: SmtpStep::Connect,
+            message: format!(
+                "cannot connect to {}:{}: {}",
+                server.0,
+                server.1,
+                redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
+            ),
+            code: None,
+            transient: true,
+        })?;
+    session(settings, target, credential, message, relay.local_addr())
+        .map_err(|e| explain(e, target, &redactor, relay.expired(), settings))
+}
+
+/// Everything that could echo a credential back to us.
+fn redactor_for(credential: &Credential<'_>) -> Redactor {
+    match credential {
+        Credential::None => Redactor::new(),
+        Credential::Password { user, password } => {
+            Redactor::new().secret(Some(password)).sasl(&Secret::new(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("\0{user}\0{}", password.expose())),
+            ))
+        }
+        Credential::Bearer { user, token } => Redactor::new()
+            .secret(Some(token))
+            .sasl(&xoauth2_response(user, token)),
+    }
+}
+
+/// The final form of an SMTP error: redacted, one line, a deadline cut named as such, and
+/// the admin hint for the reply.
+fn explain(
+    e: Error,
+    target: &SmtpTarget,
+    redactor: &Redactor,
+    expired: bool,
+    settings: &Settings,
+) -> Error {
+    let Error::Smtp {
+        target: name,
+        step,
+        message,
+        code,
+        transient,
+    } = e
+    else {
+        return e;
+    };
+    if expired {
+        return Error::Smtp {
+            target: name,
+            step,
+            message: format!(
+                "the session did not finish within the delivery deadline of {} s (the server \
+                 is too slow or stalls); oxnotify gave up and it is worth trying again later",
+                settings.delivery_deadline.as_secs()
+            ),
+            code: None,
+            transient: true,
+        };
+    }
+    let mut message = redactor.peer_text(&message);
+    if let Some(h) = code.and_then(|c| replies::hint(target, step, c, &message)) {
+        message = format!("{message}; {h}");
+    }
+    Error::Smtp {
+        target: name,
+        step,
+        message,
+        code,
+        transient,
+    }
+}
+
+/// One SMTP session with lettre, connected through the relay at `addr`.
+fn session(
+    settings: &Settings,
+    target: &SmtpTarget,
+    credential: &Credential<'_>,
+    message: &Message,
+    addr: std::net::SocketAddr,
 ) -> Result<()> {
     let hello = ClientId::Domain(settings.hello_name.clone());
     let timeout = Some(settings.smtp_timeout);
-    let addr = (target.server.as_str(), target.effective_port());
     let tls = || {
         TlsParameters::builder(target.server.clone())
             .build_rustls()
@@ -186,10 +287,20 @@ fn authenticate(
             if reply.has_code(334) {
                 // an error challenge (base64 JSON); RFC 7628: answer with an empty line, the
                 // server then sends the final 535
+                let challenge = reply
+                    .first_line()
+                    .and_then(replies::xoauth2_challenge)
+                    .unwrap_or_else(|| "the server sent an error challenge".into());
                 return match conn.command(Line("")) {
-                    Err(e) => Err(smtp_error(target, SmtpStep::Auth, e)),
+                    Err(e) => {
+                        let mut err = smtp_error(target, SmtpStep::Auth, e);
+                        if let Error::Smtp { message, .. } = &mut err {
+                            *message = format!("{challenge}; {message}");
+                        }
+                        Err(err)
+                    }
                     Ok(r) => Err(fail(
-                        format!("server did not accept the token (reply {})", r.code()),
+                        format!("{challenge}; then reply {}", r.code()),
                         Some(r.code().into()),
                     )),
                 };

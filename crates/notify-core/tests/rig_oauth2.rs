@@ -278,6 +278,7 @@ fn long_token_uses_two_step_auth() {
                 token: &token,
             },
             &msg,
+            std::time::Instant::now() + std::time::Duration::from_secs(30),
         )
         .unwrap_err();
         match err {

@@ -165,6 +165,9 @@ impl Env {
         let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
         settings.http_timeout = Duration::from_secs(5);
         settings.smtp_timeout = Duration::from_secs(10);
+        // transient failures are retried until the delivery deadline: keep it short in tests
+        // that provoke them (a closed port, a server that went away)
+        settings.delivery_deadline = Duration::from_secs(8);
         Self::with_settings(dir, settings)
     }
 
