@@ -79,12 +79,14 @@ sub _prompt_secret {
     my $term = POSIX::Termios->new;
     $term->getattr(fileno(STDIN));
     my $lflag = $term->getlflag;
+    my $restore = sub { $term->setlflag($lflag); $term->setattr(fileno(STDIN), POSIX::TCSANOW()) };
+    # Ctrl-C must not leave the terminal without echo
+    local $SIG{INT} = sub { $restore->(); print STDERR "\n"; exit 130 };
     $term->setlflag($lflag & ~POSIX::ECHO());
     $term->setattr(fileno(STDIN), POSIX::TCSANOW());
     print STDERR "$k: ";    # after echo is off, so nothing typed from now on shows
     my $v = <STDIN>;
-    $term->setlflag($lflag);
-    $term->setattr(fileno(STDIN), POSIX::TCSANOW());
+    $restore->();
     print STDERR "\n";
     $v //= '';
     $v =~ s/\r?\n\z//;
