@@ -1,21 +1,41 @@
 #!/usr/bin/env bash
 # test-packages.sh — build the Debian packages, install them on this machine, use the installed
 # daily job and Perl module against the rig (an OAuth2 target: authorize, send, refresh), upgrade
-# to a rebuilt version with a bumped version and check config and state survive, remove (data
-# kept), purge (data gone). Needs root and the rig's RIG_* variables (run-with-rig.sh).
-# Refuses to touch an existing installation unless OXNOTIFY_PKG_TEST_FORCE=1.
+# to a rebuilt version with a bumped version and check config and state survive, purge the tool
+# package (the library's data stays), remove and purge the library (data gone). Needs root and
+# the rig's RIG_* variables (run-with-rig.sh). Refuses to touch an existing installation unless
+# OXNOTIFY_PKG_TEST_FORCE=1. Whatever happens, it purges what it installed on exit, and it waits
+# (up to 10 minutes) for another apt/dpkg holding the lock. OXNOTIFY_CARGO_LOCK=FILE serializes
+# the package builds (cargo) through flock on FILE.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 : "${RIG_ISSUER:?run via scripts/run-with-rig.sh}"
-if [ -e /etc/oxnotify ] || [ -e /var/lib/oxnotify ] || dpkg -s oxnotify >/dev/null 2>&1; then
+if [ -e /etc/oxnotify ] || [ -e /var/lib/oxnotify ] || dpkg -s oxnotify >/dev/null 2>&1 || dpkg -s liboxnotify-perl >/dev/null 2>&1; then
   [ "${OXNOTIFY_PKG_TEST_FORCE:-0}" = 1 ] || { echo "oxnotify is installed or configured here; refusing (OXNOTIFY_PKG_TEST_FORCE=1 overrides)" >&2; exit 1; }
 fi
 pass=0
 ok() { pass=$((pass+1)); echo "ok   $*"; }
 fail() { echo "FAIL $*" >&2; exit 1; }
+APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
 W=$(mktemp -d /tmp/oxpkg.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+installed=0
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$installed" = 1 ]; then
+    # a failed step must not leave the packages (or their data) behind for the next run
+    "${APT[@]}" purge oxnotify liboxnotify-perl >"$W/cleanup.log" 2>&1 \
+      || { echo "cleanup: purge failed:" >&2; tail -20 "$W/cleanup.log" >&2; rc=1; }
+    [ "$rc" = 0 ] || echo "cleanup: purged oxnotify and liboxnotify-perl after the failure" >&2
+  fi
+  rm -rf "$W"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+LOCK=()
+[ -n "${OXNOTIFY_CARGO_LOCK:-}" ] && LOCK=(flock "$OXNOTIFY_CARGO_LOCK" nice)
 
 build() { # version -> debs in $W/<version>/
   local v=$1 src=$W/$1/src
@@ -25,7 +45,7 @@ build() { # version -> debs in $W/<version>/
     sed -i "1s/(.*)/($v)/" "$src/debian/changelog"
   fi
   # the rig CA must not replace the system trust store for cargo
-  (cd "$src" && env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt dpkg-buildpackage -us -uc -b >"$W/build-$v.log" 2>&1) \
+  (cd "$src" && env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "${LOCK[@]}" dpkg-buildpackage -us -uc -b >"$W/build-$v.log" 2>&1) \
     || { tail -30 "$W/build-$v.log"; fail "dpkg-buildpackage $v"; }
 }
 
@@ -35,13 +55,20 @@ lintian_out=$(cd "$W/$V1" && lintian --tag-display-limit 0 ./*.changes 2>/dev/nu
 if echo "$lintian_out" | grep -q '^E:'; then echo "$lintian_out"; fail "lintian errors"; fi
 ok "built $V1; lintian: no errors ($(echo "$lintian_out" | grep -c '^W:' || true) warnings)"
 
-apt-get install -y -q "$W/$V1"/liboxnotify-perl_*.deb "$W/$V1"/oxnotify_*.deb >"$W/install.log" 2>&1 \
+installed=1
+"${APT[@]}" install "$W/$V1"/liboxnotify-perl_*.deb "$W/$V1"/oxnotify_*.deb >"$W/install.log" 2>&1 \
   || { tail -20 "$W/install.log"; fail "install"; }
 [ "$(stat -c %a /etc/oxnotify/priv)" = 700 ] && [ "$(stat -c %a /var/lib/oxnotify)" = 700 ] \
   && ok "directories created root-only (priv 0700, state 0700)" || fail "directory modes"
 [ -L /etc/systemd/system/timers.target.wants/oxnotify-daily.timer ] && ok "daily timer enabled" || fail "timer not enabled"
 [ -f /lib/systemd/system/oxnotify-server.service ] && [ ! -e /etc/systemd/system/multi-user.target.wants/oxnotify-server.service ] \
   && ok "oxnotify-server.service installed, not enabled" || fail "server unit"
+for u in oxnotify-daily oxnotify-server; do
+  score=$(systemd-analyze security --offline=yes /lib/systemd/system/$u.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+  awk -v s="${score:-99}" 'BEGIN { exit !(s <= 4.5) }' && ok "installed $u.service: exposure $score (<= 4.5)" || fail "$u.service exposure ${score:-?}"
+done
+/usr/bin/oxnotify-server routes >/dev/null && /usr/bin/oxnotify-server version >/dev/null
+[ -z "$(ls -A /etc/oxnotify/priv)" ] && ok "oxnotify-server routes/version create no token files" || fail "server commands had side effects"
 
 # everything below uses the installed files only: no checkout paths, no OXNOTIFY_* overrides
 cd /
@@ -74,22 +101,36 @@ $P -e 'my $r = OxNotify::Core::send({ targets => ["pkg"], title => $ARGV[0] }); 
 grep -lq "Subject: $SUBJECT" "$RIG_MAILDIR"/new/* && ok "mail sent with the installed module arrived" || fail "mail not found"
 out=$(/usr/bin/oxnotify status pkg 2>&1) && echo "$out" | grep -q "pkg (microsoft-oauth2): authorized" \
   && ok "installed oxnotify CLI reports the target authorized" || fail "cli: $out"
-out=$(/usr/bin/oxnotify-daily --no-syslog 2>&1) || fail "installed oxnotify-daily: $out"
-echo "$out" | grep -q "target 'pkg': rotated" && ok "installed oxnotify-daily rotated the token" || fail "daily: $out"
+# as the unit runs it: root without any capability, no new privileges
+NOCAPS=(setpriv --bounding-set=-all --inh-caps=-all --no-new-privs --)
+out=$("${NOCAPS[@]}" /usr/bin/oxnotify-daily --no-syslog 2>&1) || fail "installed oxnotify-daily: $out"
+echo "$out" | grep -q "target 'pkg': rotated" && ok "installed oxnotify-daily rotated the token, without capabilities" || fail "daily: $out"
 [ "$(stat -c %a /var/lib/oxnotify/oauth2/pkg.json)" = 600 ] && ok "state file 0600" || fail "state mode"
 
 snapshot() { sha256sum /etc/oxnotify/notifications.cfg /etc/oxnotify/priv/notifications.cfg /var/lib/oxnotify/oauth2/pkg.json; }
 before=$(snapshot)
 V2="$V1+pkgtest1"
 build "$V2"
-apt-get install -y -q "$W/$V2"/liboxnotify-perl_*.deb "$W/$V2"/oxnotify_*.deb >"$W/upgrade.log" 2>&1 \
+"${APT[@]}" install "$W/$V2"/liboxnotify-perl_*.deb "$W/$V2"/oxnotify_*.deb >"$W/upgrade.log" 2>&1 \
   || { tail -20 "$W/upgrade.log"; fail "upgrade"; }
 [ "$(dpkg-query -W -f '${Version}' oxnotify)" = "$V2" ] && ok "upgraded to $V2" || fail "version after upgrade"
 [ "$(snapshot)" = "$before" ] && ok "config, secrets and state unchanged by the upgrade" || fail "upgrade changed data"
 out=$(/usr/bin/oxnotify-daily --no-syslog 2>&1) && echo "$out" | grep -q rotated && ok "daily job works after the upgrade" || fail "$out"
 
-apt-get remove -y -q oxnotify liboxnotify-perl >"$W/remove.log" 2>&1 || fail "remove"
-[ -f /etc/oxnotify/priv/notifications.cfg ] && [ -f /var/lib/oxnotify/oauth2/pkg.json ] && ok "remove keeps config and state" || fail "remove deleted data"
-apt-get purge -y -q oxnotify liboxnotify-perl >"$W/purge.log" 2>&1 || fail "purge"
-[ ! -e /etc/oxnotify ] && [ ! -e /var/lib/oxnotify ] && ok "purge removes config and state" || fail "purge left data"
+# the tool package owns only the server's API tokens; the library owns targets, secrets, state
+$P -MOxNotify::Server::Tokens -e 'OxNotify::Server::Tokens::ensure()'
+before=$(snapshot)
+[ -f /etc/oxnotify/priv/api-token.admin ] || fail "no server token to purge"
+"${APT[@]}" purge oxnotify >"$W/purge-tool.log" 2>&1 || { tail -20 "$W/purge-tool.log"; fail "purge oxnotify"; }
+[ "$(snapshot)" = "$before" ] && [ ! -e /etc/oxnotify/priv/api-token.admin ] \
+  && ok "purging oxnotify keeps the library's config, secrets and state, removes the server tokens" || fail "purge oxnotify: data"
+SUBJECT="package test after tool purge $$"
+$P -e 'my $r = OxNotify::Core::send({ targets => ["pkg"], title => $ARGV[0] }); $r->[0]{ok} or die $r->[0]{message}' "$SUBJECT"
+grep -lq "Subject: $SUBJECT" "$RIG_MAILDIR"/new/* && ok "a stack using only liboxnotify-perl still sends" || fail "send after tool purge"
+
+"${APT[@]}" remove liboxnotify-perl >"$W/remove.log" 2>&1 || fail "remove"
+[ -f /etc/oxnotify/priv/notifications.cfg ] && [ -f /var/lib/oxnotify/oauth2/pkg.json ] && ok "removing the library keeps config and state" || fail "remove deleted data"
+"${APT[@]}" purge liboxnotify-perl >"$W/purge.log" 2>&1 || fail "purge"
+[ ! -e /etc/oxnotify ] && [ ! -e /var/lib/oxnotify ] && ok "purging the library removes config and state" || fail "purge left data"
+installed=0
 echo "$pass package checks passed"

@@ -26,6 +26,34 @@ $t->get_ok("$api/endpoints/smtp")->status_is(401)->header_like('WWW-Authenticate
 $t->get_ok("$api/endpoints/smtp" => { Authorization => 'Bearer wrong' })->status_is(401);
 $t->get_ok("$api/endpoints/smtp" => { Authorization => "Basic $admin" })->status_is(401);
 $t->get_ok("$api/endpoints/smtp" => \%A)->status_is(200)->json_is('/data' => []);
+$t->get_ok("$api/endpoints/smtp" => { Authorization => "bearer $admin" })->status_is(200, 'scheme is case-insensitive');
+$t->get_ok("$api/endpoints/smtp" => { Authorization => "BEARER $audit" })->status_is(200);
+
+# token files others can read, or with a short token, authenticate nobody
+{
+    my $file = OxNotify::Server::Tokens::token_file('admin');
+    chmod(0644, $file);
+    $t->get_ok("$api/endpoints/smtp" => \%A)->status_is(401, 'world-readable token file: refused');
+    like(eval { OxNotify::Server::Tokens::check() } // $@, qr/\Q$file\E is accessible to group or others \(mode 0644\); run chmod 600/,
+        'check() names the file and the fix');
+    chmod(0600, $file);
+    $t->get_ok("$api/endpoints/smtp" => \%A)->status_is(200);
+    my $afile = OxNotify::Server::Tokens::token_file('audit');
+    rename($afile, "$afile.keep") or die;
+    open(my $fh, '>', $afile) or die; print {$fh} "short\n"; close($fh); chmod(0600, $afile);
+    $t->get_ok("$api/endpoints/smtp" => { Authorization => 'Bearer short' })->status_is(401, 'short token: refused');
+    like(eval { OxNotify::Server::Tokens::check() } // $@, qr/shorter than 32 characters/, 'check() says why');
+    rename("$afile.keep", $afile) or die;
+    ok(OxNotify::Server::Tokens::check(), 'good token files pass the check');
+}
+
+# production mode: a 404 shows neither the routes nor the request (with its Authorization)
+for my $path ('/no/such/page', '/api2/json/no/such/path', '/api2/json/endpoints/smtp/a/b') {
+    $t->get_ok($path => \%A)->status_is(404);
+    my $body = $t->tx->res->body;
+    unlike($body, qr/\Q$admin\E/, "$path: 404 does not echo the Authorization header");
+    unlike($body, qr/oauth2-status|api2jsonendpoints|smtp-oauth2-token/, "$path: 404 does not list routes");
+}
 
 # validation: 400 naming the parameter, nothing written
 my $p = ms_target_params('m365', 'api-test@example.test');
@@ -52,6 +80,26 @@ $t->post_ok("$api/smtp-oauth2-token" => \%R => json => { state => 'x', 'authoriz
 $t->post_ok("$api/targets/m365/test" => \%R)->status_is(403);
 $t->put_ok("$api/endpoints/smtp/m365" => \%R => json => { comment => 'x' })->status_is(403);
 $t->delete_ok("$api/endpoints/smtp/m365" => \%R)->status_is(403);
+
+# request bodies: a form or one JSON object; anything else is refused, nothing changes
+my $cfg_before = $t->get_ok("$api/endpoints/smtp/m365" => \%A)->tx->res->json('/data');
+$t->put_ok("$api/endpoints/smtp/m365" => { %A, 'Content-Type' => 'application/json' } => '{"comment": "x"')
+  ->status_is(400)->json_like('/message' => qr/not valid JSON/);
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => json => [{ comment => 'x' }])
+  ->status_is(400)->json_like('/message' => qr/must be a JSON object.*not an array/);
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => '{"comment": "no content type"}')->status_is(200, 'JSON without a content type is still JSON');
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => 'comment=garbage')->status_is(400, 'a body that is neither a form nor JSON: 400');
+$t->put_ok("$api/endpoints/smtp/m365" => \%A => json => { comment => 'y' x (70 * 1024) })
+  ->status_is(413)->json_like('/message' => qr/too large/);
+is($t->get_ok("$api/endpoints/smtp/m365" => \%A)->tx->res->json('/data/comment'), 'no content type', 'refused bodies changed nothing');
+
+# names with a '.' reach every route
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, name => 'm365.backup' })->status_is(200);
+$t->get_ok("$api/endpoints/smtp/m365.backup" => \%A)->status_is(200)->json_is('/data/name' => 'm365.backup');
+$t->put_ok("$api/endpoints/smtp/m365.backup" => \%A => json => { comment => 'dotted' })->status_is(200);
+$t->get_ok("$api/targets/m365.backup/oauth2-status" => \%A)->status_is(200)->json_is('/data/target' => 'm365.backup');
+$t->delete_ok("$api/endpoints/smtp/m365.backup" => \%A)->status_is(200);
+$t->get_ok("$api/endpoints/smtp/m365.backup" => \%A)->status_is(404);
 
 # reads: no secret anywhere
 $t->get_ok("$api/endpoints/smtp/m365" => \%A)->status_is(200)

@@ -4,11 +4,13 @@ use warnings;
 use Test::More;
 use Cpanel::JSON::XS ();
 use HTTP::Tiny ();
+use IPC::Open2 ();
+use IO::Socket::IP ();
 use lib 'perl/t/lib';
 use RigTest;
 
 need_rig();
-setup_dirs();
+my $dir = setup_dirs();
 my $r = rig();
 my $J = Cpanel::JSON::XS->new;
 
@@ -28,11 +30,45 @@ for my $c ('target list', 'target create', 'target update', 'target delete', 'ta
 ($rc, $out) = cli('frobnicate');
 is($rc, 2, 'unknown command: exit 2');
 
+sub private_cfg { open(my $fh, '<', "$ENV{OXNOTIFY_CONFIG_DIR}/priv/notifications.cfg") or return ''; local $/; <$fh> }
+
+# secrets from a file, stdin or a prompt, never as process arguments
 my $p = ms_target_params('m365', 'cli-test@example.test');
 my @create = map { my $k = $_; my $v = $p->{$k}; ref $v ? (map { ("--$k", $_) } @$v) : ("--$k", $v) }
-    grep { $_ ne 'name' } sort keys %$p;
-($rc, $out) = cli('target create m365', shq(@create));
-is($rc, 0, 'target create') or diag $out;
+    grep { $_ ne 'name' && $_ ne 'oauth2-client-secret' } sort keys %$p;
+open(my $sf, '>', "$dir/client-secret") or die; print {$sf} "rig-secret\n"; close($sf);
+($rc, $out) = cli('target create m365', shq(@create), "--oauth2-client-secret-file $dir/client-secret");
+is($rc, 0, 'target create, client secret from a file') or diag $out;
+unlike($out, qr/warning/, 'no warning for a secret from a file');
+like(private_cfg(), qr/^\toauth2-client-secret rig-secret$/m, 'the secret from the file is stored (without its newline)');
+($rc, $out) = cli('target update m365 --oauth2-client-secret argv-secret');
+is($rc, 0, 'a secret as an argument still works');
+like($out, qr/warning: --oauth2-client-secret on the command line is visible to every user.*--oauth2-client-secret-file/,
+    '... with a warning naming the safe form');
+($rc, $out) = cli("target update m365 --oauth2-client-secret-file - < $dir/client-secret");
+is($rc, 0, 'client secret from stdin') or diag $out;
+like(private_cfg(), qr/^\toauth2-client-secret rig-secret$/m, 'the secret from stdin is stored');
+($rc, $out) = cli('target update m365 --oauth2-client-secret --comment x < /dev/null');
+is($rc, 2, 'secret option without a value and no terminal: exit 2');
+like($out, qr/--oauth2-client-secret needs a value: give --oauth2-client-secret-file FILE/, 'says how to give it');
+($rc, $out) = cli("target update m365 --password-file $dir/nope");
+is($rc, 2, 'unreadable secret file: exit 2');
+like($out, qr/--password-file: cannot read '\Q$dir\E\/nope'/, 'names the file');
+{
+    # on a terminal (script(1) provides one) the CLI asks without echo
+    my $pid = IPC::Open2::open2(my $from, my $to, 'script', '-qec', "$^X bin/oxnotify target update m365 --oauth2-client-secret", '/dev/null');
+    my $seen = '';
+    while (sysread($from, my $buf, 1)) { $seen .= $buf; last if $seen =~ /oauth2-client-secret: $/ }
+    print {$to} "prompt-secret\n";
+    close($to);
+    $seen .= do { local $/; <$from> } // '';
+    waitpid($pid, 0);
+    like($seen, qr/updated target 'm365'/, 'prompted secret accepted') or diag $seen;
+    unlike($seen, qr/prompt-secret/, 'the typed secret is not echoed');
+    like(private_cfg(), qr/^\toauth2-client-secret prompt-secret$/m, 'the prompted secret is stored');
+}
+($rc, $out) = cli("target update m365 --oauth2-client-secret-file $dir/client-secret");
+is($rc, 0, 'back to the real secret') or diag $out;
 ($rc, $out) = cli('target create bad --server x --port 99999 --from-address a@example.test --mailto b@example.test');
 is($rc, 2, 'invalid parameter: exit 2');
 like($out, qr/port: 99999 > maximum/, 'names the parameter');
@@ -59,6 +95,13 @@ ok($url, 'authorize prints the provider URL') or BAIL_OUT('no URL');
 like($url, qr/redirect_uri=http%3A%2F%2F127\.0\.0\.1%3A\d+%2Fcallback/, 'loopback redirect URI');
 my ($redirect) = $url =~ /redirect_uri=([^&]+)/;
 $redirect =~ s/%([0-9A-F]{2})/chr hex $1/ge;
+# anything without our state (another local user, a web page) is answered, and changes nothing
+my $http = HTTP::Tiny->new(timeout => 30);
+my $foreign = $http->get("$redirect?error=access_denied&error_description=forged");
+is($foreign->{status}, 400, 'an error redirect without our state: 400');
+like($foreign->{content}, qr/state mismatch/, '... says why');
+$foreign = $http->get("$redirect?state=forged&code=x");
+is($foreign->{status}, 400, 'a foreign state: 400');
 open(my $drv, '-|', 'python3', 'scripts/rig/oauth_driver.py', $r->{issuer}, 'browse', 'cli-test@example.test', $url, $redirect) or die;
 my $final = <$drv>;
 close($drv);
@@ -91,6 +134,25 @@ is($J->decode($out)->[0]{rotations}, 1, 'status JSON');
 ($rc, $out) = cli('authorize m365 --timeout 1');
 is($rc, 2, 'authorize timeout: exit 2');
 like($out, qr/no redirect arrived within 1 seconds/, 'clear timeout message');
+
+# one idle connection cannot keep authorize past --timeout
+{
+    my $pid = open(my $slow, '-|', "$^X bin/oxnotify authorize m365 --timeout 2 2>&1") // die;
+    my $port;
+    while (my $line = <$slow>) { if ($line =~ /redirect_uri=http%3A%2F%2F127\.0\.0\.1%3A(\d+)/) { $port = $1; last } }
+    my $idle = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port) or die "connect: $!";
+    # a hang must fail the test, not stall it
+    local $SIG{ALRM} = sub { kill 'KILL', $pid; die "authorize hangs on an idle connection\n" };
+    alarm 60;
+    my $rest = eval { local $/; <$slow> } // '';
+    my $hung = $@;
+    alarm 0;
+    close($slow);
+    is($hung, '', 'authorize ended while a connection stayed idle');
+    is($? >> 8, 2, '... with exit 2');
+    like($rest, qr/no redirect arrived within 2 seconds/, '... at its timeout');
+    close($idle);
+}
 
 ($rc, $out) = cli('target delete m365');
 is($rc, 0, 'delete');

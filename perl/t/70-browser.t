@@ -9,8 +9,8 @@ use RigTest;
 use OxNotify::Server::Tokens;
 
 need_rig();
--x '/usr/bin/chromium' or BAIL_OUT('chromium is not installed (scripts/install-deps.sh installs it)');
--d 'tests/browser/node_modules/playwright-core' or BAIL_OUT('playwright-core missing (scripts/install-deps.sh)');
+need(-x '/usr/bin/chromium', 'needs chromium (scripts/install-deps.sh installs it)');
+need(-d 'tests/browser/node_modules/playwright-core', 'needs playwright-core (scripts/install-deps.sh)');
 my $dir = setup_dirs();
 my $token = OxNotify::Server::Tokens::ensure()->{admin};
 

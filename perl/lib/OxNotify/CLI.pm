@@ -6,6 +6,7 @@ use warnings;
 use Cpanel::JSON::XS ();
 use IO::Select ();
 use IO::Socket::IP ();
+use List::Util ();
 use POSIX ();
 use URI ();
 
@@ -22,10 +23,14 @@ my %HELP = (
     'target show' => "oxnotify target show NAME\n  Show a target's configuration (never secrets).",
     'target create' => "oxnotify target create NAME --server HOST --from-address ADDR --mailto ADDR [--KEY VALUE ...]\n"
         . "  Create an SMTP target. Keys as in the config: --mode, --port, --auth-method, --username,\n"
-        . "  --password, --author, --oauth2-client-id, --oauth2-client-secret, --oauth2-tenant-id, ...\n"
-        . "  Repeat --mailto (or separate addresses by commas).",
+        . "  --author, --oauth2-client-id, --oauth2-tenant-id, ... Repeat --mailto (or separate\n"
+        . "  addresses by commas).\n"
+        . "  Secrets (--password, --oauth2-client-secret, --oauth2-refresh-token): --KEY-file FILE reads\n"
+        . "  the first line of FILE (\"-\": stdin); --KEY without a value asks on the terminal. A value on\n"
+        . "  the command line works but is visible to every user in ps.",
     'target update' => "oxnotify target update NAME [--KEY VALUE ...] [--delete KEY ...] [--digest DIGEST]\n"
-        . "  Change keys; empty secrets keep the stored ones.",
+        . "  Change keys (secrets as for create: --KEY-file FILE, \"-\" for stdin, or asked); empty\n"
+        . "  secrets keep the stored ones.",
     'target delete' => "oxnotify target delete NAME\n  Remove a target with its secrets and OAuth2 state.",
     authorize => "oxnotify authorize NAME [--port PORT] [--timeout SECONDS]\n"
         . "  Authorize an OAuth2 target: listens on http://127.0.0.1:PORT/callback (a free port unless\n"
@@ -46,17 +51,74 @@ sub usage {
 
 sub _die { die OxNotify::Core::Error->new($_[0], $_[1] // 400) }
 
+# Secrets never need to be process arguments (visible to every user in ps): each also takes
+# --KEY-file FILE ("-" for stdin) or, without a value on a terminal, a prompt without echo.
+our %SECRET = map { $_ => 1 } qw(password oauth2-client-secret oauth2-refresh-token);
+
+sub _read_secret_file {
+    my ($k, $file, $stdin_used) = @_;
+    my $fh;
+    if ($file eq '-') {
+        _die("only one secret can come from stdin (--$k-file -)") if $$stdin_used++;
+        $fh = \*STDIN;
+    } else {
+        open($fh, '<', $file) or _die("--$k-file: cannot read '$file': $!");
+    }
+    my $v = <$fh>;
+    close($fh) if $file ne '-';
+    _die("--$k-file: '$file' is empty; it must hold the secret on its first line") if !defined $v;
+    $v =~ s/\r?\n\z//;
+    _die("--$k-file: the first line of '$file' is empty") if $v eq '';
+    return $v;
+}
+
+sub _prompt_secret {
+    my ($k) = @_;
+    _die("--$k needs a value: give --$k-file FILE (\"-\" reads stdin), or run on a terminal to be asked")
+        if !-t STDIN;
+    my $term = POSIX::Termios->new;
+    $term->getattr(fileno(STDIN));
+    my $lflag = $term->getlflag;
+    my $restore = sub { $term->setlflag($lflag); $term->setattr(fileno(STDIN), POSIX::TCSANOW()) };
+    # Ctrl-C must not leave the terminal without echo
+    local $SIG{INT} = sub { $restore->(); print STDERR "\n"; exit 130 };
+    $term->setlflag($lflag & ~POSIX::ECHO());
+    $term->setattr(fileno(STDIN), POSIX::TCSANOW());
+    print STDERR "$k: ";    # after echo is off, so nothing typed from now on shows
+    my $v = <STDIN>;
+    $restore->();
+    print STDERR "\n";
+    $v //= '';
+    $v =~ s/\r?\n\z//;
+    _die("no value entered for --$k") if $v eq '';
+    return $v;
+}
+
 # --key value / --key=value pairs for a method's parameters; list keys accumulate.
 sub _options {
     my ($args, $method, %extra) = @_;
     my $props = $method ? $method->{parameters}{properties} : {};
     my %p;
+    my $stdin_used = 0;
     while (@$args) {
         my $a = shift @$args;
         _die("unexpected argument '$a'") if $a !~ /^--([a-z0-9-]+)(?:=(.*))?$/s;
         my ($k, $v) = ($1, $2);
+        if ($k =~ /^(.+)-file$/ && $SECRET{$1} && $props->{$1}) {
+            my $file = $v // shift(@$args) // _die("option --$k needs a file name (\"-\" for stdin)");
+            $p{$1} = _read_secret_file($1, $file, \$stdin_used);
+            next;
+        }
         my $schema = $props->{$k} // $extra{$k};
         _die("unknown option --$k (see --help)") if !$schema;
+        if ($SECRET{$k} && !defined $v) {
+            if (!@$args || $args->[0] =~ /^--/) {
+                $p{$k} = _prompt_secret($k);
+                next;
+            }
+            print STDERR "oxnotify: warning: --$k on the command line is visible to every user (ps);"
+                . " use --$k-file FILE, \"-\" for stdin, or leave the value out to be asked\n";
+        }
         $v //= shift(@$args) // _die("option --$k needs a value");
         if (($schema->{type} // '') eq 'array') { push @{ $p{$k} }, $v } else { $p{$k} = $v }
     }
@@ -81,6 +143,31 @@ sub _print_status {
     print "  WARNING:             $s->{warning}\n" if $s->{warning};
 }
 
+our $CONN_TIMEOUT = 10;    # seconds one loopback client may take to send its request line
+
+# The request line of one HTTP request (headers are read up to 8 KiB and ignored), or undef
+# if the client sends nothing usable before $until.
+sub _request_line {
+    my ($c, $until) = @_;
+    my $sel = IO::Select->new($c);
+    my $buf = '';
+    while ($buf !~ /\r?\n\r?\n/ && length($buf) < 8192) {
+        my $left = $until - time;
+        return undef if $left <= 0 || !$sel->can_read($left);
+        my $n = sysread($c, $buf, 8192 - length($buf), length($buf));
+        last if !$n;
+    }
+    return $buf =~ /\A([^\r\n]*)\r?\n/ ? $1 : undef;
+}
+
+sub _reply {
+    my ($c, $status, $text) = @_;
+    my $body = "<!DOCTYPE html><title>oxnotify</title><p>" . ($text =~ s/[<>&]/ /gr) . "</p>\n";
+    print {$c} "HTTP/1.0 $status\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: "
+        . length($body) . "\r\nConnection: close\r\n\r\n$body";
+    close($c);
+}
+
 sub _authorize {
     my ($name, $opts, $out) = @_;
     my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => $opts->{port} // 0, Listen => 5, ReuseAddr => 1)
@@ -96,28 +183,31 @@ sub _authorize {
         next if !$sel->can_read($deadline - time);
         my $c = $srv->accept or next;
         $c->autoflush(1);
-        my $line = <$c> // '';
-        while (defined(my $h = <$c>)) { last if $h !~ /\S/ }    # skip the headers
+        # one client gets a few seconds for its request line, never the whole --timeout
+        my $line = _request_line($c, List::Util::min($deadline, time + $CONN_TIMEOUT));
+        if (!defined $line) { close($c); next }
         my ($path) = $line =~ m{^GET (\S+) HTTP/};
         my $uri = URI->new($path // '/');
         if (($uri->path // '') ne '/callback') {
-            print {$c} "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+            _reply($c, '404 Not Found', 'Not found');
             next;
         }
         my %q = $uri->query_form;
+        # the state first: whatever does not carry ours (another local user, a web page) is
+        # answered and ignored, it can neither abort nor complete this authorization
+        if (!defined $q{state} || $q{state} ne $begin->{state}) {
+            _reply($c, '400 Bad Request', 'Failed: state mismatch: this redirect does not belong to this authorization. '
+                . 'Still waiting for the right one.');
+            next;
+        }
         my ($ok, $msg);
         if ($q{error}) {
             $msg = "the provider refused: $q{error}" . ($q{error_description} ? " ($q{error_description})" : '');
-        } elsif (!$q{state} || $q{state} ne $begin->{state}) {
-            $msg = 'state mismatch: this redirect does not belong to this authorization';
         } else {
             $ok = eval { _call('smtp_oauth2_token', { state => $q{state}, 'authorization-code' => $q{code} // '', target => $name }); 1 };
             $msg = $ok ? "target '$name' is authorized" : "$@";
         }
-        my $body = "<!DOCTYPE html><title>oxnotify</title><p>" . ($ok ? 'Done: ' : 'Failed: ')
-            . ($msg =~ s/[<>&]/ /gr) . ". You can close this tab.</p>\n";
-        print {$c} "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
-        close($c);
+        _reply($c, '200 OK', ($ok ? 'Done: ' : 'Failed: ') . $msg . '. You can close this tab.');
         _die($msg) if !$ok;
         return { target => $name, authorized => 1 };
     }
@@ -229,7 +319,8 @@ OxNotify::CLI - the oxnotify command line
     oxnotify target list
     oxnotify target create m365 --server smtp.office365.com --mode starttls \
         --auth-method microsoft-oauth2 --from-address alerts@example.com --mailto ops@example.com \
-        --oauth2-client-id ID --oauth2-tenant-id contoso.onmicrosoft.com --oauth2-client-secret S
+        --oauth2-client-id ID --oauth2-tenant-id contoso.onmicrosoft.com \
+        --oauth2-client-secret-file /root/m365.secret
     oxnotify authorize m365
     oxnotify send m365 --title "Backup failed" --body "job 42"
     oxnotify --output-format json status
@@ -239,6 +330,11 @@ OxNotify::CLI - the oxnotify command line
 Runs the same method descriptors as the API server (L<OxNotify::API2::Notifications>), with the
 same parameter validation, as the local (root) user. C<--output-format json> prints the
 method's result (or C<{ error: { message, code } }>) for scripts.
+
+Secrets (C<--password>, C<--oauth2-client-secret>, C<--oauth2-refresh-token>) need not be
+process arguments, which every local user can read with ps: C<--KEY-file FILE> reads the first
+line of FILE (C<-> reads stdin, once per command), and C<--KEY> without a value asks on the
+terminal without echo. A value on the command line still works, with a warning.
 
 Exit codes: 0 ok; 1 a send failed or a target needs attention (status, refresh); 2 bad usage
 or invalid parameters; 3 server/network side failure; 4 not found.

@@ -2,6 +2,12 @@ package OxNotify::Server;
 
 use Mojo::Base 'Mojolicious', -signatures;
 
+use Getopt::Long ();
+use Mojo::IOLoop;
+use Mojo::JSON ();
+use Mojo::Server::Prefork;
+use Mojolicious::Commands;
+
 use OxNotify::API2::Notifications;
 use OxNotify::API2::Schema;
 use OxNotify::Core;
@@ -9,10 +15,20 @@ use OxNotify::Server::Tokens;
 
 our $VERSION = '0.1.0';
 
+our $DEFAULT_LISTEN = 'http://127.0.0.1:8765';
+our $MAX_BODY = 64 * 1024;          # a target's parameters are a few hundred bytes
+our $MAX_CONNS_PER_CLIENT = 8;      # open connections one address may hold in one worker
+
+# Production, whatever MOJO_MODE says: development pages list the routes and echo the
+# request, Authorization header included.
+has mode => 'production';
+
 sub startup ($self) {
     $self->secrets([OxNotify::Server::Tokens::random_token()]);
+    $self->max_request_size($MAX_BODY);
     $self->renderer->classes([__PACKAGE__]);
     $self->static->classes([__PACKAGE__]);
+    $self->hook(before_dispatch => \&_limit_per_client);
     $self->hook(after_dispatch => sub ($c) {
         my $h = $c->res->headers;
         # pages: our own scripts only; nothing may frame us
@@ -28,22 +44,58 @@ sub startup ($self) {
     $r->get('/oauth2/callback' => sub ($c) { $c->reply->static('callback.html') });
 
     for my $m (OxNotify::API2::Notifications::methods()) {
-        (my $path = $m->{path}) =~ s/\{(\w+)\}/:$1/g;
+        # relaxed placeholders (#name): target names may contain '.', only '/' ends them
+        (my $path = $m->{path}) =~ s/\{(\w+)\}/<#$1>/g;
         $r->any([$m->{method}] => "/api2/json/$path" => sub ($c) { _handle($c, $m) });
     }
     $r->any('/api2/*any' => sub ($c) {
         $c->render(status => 404, json => { message => 'no such API path', data => undef });
     });
+    $r->any('/*any' => { any => '' } => sub ($c) { $c->render(status => 404, text => 'Not found') });
 }
+
+# One address may hold a few connections per worker; the rest are turned away with a 503
+# instead of filling the worker (the inactivity timeout ends idle ones).
+sub _limit_per_client ($c) {
+    my $id = $c->tx->connection // return;
+    my $stream = Mojo::IOLoop->singleton->stream($id) // return;
+    my $addr = $c->tx->remote_address // '';
+    my $app = $c->app;
+    my $conns = $app->{oxn_conns}{$addr} //= {};
+    return if $conns->{$id};
+    if (keys(%$conns) >= $MAX_CONNS_PER_CLIENT) {
+        $c->res->headers->connection('close');
+        $c->res->headers->header('Retry-After' => 5);
+        return $c->render(status => 503, json => {
+            message => "too many connections from $addr (at most $MAX_CONNS_PER_CLIENT); close idle ones and retry",
+            data => undef });
+    }
+    $conns->{$id} = 1;
+    $stream->on(close => sub {
+        delete $conns->{$id};
+        delete $app->{oxn_conns}{$addr} if !%$conns;
+    });
+}
+
+sub _bad_request ($msg) { die OxNotify::Core::Error->new($msg, 400) }
 
 sub _params ($c, $m) {
     my %p;
     my $props = $m->{parameters}{properties} // {};
-    my $body = $c->req->json;
-    if (ref($body) eq 'HASH') {
+    my $req = $c->req;
+    die OxNotify::Core::Error->new("request body too large (at most $MAX_BODY bytes)", 413)
+        if ($req->error // {})->{message} && $req->is_limit_exceeded;
+    my $type = $req->headers->content_type // '';
+    my $has_body = $req->body_size > 0;
+    if ($has_body && $type !~ m{^(?:application/x-www-form-urlencoded|multipart/form-data)}i) {
+        # anything but a form is JSON, and must be one object: never silently ignored
+        my $body = eval { Mojo::JSON::decode_json($req->body) };
+        _bad_request('request body is not valid JSON: send a JSON object of parameters') if $@;
+        _bad_request('request body must be a JSON object of parameters, not ' . (ref($body) eq 'ARRAY' ? 'an array' : 'a scalar'))
+            if ref($body) ne 'HASH';
         %p = %$body;
     } else {
-        for my $k (@{ $c->req->params->names }) {
+        for my $k (@{ $req->params->names }) {
             my $all = $c->every_param($k);
             $p{$k} = ($props->{$k} && ($props->{$k}{type} // '') eq 'array') ? $all : $all->[-1];
         }
@@ -58,7 +110,7 @@ sub _params ($c, $m) {
 
 sub _handle ($c, $m) {
     my ($scheme, $token) = split(/\s+/, $c->req->headers->authorization // '', 2);
-    my $role = ($scheme // '') eq 'Bearer' ? OxNotify::Server::Tokens::role_of($token) : undef;
+    my $role = lc($scheme // '') eq 'bearer' ? OxNotify::Server::Tokens::role_of($token) : undef;
     if (!$role) {
         $c->res->headers->header('WWW-Authenticate' => 'Bearer realm="oxnotify"');
         return $c->render(status => 401, json => { message => 'authentication required: send "Authorization: Bearer <API token>"', data => undef });
@@ -73,6 +125,57 @@ sub _handle ($c, $m) {
     return $c->render(json => { data => $data });
 }
 
+# Whether a command line serves (daemon, prefork, or only options) rather than running one of
+# Mojolicious' commands (help, version, routes, ...).
+sub serves (@args) {
+    return !@args || $args[0] =~ /^(?:daemon|prefork)$/ || $args[0] =~ /^-(?:[lwci]|-listen|-workers|-clients|-inactivity-timeout)\b/;
+}
+
+# The options of a serving command line, defaults applied, or undef if it is not valid.
+sub serve_options (@args) {
+    shift @args if @args && $args[0] =~ /^(?:daemon|prefork)$/;
+    my %o = (listen => [], workers => 4, clients => 20, 'inactivity-timeout' => 15);
+    Getopt::Long::Configure('no_ignore_case', 'no_auto_abbrev');
+    Getopt::Long::GetOptionsFromArray(\@args, \%o, 'listen|l=s@', 'workers|w=i', 'clients|c=i', 'inactivity-timeout|i=i')
+        && !@args or return undef;
+    $o{listen} = [$DEFAULT_LISTEN] if !@{ $o{listen} };
+    return \%o;
+}
+
+# The command line of bin/oxnotify-server; returns the exit code. Only serving has side
+# effects (token files); help, version, routes and the like do not.
+sub main (@args) {
+    if (!serves(@args)) {
+        local @ARGV = @args;
+        Mojolicious::Commands->start_app(__PACKAGE__);
+        return 0;
+    }
+    my $o = serve_options(@args) // do {
+        print STDERR "usage: oxnotify-server [daemon] [-l URL]... [-w WORKERS] [-c CONNECTIONS-PER-WORKER] [-i SECONDS]\n";
+        return 2;
+    };
+    my %o = %$o;
+    my @listen = @{ $o{listen} };
+    my $ok = eval {
+        my $new = OxNotify::Server::Tokens::ensure();
+        # the journal keeps stdout: say where the token is, never the token
+        print "oxnotify-server: created the $_ API token in " . OxNotify::Server::Tokens::token_file($_) . " (read it there)\n"
+            for sort keys %$new;
+        OxNotify::Server::Tokens::check();
+        1;
+    };
+    if (!$ok) { print STDERR "oxnotify-server: not starting: $@"; return 2 }
+    my $server = Mojo::Server::Prefork->new(
+        app => __PACKAGE__->new, listen => \@listen, workers => $o{workers}, max_clients => $o{clients},
+        inactivity_timeout => $o{'inactivity-timeout'}, keep_alive_timeout => 5,
+        # a worker blocked in one slow send must not be killed before the core's own deadlines
+        heartbeat_timeout => 180,
+        # no PID file (systemd tracks us); cleanup 0: never remove someone else's /tmp/prefork.pid
+        cleanup => 0);
+    $server->run;
+    return 0;
+}
+
 1;
 
 =head1 NAME
@@ -81,8 +184,9 @@ OxNotify::Server - standalone HTTP API and web page for oxnotify
 
 =head1 SYNOPSIS
 
-    oxnotify-server                                  # http://127.0.0.1:8765
-    oxnotify-server daemon -l http://127.0.0.1:9000
+    oxnotify-server                                  # http://127.0.0.1:8765, 4 workers
+    oxnotify-server daemon -l http://127.0.0.1:9000 -w 8
+    oxnotify-server routes                           # no side effects
 
 =head1 DESCRIPTION
 
@@ -92,6 +196,15 @@ for the caller's role (bearer token, see L<OxNotify::Server::Tokens>), and answe
 C<{ data =E<gt> ... }> or C<{ message, errors? }> with the error's HTTP status. Also serves a
 small page (C</>) to manage targets and run the OAuth2 Authorize flow, and C</oauth2/callback>,
 the redirect target of that flow.
+
+Always in production mode (error pages show neither routes nor the request). A request body
+is a form or one JSON object (at most 64 KiB); anything else is a 400 (413 if too large).
+C<main(@ARGV)> serves with L<Mojo::Server::Prefork> (C<-w> workers, default 4, so one slow
+send or client holds one worker only; C<-c> connections per worker, default 20; C<-i>
+inactivity timeout, default 15 s; at most 8 connections per client address and worker) on
+C<-l URL> (default C<http://127.0.0.1:8765>), after creating missing token files and refusing
+to start if one is readable by others or too short. Other commands (C<help>, C<version>,
+C<routes>) go to L<Mojolicious::Commands> and touch no file.
 
 =cut
 

@@ -13,16 +13,25 @@ use File::Temp ();
 use Test::More ();
 use URI ();
 
-our @EXPORT = qw(rig need_rig setup_dirs ms_target_params login_and_consent find_mail mail_count new_mail state_of uniq);
+our @EXPORT = qw(rig need need_rig setup_dirs ms_target_params login_and_consent find_mail mail_count new_mail state_of uniq);
 
 my $ROOT = File::Basename::dirname(__FILE__) . '/../../..';
 our $REDIRECT = 'http://127.0.0.1:47125/callback';
 
 sub rig { return { map { (lc(s/^RIG_//r) => $ENV{$_}) } grep { /^RIG_/ } keys %ENV } }
 
+# A test file that needs something this checkout may lack (the rig, a browser): skip the
+# whole file with the reason, unless OXNOTIFY_REQUIRE_RIG=1 (the full suite), where a
+# missing part is a failure.
+sub need {
+    my ($ok, $reason) = @_;
+    return if $ok;
+    Test::More::BAIL_OUT("$reason (OXNOTIFY_REQUIRE_RIG=1)") if $ENV{OXNOTIFY_REQUIRE_RIG};
+    Test::More::plan(skip_all => $reason);
+}
+
 sub need_rig {
-    Test::More::BAIL_OUT('RIG_ISSUER not set: run via `make test` (scripts/run-with-rig.sh)')
-        if !$ENV{RIG_ISSUER};
+    need($ENV{RIG_ISSUER}, 'needs the test rig: RIG_* variables not set (run via scripts/run-with-rig.sh)');
 }
 
 # Fresh config/state dirs for this process (inherited by children).
@@ -36,7 +45,8 @@ sub setup_dirs {
 # Create-target parameters for a Microsoft-style (rotating) target at the rig.
 sub ms_target_params {
     my ($name, $from) = @_;
-    my $r = rig();
+    # without the rig (tests that only validate): well-formed values that lead nowhere
+    my $r = { issuer => 'http://127.0.0.1:9', smtp_starttls_port => 9, %{ rig() } };
     return {
         name => $name, server => 'localhost', port => $r->{smtp_starttls_port}, mode => 'starttls',
         'auth-method' => 'microsoft-oauth2', 'from-address' => $from, author => 'oxnotify perl test',

@@ -45,18 +45,46 @@ sub ensure {
     return \%created;
 }
 
+our $MIN_LENGTH = 32;
+
+# Why a token file must not be used (readable by others, too short), or undef if it is fine.
+sub problem {
+    my ($file, $token) = @_;
+    my @st = stat($file) or return "cannot read $file: $!";
+    return sprintf("%s is accessible to group or others (mode %04o); run chmod 600 %s", $file, $st[2] & 07777, $file)
+        if $st[2] & 077;
+    return "$file holds a token shorter than $MIN_LENGTH characters; delete it and restart oxnotify-server for a new one"
+        if defined $token && length($token) < $MIN_LENGTH;
+    return undef;
+}
+
+sub _read {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return undef;
+    my $t = <$fh> // '';
+    chomp $t;
+    return $t;
+}
+
+# Dies naming every token file that must not be used (the server refuses to start).
+sub check {
+    my @problems = grep { defined } map { my $f = token_file($_); -e $f ? problem($f, _read($f) // '') : () } @ROLES;
+    die join("\n", @problems) . "\n" if @problems;
+    return 1;
+}
+
 # The role of a presented token, or undef. Compares SHA-256 digests in constant time so
-# neither the token nor its length leaks through timing.
+# neither the token nor its length leaks through timing. A token file readable by others
+# or with a short token authenticates nobody.
 sub role_of {
     my ($presented) = @_;
     return undef if !defined $presented || $presented eq '';
     my $p = Digest::SHA::sha256($presented);
     my $found;
     for my $role (@ROLES) {
-        open(my $fh, '<', token_file($role)) or next;
-        my $t = <$fh> // '';
-        chomp $t;
-        next if $t eq '';
+        my $file = token_file($role);
+        my $t = _read($file) // next;
+        next if $t eq '' || defined problem($file, $t);
         my $diff = 0;
         my $s = Digest::SHA::sha256($t);
         $diff |= ord(substr($p, $_, 1)) ^ ord(substr($s, $_, 1)) for 0 .. 31;
@@ -77,7 +105,9 @@ OxNotify::Server::Tokens - the standalone server's API tokens
 
 Two roles: C<admin> (may do everything) and C<audit> (read only). Each has one bearer token
 in C<$OXNOTIFY_CONFIG_DIR/priv/api-token.E<lt>roleE<gt>> (0600, directory 0700), generated on
-first start and printed once. Delete a file and restart to rotate that token.
+first start (the server prints where, never the token). Delete a file and restart to rotate
+that token. A file accessible to group or others, or a token shorter than 32 characters, is
+refused: such a token authenticates nobody and the server does not start.
 
 =head1 FUNCTIONS
 
@@ -86,6 +116,10 @@ first start and printed once. Delete a file and restart to rotate that token.
 =item ensure() - create missing token files; returns the new tokens by role
 
 =item role_of($token) - the role of a token (constant-time comparison), or undef
+
+=item check() - dies naming every token file that must not be used
+
+=item problem($file, $token) - why a token file must not be used, or undef
 
 =item token_file($role)
 

@@ -1,0 +1,24 @@
+# The systemd units are hardened: `systemd-analyze security --offline=yes` rates each at an
+# exposure of at most 4.5 (it was 9.0 "UNSAFE"), and they may write only oxnotify's directories.
+use strict;
+use warnings;
+use Test::More;
+use lib 'perl/t/lib';
+use RigTest;
+
+my $analyze = '/usr/bin/systemd-analyze';
+need(-x $analyze, "needs $analyze (package systemd)");
+
+for my $unit (qw(oxnotify-daily oxnotify-server)) {
+    my $file = "debian/oxnotify.$unit.service";
+    my $out = `$analyze security --offline=yes $file 2>&1`;
+    my ($score) = $out =~ /Overall exposure level for \S+: (\d+(?:\.\d+)?)/;
+    ok(defined $score, "$unit: systemd-analyze rates it") or diag $out;
+    cmp_ok($score // 99, '<=', 4.5, "$unit: exposure $score <= 4.5") or diag $out;
+    open(my $fh, '<', $file) or die "$file: $!";
+    my $text = do { local $/; <$fh> };
+    is_deeply([$text =~ /^ReadWritePaths=(.*)$/mg], ['/etc/oxnotify /var/lib/oxnotify'], "$unit: writes only our directories");
+    like($text, qr/^CapabilityBoundingSet=$/m, "$unit: no capabilities");
+    like($text, qr/^ProtectSystem=strict$/m, "$unit: the rest of the system is read-only");
+}
+done_testing();
