@@ -87,6 +87,10 @@ is_deeply([$res->{status}, $res->{data}[0]{origin}, $res->{data}[0]{type}], [200
 my $subject = "Test notification from oxnotify (target 'mu1')";
 is(pve_request('admin@pve', 'POST', "$api/targets/mu1/test")->{status}, 200, 'test send with mailto-user: 200');
 ok(find_mail($subject, qr/^To: .*\Q$alice\E/m), 'delivered to the address the stack resolved for alice@pve');
+my $title = 'mailto-user send ' . uniq('s');
+my $sent = OxNotify::Core::send({ targets => ['mu1'], title => $title, body => "x\n" });
+ok($sent->[0]{ok}, 'OxNotify::Core::send to a mailto-user target') or diag explain $sent;
+ok(find_mail($title, qr/^To: .*\Q$alice\E/m), '... delivered to alice\'s resolved address');
 OxNotify::Core::set_user_email_resolver(undef);
 $res = pve_request('admin@pve', 'POST', "$api/targets/mu1/test");
 ok($res->{status} == 400 && $res->{body}{message} =~ /no user e-mail resolver/ && $res->{body}{message} =~ /set_user_email_resolver/,
