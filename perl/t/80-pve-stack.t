@@ -116,6 +116,14 @@ $res = pve_request('admin@pve', 'GET', "$api/targets/ms1/oauth2-status");
 is_deeply([$res->{status}, $res->{data}{authorized}], [200, 0], 'oauth2-status: verified, 0/1 booleans');
 $res = pve_request('admin@pve', 'POST', "$api/smtp-oauth2-authorize-url", { name => 'ms1', 'redirect-uri' => $RigTest::REDIRECT });
 ok($res->{status} == 200 && $res->{data}{url} && $res->{data}{state}, 'authorize-url: verified');
+my ($code, $state) = login_and_consent('pve-ms@example.test', $res->{data}{url});
+$res = pve_request('admin@pve', 'POST', "$api/smtp-oauth2-token", { state => $state, 'authorization-code' => $code, target => 'ms1' });
+is_deeply([$res->{status}, $res->{data}], [200, { target => 'ms1' }], 'code exchange through the PVE path: verified, no token in the answer');
+$res = pve_request('admin@pve', 'GET', "$api/targets/ms1/oauth2-status");
+is_deeply([$res->{status}, $res->{data}{authorized}], [200, 1], 'oauth2-status: authorized');
+is(pve_request('admin@pve', 'POST', "$api/targets/ms1/test")->{status}, 200, 'test send over XOAUTH2 through the PVE path');
+is(pve_request('admin@pve', 'POST', "$api/smtp-oauth2-token", { state => $state, 'authorization-code' => $code })->{status},
+    400, 'replayed state: 400');
 is(pve_request('audit@pve', 'POST', "$api/smtp-oauth2-authorize-url", { name => 'ms1', 'redirect-uri' => $RigTest::REDIRECT })->{status},
     403, 'audit user starts an authorization: 403');
 $res = pve_request('admin@pve', 'POST', "$api/smtp-oauth2-token", { 'authorization-code' => 'c' });
@@ -206,11 +214,14 @@ EOS
     while (defined(my $m = do { my $buf; $sock->recv($buf, 65536); length($buf) ? $buf : undef })) { push @msgs, $m }
     return @msgs;
 }
+OxNotify::Core::create_target(ms_target_params('ms2', 'pve-ms2@example.test'));    # never authorized
 my @msgs = pveupdate_like();
 ok(@msgs >= 4, 'syslog lines received') or diag explain \@msgs;
 is_deeply([grep { !/ pveupdate\[\d+\]: / } @msgs], [], 'every line keeps pveupdate\'s identity');
 ok((grep { /oxnotify: WARNING target 'legacy': .*clear text/ } @msgs), 'the daily job warns about the legacy target') or diag explain \@msgs;
-ok((grep { /^<27>.*oxnotify: target 'ms1': needs-reauthorization .*not been authorized/ } @msgs), 'the unauthorized OAuth2 target: an err line (daemon.err)')
+ok((grep { /^<30>.*oxnotify: target 'ms1': rotated, refresh token expires about \d{4}-/ } @msgs), 'the OAuth2 target: rotated (daemon.info)')
+    or diag explain \@msgs;
+ok((grep { /^<27>.*oxnotify: target 'ms2': needs-reauthorization .*not been authorized/ } @msgs), 'the unauthorized one: daemon.err')
     or diag explain \@msgs;
 ok((grep { /after oxnotify rc=1/ } @msgs), 'exit code 1 (a target was not refreshed)');
 
