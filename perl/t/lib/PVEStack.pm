@@ -19,10 +19,12 @@ our @EXPORT = qw(stack_dir load_stack pve_request pve_perl5lib);
 
 my $ROOT = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../../..');
 
-# Where the Proxmox sources are, or undef and why not.
+# Where the Proxmox sources are, or (undef, why not) when neither $PVE_STACK_DIR nor
+# ../shared/pve-stack is there.
 sub stack_dir {
     if (defined(my $d = $ENV{PVE_STACK_DIR})) {
-        return -d "$d/pve-common/src/PVE" ? ($d) : (undef, "PVE_STACK_DIR=$d has no pve-common/src/PVE");
+        # asked for explicitly: a wrong directory is an error, not a reason to skip
+        return -d "$d/pve-common/src/PVE" ? ($d) : die "PVE_STACK_DIR=$d has no pve-common/src/PVE\n";
     }
     my $d = "$ROOT/../shared/pve-stack";
     return -d "$d/pve-common/src/PVE" ? (Cwd::abs_path($d))
