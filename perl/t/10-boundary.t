@@ -45,7 +45,7 @@ dies_with(400, qr/title/, 'CRLF in the subject', sub {
     OxNotify::Core::send({ targets => ['x'], title => "hi\r\nBcc: x\@example.test" });
 });
 dies_with(400, qr/unknown parameter/, 'unknown config key', sub {
-    OxNotify::Core::create_target({ %{ ms_target_params('k', 'a@example.test') }, colour => 'blue' });
+    OxNotify::Core::create_target({ %{ ms_target_params('kk', 'a@example.test') }, colour => 'blue' });
 });
 my $huge = 'x' x (4 * 1024 * 1024);
 is(length(OxNotify::Core::selftest({ big => $huge })->{big}), length($huge), '4 MiB string round-trips');

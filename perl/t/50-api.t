@@ -62,7 +62,7 @@ $t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, port => 70000 })
 $t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, colour => 'blue' })
   ->status_is(400)->json_is('/errors/colour' => 'unknown parameter');
 $t->post_ok("$api/endpoints/smtp" => \%A => json => { name => 'x' })
-  ->status_is(400)->json_has('/errors/server')->json_has('/errors/mailto');
+  ->status_is(400)->json_has('/errors/server')->json_has('/errors/from-address')->json_has('/errors/name');
 $t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, name => '../etc' })->status_is(400)->json_has('/errors/name');
 $t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, 'oauth2-tenant-id' => 'evil/../x' })
   ->status_is(400)->json_like('/message' => qr/tenant/);
@@ -77,7 +77,8 @@ $t->get_ok("$api/endpoints/smtp" => \%R)->status_is(200)->json_is('/data/0/name'
 $t->post_ok("$api/smtp-oauth2-authorize-url" => \%R => json => { name => 'm365', 'redirect-uri' => $RigTest::REDIRECT })
   ->status_is(403)->json_like('/message' => qr/needs Mapping\.Modify/);
 $t->post_ok("$api/smtp-oauth2-token" => \%R => json => { state => 'x', 'authorization-code' => 'y' })->status_is(403);
-$t->post_ok("$api/targets/m365/test" => \%R)->status_is(403);
+# (as pve-manager declares it, Mapping.Audit may send a test; this target is not authorized yet)
+$t->post_ok("$api/targets/m365/test" => \%R)->status_is(400)->json_like('/message' => qr/authoriz/);
 $t->put_ok("$api/endpoints/smtp/m365" => \%R => json => { comment => 'x' })->status_is(403);
 $t->delete_ok("$api/endpoints/smtp/m365" => \%R)->status_is(403);
 

@@ -24,6 +24,9 @@ pub fn target_view(target: &SmtpTarget, digest: &str) -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("digest".into(), Value::String(digest.to_string()));
         m.insert("type".into(), Value::String(SMTP_TYPE.into()));
+        if let Some(w) = target.insecure_auth_warning() {
+            m.insert("warning".into(), Value::String(w));
+        }
     }
     v
 }
@@ -55,11 +58,11 @@ fn push_value(entries: &mut Vec<(String, String)>, key: &str, v: &Value) -> Resu
         Value::String(s) => entries.push((key.into(), s.clone())),
         Value::Number(num) => entries.push((key.into(), num.to_string())),
         Value::Bool(b) => entries.push((key.into(), if *b { "1" } else { "0" }.into())),
-        Value::Array(items) if key == "mailto" => {
+        Value::Array(items) if key == "mailto" || key == "mailto-user" => {
             for item in items {
                 match item {
                     Value::String(s) => entries.push((key.into(), s.clone())),
-                    _ => return Err(Error::param(key, "must be a list of e-mail addresses")),
+                    _ => return Err(Error::param(key, "must be a list of strings")),
                 }
             }
         }
@@ -124,10 +127,14 @@ fn build_target(name: &str, entries: &[(String, String)]) -> Result<SmtpTarget> 
     validate::target_name(name).map_err(|m| Error::param("name", m))?;
     let mut section = Section::new(SMTP_TYPE, name);
     section.set_entries(entries);
-    SmtpTarget::from_section(&section).map_err(|(_, (key, message))| Error::Parameter {
+    let as_param = |(key, message): (Option<&str>, String)| Error::Parameter {
         param: key.unwrap_or("name").to_string(),
         message,
-    })
+    };
+    let target = SmtpTarget::from_section(&section).map_err(|(_, invalid)| as_param(invalid))?;
+    // what loads from an existing file may still be refused as a change (insecure auth)
+    target.validate_change().map_err(as_param)?;
+    Ok(target)
 }
 
 fn apply_secrets(secrets: &mut SmtpSecrets, given: Vec<(String, Option<Secret>)>) {
@@ -157,6 +164,7 @@ fn string_param<'a>(params: &'a Map<String, Value>, key: &str) -> Result<Option<
 /// nothing is written then.
 pub fn create_target(n: &Notifier, params: &Map<String, Value>) -> Result<()> {
     let name = string_param(params, "name")?.ok_or_else(|| Error::param("name", "missing"))?;
+    validate::config_id(name).map_err(|m| Error::param("name", m))?;
     let (entries, extra) = split_params(params, &["name"])?;
     let target = build_target(name, &entries)?;
     let mut secrets = SmtpSecrets::default();
@@ -269,14 +277,20 @@ pub fn delete_target(n: &Notifier, name: &str, digest: Option<&str>) -> Result<(
     store.remove(name, &tl)
 }
 
-/// Send a test notification to target `name` (`POST targets/{name}/test`).
-pub fn test_target(n: &Notifier, name: &str) -> Result<()> {
+/// Send a test notification to target `name` (`POST targets/{name}/test`). `user_emails`
+/// resolves the target's `mailto-user` entries (see [`Notification::user_emails`]).
+pub fn test_target(
+    n: &Notifier,
+    name: &str,
+    user_emails: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<()> {
     let note = Notification {
         title: format!("Test notification from oxnotify (target '{name}')"),
         body: format!(
             "This is a test of the notification target '{name}'.\nIf you can read this, delivery works.\n"
         ),
         severity: Severity::Info,
+        user_emails,
         ..Default::default()
     };
     n.send_to_target(name, &note)

@@ -54,6 +54,13 @@ pub struct Notification {
     /// Metadata (hostname, job id, ...), listed below the body.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// E-mail addresses of the host stack's users, for targets with `mailto-user` (user id ->
+    /// address), as the host's resolver returned them. `None`: the host has no resolver, and
+    /// a target with `mailto-user` fails with an error saying so. Users missing from the map
+    /// (no address configured) are skipped, as proxmox-notify does; no recipient at all is
+    /// an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_emails: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -121,7 +128,51 @@ impl Notification {
         text
     }
 
-    /// The e-mail for `target` (From: author <from-address>, To: mailto).
+    /// `mailto` plus the resolved `mailto-user` addresses of `target`, without duplicates.
+    pub fn recipients<'a>(&'a self, target: &'a SmtpTarget) -> Result<Vec<&'a str>> {
+        let mut out: Vec<&str> = target.mailto.iter().map(String::as_str).collect();
+        if !target.mailto_user.is_empty() {
+            let Some(emails) = &self.user_emails else {
+                return Err(Error::param(
+                    "mailto-user",
+                    format!(
+                        "target '{}' sends to users ({}), but no user e-mail resolver is \
+                         registered: the host stack must register one \
+                         (OxNotify::Core::set_user_email_resolver), or use mailto",
+                        target.name,
+                        target.mailto_user.join(", ")
+                    ),
+                ));
+            };
+            for user in &target.mailto_user {
+                if let Some(addr) = emails.get(user) {
+                    validate::email(addr).map_err(|m| {
+                        Error::param(
+                            "mailto-user",
+                            format!("target '{}': user {user}: {m}", target.name),
+                        )
+                    })?;
+                    if !out.contains(&addr.as_str()) {
+                        out.push(addr);
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::param(
+                "mailto-user",
+                format!(
+                    "target '{}' has no recipient: none of its users ({}) has an e-mail address; \
+                     set one for them, or add mailto",
+                    target.name,
+                    target.mailto_user.join(", ")
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The e-mail for `target` (From: author <from-address>, To: mailto and mailto-user).
     pub fn to_message(&self, target: &SmtpTarget) -> Result<Message> {
         self.validate()?;
         let fail = |m: String| Error::Smtp {
@@ -140,7 +191,7 @@ impl Notification {
             .subject(self.title.clone())
             .header(SeverityHeader(self.severity))
             .user_agent(concat!("oxnotify/", env!("CARGO_PKG_VERSION")).to_string());
-        for to in &target.mailto {
+        for to in self.recipients(target)? {
             builder = builder.to(Mailbox::new(
                 None,
                 to.parse().map_err(|e| fail(format!("mailto {to}: {e}")))?,

@@ -92,7 +92,7 @@ impl TargetStatus {
                 )
             })
         } else {
-            None
+            target.insecure_auth_warning()
         };
         TargetStatus {
             target: target.name.clone(),

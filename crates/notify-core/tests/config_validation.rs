@@ -166,19 +166,111 @@ fn oauth2_requirements() {
 
 #[test]
 fn authenticated_smtp_needs_tls_unless_explicitly_allowed() {
-    let m = target_error(&format!("{BASE}\tmode insecure\n\tusername u\n"));
-    assert!(
-        m.contains("clear text") && m.contains("allow-insecure-auth"),
-        "{m}"
-    );
-    let (_d, s) = setup(
-        &format!("smtp: t1\n{BASE}\tmode insecure\n\tusername u\n\tallow-insecure-auth 1\n"),
-        Some("smtp: t1\n\tpassword pw\n"),
-    );
-    assert!(NotificationConfig::load(&s)
+    // an existing section (the reference accepts it) loads and keeps sending, with a warning
+    let legacy = format!("smtp: t1\n{BASE}\tmode insecure\n\tusername u\n");
+    let (_d, s) = setup(&legacy, Some("smtp: t1\n\tpassword pw\n"));
+    let t = NotificationConfig::load(&s)
         .unwrap()
         .smtp_target("t1")
-        .is_ok());
+        .unwrap();
+    let w = t.insecure_auth_warning().expect("a warning");
+    assert!(
+        w.contains("clear text") && w.contains("allow-insecure-auth"),
+        "{w}"
+    );
+    let n = Notifier::new(s.clone()).unwrap();
+    let listed = api::list_targets(&n).unwrap();
+    assert_eq!(listed[0]["warning"].as_str(), Some(w.as_str()));
+    // ... but creating or updating one is refused
+    let params = |extra: serde_json::Value| {
+        let mut m = serde_json::json!({
+            "name": "t2", "server": "mail.example.com", "from-address": "a@example.com",
+            "mailto": ["b@example.com"], "mode": "insecure", "username": "u", "password": "pw",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        m.as_object().unwrap().clone()
+    };
+    let err = api::create_target(&n, &params(serde_json::json!({}))).unwrap_err();
+    assert_eq!(err.http_code(), 400);
+    assert!(
+        err.to_string().contains("'mode'") && err.to_string().contains("allow-insecure-auth"),
+        "{err}"
+    );
+    let comment = serde_json::json!({ "comment": "x" });
+    let err = api::update_target(&n, "t1", comment.as_object().unwrap(), &[], None).unwrap_err();
+    assert!(err.to_string().contains("allow-insecure-auth"), "{err}");
+    api::create_target(&n, &params(serde_json::json!({ "allow-insecure-auth": 1 }))).unwrap();
+    let t2 = n.load_config().unwrap().smtp_target("t2").unwrap();
+    assert!(t2.insecure_auth_warning().is_none());
+}
+
+#[test]
+fn mailto_user_is_a_recipient_and_new_names_are_pve_config_ids() {
+    let (_d, s) = setup(
+        &format!("smtp: t1\n\tserver mail.example.com\n\tfrom-address a@example.com\n\tmailto-user root@pam\n\tmailto-user alice@pve\n\nsmtp: old.name\n{BASE}"),
+        None,
+    );
+    let cfg = NotificationConfig::load(&s).unwrap();
+    let t = cfg.smtp_target("t1").unwrap();
+    assert_eq!(t.mailto_user, ["root@pam", "alice@pve"]);
+    assert!(t.mailto.is_empty());
+    // names written before the pve-configid rule still load
+    assert!(cfg.smtp_target("old.name").is_ok());
+    let m = target_error(
+        "\tserver mail.example.com\n\tfrom-address a@example.com\n\tmailto-user not-a-user\n",
+    );
+    assert!(
+        m.contains("'mailto-user'") && m.contains("user@realm"),
+        "{m}"
+    );
+    let m = target_error("\tserver mail.example.com\n\tfrom-address a@example.com\n");
+    assert!(m.contains("mailto-user"), "{m}");
+
+    let n = Notifier::new(s.clone()).unwrap();
+    let mut note = Notification {
+        title: "t".into(),
+        ..Default::default()
+    };
+    let err = note.recipients(&t).unwrap_err();
+    assert!(err.to_string().contains("set_user_email_resolver"), "{err}");
+    note.user_emails = Some([("root@pam".to_string(), "root@example.com".to_string())].into());
+    assert_eq!(note.recipients(&t).unwrap(), ["root@example.com"]);
+    note.user_emails = Some(Default::default());
+    let err = note.recipients(&t).unwrap_err();
+    assert!(err.to_string().contains("no recipient"), "{err}");
+
+    let create = |name: &str| {
+        let p = serde_json::json!({ "name": name, "server": "mail.example.com",
+            "from-address": "a@example.com", "mailto-user": ["root@pam"] });
+        api::create_target(&n, p.as_object().unwrap())
+    };
+    for bad in ["x", "a.b", "1a"] {
+        let err = create(bad).unwrap_err();
+        assert!(err.to_string().contains("pve-configid"), "{bad}: {err}");
+    }
+    create("ok_name-2").unwrap();
+    // delete mailto-user while mailto is set: fine; delete the last recipient key: refused
+    let set = serde_json::json!({ "mailto": ["b@example.com"] });
+    api::update_target(&n, "ok_name-2", set.as_object().unwrap(), &[], None).unwrap();
+    api::update_target(
+        &n,
+        "ok_name-2",
+        &Default::default(),
+        &["mailto-user".into()],
+        None,
+    )
+    .unwrap();
+    let err = api::update_target(
+        &n,
+        "ok_name-2",
+        &Default::default(),
+        &["mailto".into()],
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("recipient"), "{err}");
 }
 
 #[test]

@@ -124,10 +124,18 @@ pub fn delete_target(params: Value) -> Result<Value, CallError> {
     Ok(Value::Null)
 }
 
-/// `test_target({name})`: sends a test notification.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TestParams {
+    name: String,
+    user_emails: Option<BTreeMap<String, String>>,
+}
+
+/// `test_target({name, user-emails?})`: sends a test notification; `user-emails` maps the
+/// target's `mailto-user` entries to addresses (the Perl layer fills it from the host's resolver).
 pub fn test_target(params: Value) -> Result<Value, CallError> {
-    let p: Name = parse("test_target", params)?;
-    api::test_target(&*notifier()?, &p.name)?;
+    let p: TestParams = parse("test_target", params)?;
+    api::test_target(&*notifier()?, &p.name, p.user_emails)?;
     Ok(Value::Null)
 }
 
@@ -222,9 +230,10 @@ struct SendParams {
     severity: Severity,
     #[serde(default)]
     fields: BTreeMap<String, String>,
+    user_emails: Option<BTreeMap<String, String>>,
 }
 
-/// `send({targets: [...], title, body?, html-body?, severity?, fields?})` -> one
+/// `send({targets: [...], title, body?, html-body?, severity?, fields?, user-emails?})` -> one
 /// `{target, ok, message?, code?}` per target.
 pub fn send(params: Value) -> Result<Value, CallError> {
     let p: SendParams = parse("send", params)?;
@@ -239,6 +248,7 @@ pub fn send(params: Value) -> Result<Value, CallError> {
         html_body: p.html_body,
         severity: p.severity,
         fields: p.fields,
+        user_emails: p.user_emails,
     };
     let names: Vec<&str> = p.targets.iter().map(String::as_str).collect();
     let reports = notifier()?.send(&names, &n)?;

@@ -73,14 +73,56 @@ sub _call {
     die OxNotify::Core::Error->new("$name: malformed answer from the library", 500)
         if ref($answer) ne 'HASH';
     if (my $err = $answer->{error}) {
-        die OxNotify::Core::Error->new($err->{message}, $err->{code});
+        die OxNotify::Core::Error->from_answer($err);
     }
     return $answer->{ok};
 }
 
-for my $name (@FUNCTIONS) {
+# send and test_target resolve mailto-user through the host's resolver first (below)
+for my $name (grep { $_ ne 'send' && $_ ne 'test_target' } @FUNCTIONS) {
     no strict 'refs';
     *{$name} = sub { _call($name, @_) };
+}
+
+# The host stack's user -> e-mail lookup (like proxmox-notify's Context): the one hook a stack
+# provides so that targets can name users (mailto-user) instead of addresses.
+my $user_email_resolver;
+
+sub set_user_email_resolver {
+    my ($cb) = @_;
+    die OxNotify::Core::Error->new('set_user_email_resolver: expects a code reference or undef', 400)
+        if defined $cb && ref($cb) ne 'CODE';
+    $user_email_resolver = $cb;
+    return;
+}
+
+# user id -> address for the mailto-user entries of @names (users without an address are
+# left out; the core skips them). Without a resolver: nothing, and the core says what to do.
+sub _user_emails {
+    my (@names) = @_;
+    return () if !$user_email_resolver;
+    my %want = map { $_ => 1 } @names;
+    my %emails;
+    for my $t (@{ _call('list_targets', {}) }) {
+        next if !$want{ $t->{name} // '' };
+        for my $user (@{ $t->{'mailto-user'} // [] }) {
+            next if exists $emails{$user};
+            my $addr = $user_email_resolver->($user);
+            $emails{$user} = $addr if defined $addr && length $addr;
+        }
+    }
+    return ('user-emails' => \%emails);
+}
+
+sub send {
+    my ($params) = @_;
+    my @names = ref($params) eq 'HASH' && ref($params->{targets}) eq 'ARRAY' ? @{ $params->{targets} } : ();
+    return _call('send', ref($params) eq 'HASH' ? { %$params, _user_emails(@names) } : $params);
+}
+
+sub test_target {
+    my ($params) = @_;
+    return _call('test_target', ref($params) eq 'HASH' ? { %$params, _user_emails($params->{name} // '') } : $params);
 }
 
 # The ABI version of the loaded library.
@@ -133,6 +175,14 @@ checked at load time.
 =head1 FUNCTIONS
 
 =over
+
+=item set_user_email_resolver(sub { my ($userid) = @_; return $address_or_undef })
+
+Registers the host stack's lookup of a user's e-mail address (once, at start-up; C<undef>
+removes it). C<send> and C<test_target> resolve each C<mailto-user> entry of the targets
+through it and pass the addresses to the library. Users without an address are skipped; a
+target without any recipient then fails. Without a resolver, a target with C<mailto-user>
+fails with an error saying that the host must register one.
 
 =item list_targets()
 

@@ -4,59 +4,71 @@ use strict;
 use warnings;
 
 use POSIX ();
-use Sys::Syslog ();
 
 use OxNotify::Core;
 
-our $VERSION = '0.1.0';
+our $VERSION = '0.2.0';
 
-my %LEVEL = (refreshed => 'info', rotated => 'info', 'needs-reauthorization' => 'err', failed => 'err');
-
-sub _log {
-    my ($opts, $level, $msg) = @_;
-    print STDERR "oxnotify-daily: $msg\n" unless $opts->{quiet};
-    if ($opts->{syslog}) {
-        eval { Sys::Syslog::syslog($level, '%s', $msg); 1 };
-    }
-}
+# Syslog level per refresh outcome: transient problems are retried tomorrow (warning);
+# everything else needs the admin (err).
+my %LEVEL = (refreshed => 'info', rotated => 'info', transient => 'warning');
+my %OK = (refreshed => 1, rotated => 1);
 
 sub _when {
     my ($t) = @_;
     return defined $t ? POSIX::strftime('%Y-%m-%d', gmtime($t)) : 'unknown';
 }
 
-# Refresh every OAuth2 target; returns the exit code (0 all fine, 1 a target failed, 2 the job
-# could not run). Options: syslog (default 1), quiet, lock_timeout (seconds).
-sub run {
+# Refresh every OAuth2 target; log nothing, return the report:
+# { exit_code, lines => [[level, message], ...], locked, reports }.
+sub refresh {
     my (%opts) = @_;
-    $opts{syslog} //= 1;
-    Sys::Syslog::openlog('oxnotify-daily', 'pid', 'daemon') if $opts{syslog};
+    my @lines;
+    my $log = sub { push @lines, [@_] };
     my $res = eval { OxNotify::Core::refresh_targets({ 'lock-timeout' => $opts{lock_timeout} // 60 }) };
     if (my $err = $@) {
-        _log(\%opts, 'err', "refresh failed: $err");
-        return 2;
+        $log->('err', "refresh failed: $err");
+        return { exit_code => 2, lines => \@lines, locked => 0, reports => [] };
     }
     if ($res->{locked}) {
-        _log(\%opts, 'notice', 'another instance holds the notification config lock; nothing done');
-        return 0;
+        $log->('notice', 'another instance holds the notification config lock; nothing done');
+        return { exit_code => 0, lines => \@lines, locked => 1, reports => [] };
     }
     my $failed = 0;
+    my %warned;
     for my $r (@{ $res->{reports} }) {
         my $s = $r->{status} // {};
-        my $outcome = $r->{outcome};
+        my $outcome = $r->{outcome} // 'failed';
         my $line = "target '$r->{target}': $outcome";
         $line .= ", refresh token expires about " . _when($s->{estimated_expiry})
             if $s->{estimated_expiry} && ($outcome eq 'refreshed' || $outcome eq 'rotated');
         $line .= " - $r->{error}" if $r->{error};
-        _log(\%opts, $LEVEL{$outcome} // 'err', $line);
-        $failed++ if $outcome eq 'failed' || $outcome eq 'needs-reauthorization';
+        $log->($LEVEL{$outcome} // 'err', $line);
+        $failed++ if !$OK{$outcome};    # transient too: it did not refresh today
         if (my $w = $s->{warning}) {
-            _log(\%opts, 'warning', "WARNING target '$r->{target}': $w");
+            $log->('warning', "WARNING target '$r->{target}': $w");
+            $warned{ $r->{target} } = 1;
         }
     }
-    _log(\%opts, 'info', sprintf('%d target(s) refreshed, %d failed', @{ $res->{reports} } - $failed, $failed));
-    Sys::Syslog::closelog() if $opts{syslog};
-    return $failed ? 1 : 0;
+    # targets without OAuth2 are not refreshed, but may still need the admin (e.g. a password
+    # sent without TLS by a config from before allow-insecure-auth)
+    my $targets = eval { OxNotify::Core::list_targets() } // [];
+    for my $t (@$targets) {
+        next if !$t->{warning} || $warned{ $t->{name} };
+        $log->('warning', "WARNING target '$t->{name}': $t->{warning}");
+    }
+    $log->('info', sprintf('%d target(s) refreshed, %d failed', @{ $res->{reports} } - $failed, $failed));
+    return { exit_code => $failed ? 1 : 0, lines => \@lines, locked => 0, reports => $res->{reports} };
+}
+
+# refresh() and hand each line to the caller's logger: run(logger => sub { my ($level, $msg) = @_ }).
+# Returns the exit code. Never opens, closes or changes the process's syslog connection.
+sub run {
+    my (%opts) = @_;
+    my $logger = $opts{logger} // sub { print STDERR "oxnotify-daily: $_[1]\n" };
+    my $report = refresh(%opts);
+    $logger->(@$_) for @{ $report->{lines} };
+    return $report->{exit_code};
 }
 
 1;
@@ -65,34 +77,54 @@ __END__
 
 =head1 NAME
 
-OxNotify::Daily - the daily OAuth2 refresh of all notification targets
+OxNotify::Daily - the daily OAuth2 refresh of all notification targets, as a library call
 
 =head1 SYNOPSIS
 
+    # inside a host's daily job (e.g. pveupdate), with the host's own syslog setup
+    use PVE::SafeSyslog;
     use OxNotify::Daily;
-    exit OxNotify::Daily::run(syslog => 1);
+    my $rc = OxNotify::Daily::run(logger => sub { my ($level, $msg) = @_; syslog($level, "oxnotify: %s", $msg) });
+
+    # or take the report and log it yourself
+    my $report = OxNotify::Daily::refresh();
+    print "$_->[0]: $_->[1]\n" for @{ $report->{lines} };
 
 =head1 DESCRIPTION
 
 Refreshes every enabled OAuth2 SMTP target under the notification config lock, so that unused
 targets do not expire (Microsoft refresh tokens live 90 days from issue, Google's die after 6
-months unused). Logs one line per target to syslog (facility daemon) and stderr, warns when a
-refresh token is within 14 days of its estimated expiry or needs re-authorization, and
-continues past failures.
+months unused). Produces one line per target, warns when a refresh token is within 14 days of
+its estimated expiry or needs re-authorization, warns about targets that authenticate without
+TLS from an old config, and continues past failures.
+
+The library never touches the caller's syslog: no C<openlog>, C<closelog> or C<setlogsock>.
+It hands lines to the caller's C<logger> (default: standard error) or returns them.
+C<bin/oxnotify-daily> is the stand-alone job: it opens syslog as C<oxnotify-daily> (facility
+daemon) itself and passes a logger writing there and to standard error.
+
+Levels: C<info> for C<refreshed>/C<rotated>, C<warning> for C<transient> (retried next run)
+and for warnings, C<err> for C<needs-reauthorization>, C<needs-admin-fix>, C<failed> and
+unknown outcomes.
 
 Safe to run concurrently with sends and with itself: token refreshes take a per-target lock
 and persist rotated refresh tokens immediately; a second daily run waits up to
-C<lock_timeout> seconds for the config lock and then exits cleanly without doing anything.
+C<lock_timeout> seconds for the config lock and then does nothing (exit code 0).
 
 =head1 FUNCTIONS
 
 =over
 
+=item refresh(%opts)
+
+Options: C<lock_timeout> (seconds, default 60). Returns C<{ exit_code, lines =E<gt> [[level,
+message], ...], locked, reports }>; logs nothing.
+
 =item run(%opts)
 
-Options: C<syslog> (default 1), C<quiet> (no stderr), C<lock_timeout> (seconds, default 60).
-Returns the exit code: 0 all targets fine (or another instance busy), 1 at least one target
-failed or needs re-authorization, 2 the job could not run at all.
+C<refresh(%opts)>, then C<logger-E<gt>($level, $message)> for each line. Returns the exit code:
+0 all targets fine (or another instance busy), 1 at least one target was not refreshed
+(transient failure, needs re-authorization or an admin fix), 2 the job could not run at all.
 
 =back
 

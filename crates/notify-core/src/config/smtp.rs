@@ -128,6 +128,10 @@ pub struct SmtpTarget {
     pub author: Option<String>,
     /// Recipients.
     pub mailto: Vec<String>,
+    /// Recipients given as users of the host stack (`user@realm`); the host resolves them to
+    /// e-mail addresses when sending (see [`crate::Notification::user_emails`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mailto_user: Vec<String>,
     /// Free-text comment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -173,6 +177,7 @@ const PUBLIC_KEYS: &[&str] = &[
     "from-address",
     "author",
     "mailto",
+    "mailto-user",
     "comment",
     "disable",
     "allow-insecure-auth",
@@ -216,6 +221,7 @@ impl SmtpTarget {
             from_address: from_address.to_string(),
             author: None,
             mailto,
+            mailto_user: Vec::new(),
             comment: None,
             disable: false,
             allow_insecure_auth: false,
@@ -261,7 +267,7 @@ impl SmtpTarget {
             };
             let fail = |m: String| (line, (Some(key), m));
             validate::no_control_chars(&e.value).map_err(fail)?;
-            if key != "mailto" {
+            if key != "mailto" && key != "mailto-user" {
                 if seen.contains(&key) {
                     return Err(fail("key given more than once".into()));
                 }
@@ -295,6 +301,11 @@ impl SmtpTarget {
                 "from-address" => t.from_address = v,
                 "author" => t.author = some(v),
                 "mailto" => t.mailto.extend(
+                    v.split([',', ' ', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                ),
+                "mailto-user" => t.mailto_user.extend(
                     v.split([',', ' ', '\t'])
                         .filter(|s| !s.is_empty())
                         .map(str::to_string),
@@ -370,14 +381,18 @@ impl SmtpTarget {
             ));
         }
         validate::email(&self.from_address).map_err(|m| (Some("from-address"), m))?;
-        if self.mailto.is_empty() {
+        if self.mailto.is_empty() && self.mailto_user.is_empty() {
             return Err((
                 Some("mailto"),
-                "missing: give at least one recipient".into(),
+                "missing: give at least one recipient (mailto, or mailto-user for users of the stack)"
+                    .into(),
             ));
         }
         for m in &self.mailto {
             validate::email(m).map_err(|e| (Some("mailto"), e))?;
+        }
+        for u in &self.mailto_user {
+            validate::user_id(u).map_err(|e| (Some("mailto-user"), e))?;
         }
         let oauth2 = self.auth_method.is_oauth2();
         if let Some(u) = &self.username {
@@ -389,19 +404,6 @@ impl SmtpTarget {
             return Err((
                 Some("username"),
                 "auth-method plain needs a username".into(),
-            ));
-        }
-        if self.auth_method != AuthMethod::None
-            && self.mode == SmtpMode::Insecure
-            && !self.allow_insecure_auth
-        {
-            return Err((
-                Some("mode"),
-                format!(
-                    "auth-method {} over mode insecure would send credentials in clear text: use \
-                     mode starttls or tls (or set allow-insecure-auth 1 if you really must)",
-                    self.auth_method.as_str()
-                ),
             ));
         }
         let only_for = |key: &'static str, set: bool, allowed: bool, what: &str| {
@@ -479,6 +481,45 @@ impl SmtpTarget {
         Ok(())
     }
 
+    /// True if the target authenticates over `mode insecure` without `allow-insecure-auth`:
+    /// configs written before that key existed (the reference accepts them). They load and
+    /// send, with [`SmtpTarget::insecure_auth_warning`]; creating or updating one is refused
+    /// ([`SmtpTarget::validate_change`]).
+    pub fn legacy_insecure_auth(&self) -> bool {
+        self.auth_method != AuthMethod::None
+            && self.mode == SmtpMode::Insecure
+            && !self.allow_insecure_auth
+    }
+
+    /// The warning for [`SmtpTarget::legacy_insecure_auth`] targets (status, daily job).
+    pub fn insecure_auth_warning(&self) -> Option<String> {
+        self.legacy_insecure_auth().then(|| {
+            format!(
+                "auth-method {} over mode insecure sends credentials in clear text: use mode \
+                 starttls or tls, or set allow-insecure-auth 1 to keep it deliberately",
+                self.auth_method.as_str()
+            )
+        })
+    }
+
+    /// The stricter check for a create or update through the API: everything
+    /// [`SmtpTarget::validate`] checks, and no authentication over `mode insecure` unless
+    /// `allow-insecure-auth` is set.
+    pub fn validate_change(&self) -> Result<(), Invalid> {
+        self.validate()?;
+        if self.legacy_insecure_auth() {
+            return Err((
+                Some("mode"),
+                format!(
+                    "auth-method {} over mode insecure would send credentials in clear text: use \
+                     mode starttls or tls (or set allow-insecure-auth 1 if you really must)",
+                    self.auth_method.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Check that the secrets this target needs are present.
     pub fn validate_secrets(&self, secrets: &SmtpSecrets) -> Result<(), Invalid> {
         for (key, s) in [
@@ -530,6 +571,9 @@ impl SmtpTarget {
         put("author", self.author.clone());
         for m in &self.mailto {
             put("mailto", Some(m.clone()));
+        }
+        for u in &self.mailto_user {
+            put("mailto-user", Some(u.clone()));
         }
         put("oauth2-client-id", self.oauth2_client_id.clone());
         put("oauth2-tenant-id", self.oauth2_tenant_id.clone());

@@ -21,6 +21,52 @@ pub fn target_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Names of new targets: the form of PVE's `pve-configid` (a letter, then letters, digits,
+/// `-` or `_`; at least 2 characters) and at most 64 characters, so a host stack's own name
+/// checks accept every name oxnotify creates. Existing names in the file only need
+/// [`target_name`].
+pub fn config_id(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        && (2..=64).contains(&name.len());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid target name '{}': use a letter followed by at least one letter, digit, '-' or '_' \
+             (at most 64 characters, as PVE's pve-configid)",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// A user of the host stack as `mailto-user` names it: `user@realm` (PVE's `pve-userid`:
+/// no whitespace, `:` or `/` in the user part; the realm a letter followed by letters,
+/// digits, `.`, `-`, `_`).
+pub fn user_id(value: &str) -> Result<(), String> {
+    let ok = value.len() <= 64
+        && value.rsplit_once('@').is_some_and(|(user, realm)| {
+            !user.is_empty()
+                && !user
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | '/'))
+                && realm.len() >= 2
+                && realm.starts_with(|c: char| c.is_ascii_alphabetic())
+                && realm
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a user ID: use user@realm, e.g. root@pam",
+            value.escape_debug()
+        ))
+    }
+}
+
 /// No control characters at all (CR/LF would allow header or protocol injection).
 pub fn no_control_chars(value: &str) -> Result<(), String> {
     if let Some(c) = value.chars().find(|c| c.is_control()) {
@@ -172,6 +218,19 @@ mod tests {
         assert!(target_name("mail-1.ops_x").is_ok());
         for bad in ["", "1abc", "../x", "a/b", "a b", "ä"] {
             assert!(target_name(bad).is_err(), "{bad} accepted");
+        }
+        for ok in ["ab", "mail-1", "M365_ops"] {
+            assert!(config_id(ok).is_ok(), "{ok} refused");
+        }
+        for bad in ["a", "mail.ops", "1ab", "a b", "-ab"] {
+            assert!(config_id(bad).is_err(), "{bad} accepted");
+        }
+        assert!(user_id("root@pam").is_ok());
+        assert!(user_id("alice.smith@ldap-corp").is_ok());
+        for bad in [
+            "root", "@pam", "root@", "a b@pam", "a/b@pam", "root@1x", "x@pam\n",
+        ] {
+            assert!(user_id(bad).is_err(), "{bad} accepted");
         }
         assert!(scope("https://mail.google.com/ offline_access").is_ok());
         assert!(scope("bad\"scope").is_err());

@@ -3,192 +3,363 @@ package OxNotify::API2::Notifications;
 use strict;
 use warnings;
 
+use Carp ();
+use Scalar::Util ();
 use OxNotify::Core;
+use OxNotify::Core::Error;
 
-our $VERSION = '0.1.0';
+our $VERSION = '0.2.0';
 
-# Privilege checks in the format of PVE's RESTHandler ('perm', path, [privs]) / 'and' / 'or'.
-my $AUDIT = ['perm', '/mapping/notifications', ['Mapping.Audit']];
+# Privilege checks as pve-manager declares them for its smtp endpoints and targets
+# (PVE/API2/Cluster/Notifications.pm), in RESTHandler form ('perm', path, [privs]) / and / or.
 my $MODIFY = ['perm', '/mapping/notifications', ['Mapping.Modify']];
+my $AUDIT = ['perm', '/mapping/notifications', ['Mapping.Audit']];
 my $USE = ['perm', '/mapping/notifications', ['Mapping.Use']];
-# the token exchange makes the server talk to the network on the caller's behalf
-my $TOKEN = ['and', $MODIFY, ['or', ['perm', '/', ['Sys.Audit', 'Sys.Modify']], ['perm', '/', ['Sys.AccessNetwork']]]];
+# endpoints/smtp GET, endpoints/smtp/{name} GET
+my $READ = ['or', $MODIFY, $AUDIT];
+# endpoints/smtp POST and PUT: the server talks to the network on the caller's behalf
+my $WRITE = ['and', $MODIFY, ['or', ['perm', '/', ['Sys.Audit', 'Sys.Modify']], ['perm', '/', ['Sys.AccessNetwork']]]];
+# targets GET, targets/{name}/test POST
+my $ANY = ['or', $MODIFY, $AUDIT, $USE];
 
+# New names: PVE's pve-configid form (so the stack's own checks accept them). Existing names
+# only need the looser form older oxnotify versions allowed, so every target stays reachable.
+my $NEW_NAME = {
+    type => 'string', pattern => '^[A-Za-z][A-Za-z0-9_-]{1,63}$',
+    description => 'The name of the endpoint (pve-configid: a letter, then letters, digits, - or _).',
+};
 my $NAME = {
     type => 'string', pattern => '^[A-Za-z][A-Za-z0-9._-]{0,63}$',
-    description => 'Name of the notification target.',
+    description => 'The name of the endpoint.',
 };
 my $DIGEST = {
-    type => 'string', pattern => '^[0-9a-f]{64}$', optional => 1,
-    description => 'Digest of the configuration as read; the change fails (409) if it was modified since.',
+    type => 'string', pattern => '^[0-9a-f]{64}$', optional => 1, maxLength => 64,
+    description => 'Prevent changes if current configuration file has a different digest. '
+        . 'This can be used to prevent concurrent modifications (409).',
 };
+# PVE's pve-userid: user@realm
+my $USERID_RE = '^[^\s:/@]+(?:@[^\s:/@]+)*@[A-Za-z][A-Za-z0-9._-]+$';
 
 sub _s { my ($desc, %x) = @_; return { type => 'string', description => $desc, optional => 1, %x } }
 
-# The SMTP target keys (see the README's configuration reference).
+# The SMTP target's keys; the first ones as pve-manager names and types them.
 my %SMTP = (
-    server => _s('SMTP server host name or IP address.', maxLength => 253),
+    server => _s('The address of the SMTP server.', maxLength => 253),
     port => { type => 'integer', minimum => 1, maximum => 65535, optional => 1,
-        description => 'Port (default 25/587/465 by mode).' },
-    mode => _s('Connection security.', enum => [qw(insecure starttls tls)]),
-    'auth-method' => _s('Authentication method.', enum => [qw(none plain google-oauth2 microsoft-oauth2 oauth2)]),
-    username => _s('Login for plain; for OAuth2 the SASL identity if not the from-address.', maxLength => 256),
-    'from-address' => _s('Sender address (the XOAUTH2 identity for OAuth2).', maxLength => 256),
-    author => _s('Display name in the From header.', maxLength => 256),
+        description => 'The port to be used. Defaults to 465 for TLS based connections, 587 for STARTTLS '
+            . 'based connections and port 25 for insecure plain-text connections.' },
+    mode => _s('Determine which encryption method shall be used for the connection.',
+        enum => [qw(insecure starttls tls)], default => 'tls'),
+    username => _s('Username for SMTP authentication (OAuth2: the SASL identity if not the from-address).',
+        maxLength => 256),
+    password => _s('Password for SMTP authentication (stored in the private file, never returned).',
+        maxLength => 1024),
     mailto => { type => 'array', items => { type => 'string', maxLength => 256 }, optional => 1,
-        description => 'Recipient addresses.' },
-    comment => _s('Comment.', maxLength => 4096),
-    disable => { type => 'boolean', optional => 1, description => 'Disable the target.' },
-    'allow-insecure-auth' => { type => 'boolean', optional => 1,
+        description => 'List of email recipients' },
+    'mailto-user' => { type => 'array', items => { type => 'string', pattern => $USERID_RE, maxLength => 64 },
+        optional => 1, description => 'List of users (user@realm), resolved to their e-mail address by the host stack.' },
+    'from-address' => _s('`From` address for the mail (the XOAUTH2 identity for OAuth2).', maxLength => 256),
+    author => _s('Author of the mail (display name in From).', maxLength => 256),
+    comment => _s('Comment', maxLength => 4096),
+    disable => { type => 'boolean', optional => 1, default => 0, description => 'Disable this target' },
+    # oxnotify's additions
+    'auth-method' => _s('Authentication method (default: plain if a username is set, else none).',
+        enum => [qw(none plain google-oauth2 microsoft-oauth2 oauth2)]),
+    'allow-insecure-auth' => { type => 'boolean', optional => 1, default => 0,
         description => 'Permit authentication without TLS (mode insecure).' },
     'oauth2-client-id' => _s('OAuth2 client (application) ID.', maxLength => 256),
     'oauth2-tenant-id' => _s('Microsoft Entra tenant (GUID or domain).', maxLength => 256),
     'oauth2-authorize-url' => _s('Authorize endpoint (generic provider, or override).', maxLength => 2048),
     'oauth2-token-url' => _s('Token endpoint (generic provider, or override).', maxLength => 2048),
     'oauth2-scope' => _s('Scopes (generic provider, or override).', maxLength => 1024),
-    password => _s('Password for plain (stored in the private file, never returned).', maxLength => 1024),
     'oauth2-client-secret' => _s('OAuth2 client secret (private file, never returned).', maxLength => 1024),
     'oauth2-refresh-token' => _s('A refresh token obtained elsewhere (stored in the state, never returned; empty: keep).',
         maxLength => 16384),
 );
+my @SECRET_KEYS = qw(password oauth2-client-secret oauth2-refresh-token);
+my %REQUIRED = map { $_ => 1 } qw(server from-address);
 
-my $TARGET = {
+# delete: every optional key (a list, or one comma-separated string as PVE clients send it)
+my @DELETABLE = sort grep { !$REQUIRED{$_} && $_ ne 'oauth2-refresh-token' } keys %SMTP;
+my $DELETE_ITEM = do { my $k = join('|', map { quotemeta } @DELETABLE); "^(?:$k)(?:[,;\\s]+(?:$k))*\$" };
+
+# What a GET answers per target: the public keys (never a secret) and what oxnotify adds.
+my %VIEW = (
+    (map { my %p = (%{ $SMTP{$_} }, optional => 1); delete $p{default}; ($_ => \%p) }
+        grep { my $k = $_; !grep { $_ eq $k } @SECRET_KEYS } keys %SMTP),
+    name => { type => 'string', description => 'The name of the endpoint.' },
+    type => { type => 'string', enum => ['smtp'], optional => 1, description => 'Type of the target.' },
+    digest => { type => 'string', optional => 1, description => 'Digest of the configuration file.' },
+    warning => { type => 'string', optional => 1,
+        description => 'What the admin should change (e.g. authentication without TLS on an existing target).' },
+    error => { type => 'string', optional => 1,
+        description => 'Why this section of the config file is invalid (then only name, type, digest are set).' },
+);
+my $ORIGIN = { type => 'string', enum => [qw(user-created builtin modified-builtin)],
+    description => 'Show if this entry was created by a user or was built-in' };
+my $LIST_ITEM = { type => 'object', properties => { %VIEW, origin => $ORIGIN } };
+my $ONE = { type => 'object', properties => { %VIEW } };
+
+my $TIME = sub { { type => 'integer', optional => 1, description => "$_[0] (Unix time)." } };
+my $STATUS = {
     type => 'object',
-    properties => { name => { type => 'string' }, digest => { type => 'string' } },
-    description => 'The target\'s public configuration (no secrets) and the config digest.',
+    properties => {
+        target => { type => 'string', description => 'Target name.' },
+        auth_method => { type => 'string', description => 'Auth method.' },
+        authorized => { type => 'boolean', description => 'A refresh token is stored.' },
+        authorized_at => $TIME->('When the admin authorized'),
+        last_refresh => $TIME->('Last successful refresh'),
+        refresh_token_issued_at => $TIME->('When the current refresh token was issued'),
+        refresh_token_age_days => { type => 'integer', optional => 1, description => 'Age of the refresh token in days.' },
+        rotations => { type => 'integer', description => 'Refresh-token rotations since the authorization.' },
+        estimated_expiry => $TIME->('Estimated expiry of the refresh token'),
+        access_token_valid_until => $TIME->('A cached access token is valid until then'),
+        needs_reauthorization => { type => 'boolean', description => 'The provider said the grant is gone.' },
+        last_error => { type => 'object', optional => 1, description => 'Last error.', properties => {
+            message => { type => 'string' }, time => { type => 'integer' } } },
+        warning => { type => 'string', optional => 1, description => 'What the admin should do, if anything.' },
+    },
 };
 
-our @METHODS = (
-    {
-        name => 'get_smtp_endpoints', path => 'endpoints/smtp', method => 'GET',
-        permissions => { check => $AUDIT },
-        description => 'List all SMTP notification targets (never returns secrets).',
-        parameters => { additionalProperties => 0, properties => {} },
-        returns => { type => 'array', items => $TARGET },
-        code => sub { OxNotify::Core::list_targets() },
-    },
-    {
-        name => 'create_smtp_endpoint', path => 'endpoints/smtp', method => 'POST', protected => 1,
-        permissions => { check => $MODIFY },
-        description => 'Create an SMTP notification target.',
-        parameters => { additionalProperties => 0, properties => {
-            name => $NAME, %SMTP,
-            server => { %{ $SMTP{server} }, optional => 0 },
-            'from-address' => { %{ $SMTP{'from-address'} }, optional => 0 },
-            mailto => { %{ $SMTP{mailto} }, optional => 0 },
-        } },
-        returns => { type => 'null' },
-        code => sub { OxNotify::Core::create_target($_[0]); return undef },
-    },
-    {
-        name => 'get_smtp_endpoint', path => 'endpoints/smtp/{name}', method => 'GET',
-        permissions => { check => $AUDIT },
-        description => 'Read one SMTP target (never returns secrets). 404 if it does not exist.',
-        parameters => { additionalProperties => 0, properties => { name => $NAME } },
-        returns => $TARGET,
-        code => sub { OxNotify::Core::get_target({ name => $_[0]{name} }) },
-    },
-    {
-        name => 'update_smtp_endpoint', path => 'endpoints/smtp/{name}', method => 'PUT', protected => 1,
-        permissions => { check => $MODIFY },
-        description => 'Update an SMTP target. Empty secrets keep the stored ones; use delete to remove keys.',
-        parameters => { additionalProperties => 0, properties => {
-            name => $NAME, %SMTP, digest => $DIGEST,
-            delete => { type => 'array', items => { type => 'string', enum => [sort(grep { $_ ne 'server' && $_ ne 'from-address' && $_ ne 'mailto' } keys %SMTP)] },
-                optional => 1, description => 'Keys to remove.' },
-        } },
-        returns => { type => 'null' },
-        code => sub { OxNotify::Core::update_target($_[0]); return undef },
-    },
-    {
-        name => 'delete_smtp_endpoint', path => 'endpoints/smtp/{name}', method => 'DELETE', protected => 1,
-        permissions => { check => $MODIFY },
-        description => 'Remove an SMTP target with its secrets and OAuth2 state.',
-        parameters => { additionalProperties => 0, properties => { name => $NAME, digest => $DIGEST } },
-        returns => { type => 'null' },
-        code => sub { OxNotify::Core::delete_target($_[0]); return undef },
-    },
-    {
-        name => 'smtp_oauth2_authorize_url', path => 'smtp-oauth2-authorize-url', method => 'POST', protected => 1,
-        permissions => { check => $TOKEN },
-        description => 'Start authorizing an OAuth2 target: returns the provider URL with state and PKCE. '
-            . 'The server keeps the PKCE verifier, bound to the state (single use, 10 minutes).',
-        parameters => { additionalProperties => 0, properties => {
-            name => $NAME,
-            'redirect-uri' => { type => 'string', maxLength => 2048, description => 'Where the provider sends the browser back.' },
-        } },
-        returns => { type => 'object', properties => { url => { type => 'string' }, state => { type => 'string' } } },
-        code => sub { OxNotify::Core::authorize_begin($_[0]) },
-    },
-    {
-        name => 'smtp_oauth2_token', path => 'smtp-oauth2-token', method => 'POST', protected => 1,
-        permissions => { check => $TOKEN },
-        description => 'Exchange an authorization code on the backend. With state (from smtp-oauth2-authorize-url) '
-            . 'the stored PKCE verifier and the target\'s registration are used and the result is stored in the target; '
-            . 'without it (reference-compatible) the refresh token is returned.',
-        parameters => { additionalProperties => 0, properties => {
-            'authorization-code' => { type => 'string', maxLength => 8192, description => 'The code from the redirect.' },
-            state => _s('The state from smtp-oauth2-authorize-url.', maxLength => 512),
-            target => { %$NAME, optional => 1, description => 'Target the authorization is for.' },
-            'auth-method' => _s('OAuth2 method (without state).', enum => [qw(google-oauth2 microsoft-oauth2 oauth2)]),
-            'client-id' => _s('Client ID (without state).', maxLength => 256),
-            'client-secret' => _s('Client secret (without state).', maxLength => 1024),
-            'tenant-id' => _s('Microsoft tenant (without state).', maxLength => 256),
-            'redirect-uri' => _s('Redirect URI of the authorize request (without state).', maxLength => 2048),
-            'token-url' => _s('Token endpoint override (without state).', maxLength => 2048),
-        } },
-        returns => { type => 'object' },
-        code => sub {
-            my ($p) = @_;
-            if (defined $p->{state}) {
-                return OxNotify::Core::authorize_complete({ state => $p->{state},
-                    'authorization-code' => $p->{'authorization-code'}, (defined $p->{target} ? (target => $p->{target}) : ()) });
-            }
-            for my $k ('auth-method', 'client-id', 'redirect-uri') {
-                die OxNotify::Core::Error->new("parameter '$k' is required without 'state'", 400) if !defined $p->{$k};
-            }
-            return OxNotify::Core::exchange_smtp_oauth2_code({ %$p });
+# JSON booleans as PVE answers them (0/1), so CLI output and result verification agree.
+sub _plain {
+    my ($v) = @_;
+    if (ref($v) eq 'HASH') { return { map { ($_ => _plain($v->{$_})) } keys %$v } }
+    if (ref($v) eq 'ARRAY') { return [map { _plain($_) } @$v] }
+    if (Scalar::Util::blessed($v) && $v->isa('JSON::PP::Boolean')) { return $v ? 1 : 0 }
+    return $v;
+}
+
+# delete as the core wants it: a list of keys
+sub _keys_list { my ($v) = @_; return [map { grep { length } split(/[,;\s]+/) } ref($v) ? @$v : ($v // ())] }
+
+# Copy of %$p without undefined values (PVE passes optional parameters as absent or undef).
+sub _defined { my ($p) = @_; return { map { ($_ => $p->{$_}) } grep { defined $p->{$_} } keys %$p } }
+
+sub _descriptors {
+    return (
+        {
+            name => 'get_smtp_endpoints', path => 'endpoints/smtp', method => 'GET', protected => 1,
+            permissions => { check => $READ },
+            description => 'Returns a list of all smtp endpoints (never returns secrets).',
+            parameters => { additionalProperties => 0, properties => {} },
+            returns => { type => 'array', items => $LIST_ITEM, links => [{ rel => 'child', href => '{name}' }] },
+            code => sub { [map { { %$_, origin => 'user-created' } } @{ _plain(OxNotify::Core::list_targets()) }] },
         },
-    },
-    {
-        name => 'test_target', path => 'targets/{name}/test', method => 'POST', protected => 1,
-        permissions => { check => $USE },
-        description => 'Send a test notification through the target.',
-        parameters => { additionalProperties => 0, properties => { name => $NAME } },
-        returns => { type => 'null' },
-        code => sub { OxNotify::Core::test_target({ name => $_[0]{name} }); return undef },
-    },
-    {
-        name => 'oauth2_status', path => 'targets/{name}/oauth2-status', method => 'GET',
-        permissions => { check => $AUDIT },
-        description => 'OAuth2 health of a target: authorization, last refresh, token age, estimated expiry, '
-            . 'last error, warning.',
-        parameters => { additionalProperties => 0, properties => { name => $NAME } },
-        returns => { type => 'object' },
-        code => sub { OxNotify::Core::target_status({ name => $_[0]{name} }) },
-    },
-    {
-        name => 'get_targets', path => 'targets', method => 'GET',
-        permissions => { check => $AUDIT },
-        description => 'All notification targets: name, type, disabled, comment.',
-        parameters => { additionalProperties => 0, properties => {} },
-        returns => { type => 'array' },
-        code => sub {
-            [ map { { name => $_->{name}, type => $_->{type}, disable => $_->{disable} ? 1 : 0,
-                (defined $_->{comment} ? (comment => $_->{comment}) : ()), ($_->{error} ? (error => $_->{error}) : ()) } }
-                @{ OxNotify::Core::list_targets() } ];
+        {
+            name => 'create_smtp_endpoint', path => 'endpoints/smtp', method => 'POST', protected => 1,
+            permissions => { check => $WRITE },
+            description => 'Create a new smtp endpoint. Needs mailto or mailto-user.',
+            parameters => { additionalProperties => 0, properties => {
+                %SMTP, name => $NEW_NAME,
+                map { ($_ => { %{ $SMTP{$_} }, optional => 0 }) } keys %REQUIRED,
+            } },
+            returns => { type => 'null' },
+            code => sub { OxNotify::Core::create_target(_defined($_[0])); return undef },
         },
-    },
-);
+        {
+            name => 'get_smtp_endpoint', path => 'endpoints/smtp/{name}', method => 'GET', protected => 1,
+            permissions => { check => $READ },
+            description => 'Return a specific smtp endpoint (never returns secrets). 404 if it does not exist.',
+            parameters => { additionalProperties => 0, properties => { name => $NAME } },
+            returns => $ONE,
+            code => sub { _plain(OxNotify::Core::get_target({ name => $_[0]{name} })) },
+        },
+        {
+            name => 'update_smtp_endpoint', path => 'endpoints/smtp/{name}', method => 'PUT', protected => 1,
+            permissions => { check => $WRITE },
+            description => 'Update existing smtp endpoint. Empty secrets keep the stored ones; delete removes keys.',
+            parameters => { additionalProperties => 0, properties => {
+                %SMTP, name => $NAME, digest => $DIGEST,
+                delete => { type => 'array', items => { type => 'string', pattern => $DELETE_ITEM }, optional => 1,
+                    description => 'A list of settings you want to delete: ' . join(', ', @DELETABLE) . '.' },
+            } },
+            returns => { type => 'null' },
+            code => sub {
+                my $p = _defined($_[0]);
+                $p->{delete} = _keys_list($p->{delete}) if exists $p->{delete};
+                OxNotify::Core::update_target($p);
+                return undef;
+            },
+        },
+        {
+            name => 'delete_smtp_endpoint', path => 'endpoints/smtp/{name}', method => 'DELETE', protected => 1,
+            permissions => { check => $MODIFY },
+            description => 'Remove smtp endpoint with its secrets and OAuth2 state.',
+            parameters => { additionalProperties => 0, properties => { name => $NAME, digest => $DIGEST } },
+            returns => { type => 'null' },
+            code => sub { OxNotify::Core::delete_target(_defined($_[0])); return undef },
+        },
+        {
+            name => 'smtp_oauth2_authorize_url', path => 'smtp-oauth2-authorize-url', method => 'POST', protected => 1,
+            permissions => { check => $WRITE },
+            description => 'Start authorizing an OAuth2 target: returns the provider URL with state and PKCE. '
+                . 'The server keeps the PKCE verifier, bound to the state (single use, 10 minutes).',
+            parameters => { additionalProperties => 0, properties => {
+                name => $NAME,
+                'redirect-uri' => { type => 'string', maxLength => 2048, description => 'Where the provider sends the browser back.' },
+            } },
+            returns => { type => 'object', properties => {
+                url => { type => 'string', description => 'Open this in the browser.' },
+                state => { type => 'string', description => 'Pass it back with the code.' },
+                target => { type => 'string', optional => 1, description => 'The target.' },
+            } },
+            code => sub { OxNotify::Core::authorize_begin(_defined($_[0])) },
+        },
+        {
+            name => 'smtp_oauth2_token', path => 'smtp-oauth2-token', method => 'POST', protected => 1,
+            permissions => { check => $WRITE },
+            description => 'Exchange an authorization code on the backend. With state (from smtp-oauth2-authorize-url) '
+                . 'the stored PKCE verifier and the target\'s registration are used and the result is stored in the target; '
+                . 'without it (reference-compatible) the refresh token is returned.',
+            parameters => { additionalProperties => 0, properties => {
+                'authorization-code' => { type => 'string', maxLength => 8192, description => 'The code from the redirect.' },
+                state => _s('The state from smtp-oauth2-authorize-url.', maxLength => 512),
+                target => { %$NAME, optional => 1, description => 'Target the authorization is for.' },
+                'auth-method' => _s('OAuth2 method (without state).', enum => [qw(google-oauth2 microsoft-oauth2 oauth2)]),
+                'client-id' => _s('Client ID (without state).', maxLength => 256),
+                'client-secret' => _s('Client secret (without state).', maxLength => 1024),
+                'tenant-id' => _s('Microsoft tenant (without state).', maxLength => 256),
+                'redirect-uri' => _s('Redirect URI of the authorize request (without state).', maxLength => 2048),
+                'token-url' => _s('Token endpoint override (without state).', maxLength => 2048),
+            } },
+            returns => { type => 'object', properties => {
+                target => { type => 'string', optional => 1, description => 'The target now authorized (with state).' },
+                'refresh-token' => { type => 'string', optional => 1,
+                    description => 'The refresh token (without state, reference-compatible).' },
+            } },
+            code => sub {
+                my $p = _defined($_[0]);
+                if (defined $p->{state}) {
+                    return OxNotify::Core::authorize_complete({ state => $p->{state},
+                        'authorization-code' => $p->{'authorization-code'}, (defined $p->{target} ? (target => $p->{target}) : ()) });
+                }
+                my %missing = map { ($_ => 'property is required without state') } grep { !defined $p->{$_} }
+                    'auth-method', 'client-id', 'redirect-uri';
+                die OxNotify::Core::Error->new('parameter verification failed - '
+                    . join('; ', map { "$_: $missing{$_}" } sort keys %missing), 400, errors => \%missing) if %missing;
+                return OxNotify::Core::exchange_smtp_oauth2_code($p);
+            },
+        },
+        {
+            name => 'test_target', path => 'targets/{name}/test', method => 'POST', protected => 1,
+            permissions => { check => $ANY },
+            description => 'Send a test notification to a provided target.',
+            parameters => { additionalProperties => 0, properties => { name => $NAME } },
+            returns => { type => 'null' },
+            code => sub { OxNotify::Core::test_target({ name => $_[0]{name} }); return undef },
+        },
+        {
+            name => 'oauth2_status', path => 'targets/{name}/oauth2-status', method => 'GET', protected => 1,
+            permissions => { check => $READ },
+            description => 'OAuth2 health of a target: authorization, last refresh, token age, estimated expiry, '
+                . 'last error, warning.',
+            parameters => { additionalProperties => 0, properties => { name => $NAME } },
+            returns => $STATUS,
+            code => sub { _plain(OxNotify::Core::target_status({ name => $_[0]{name} })) },
+        },
+        {
+            name => 'get_targets', path => 'targets', method => 'GET', protected => 1,
+            permissions => { check => $ANY },
+            description => 'Returns a list of all entities that can be used as notification targets.',
+            parameters => { additionalProperties => 0, properties => {} },
+            returns => { type => 'array', links => [{ rel => 'child', href => '{name}' }], items => { type => 'object', properties => {
+                name => { type => 'string', description => 'Name of the target.' },
+                type => { type => 'string', enum => [qw(sendmail gotify smtp webhook)], description => 'Type of the target.' },
+                comment => { type => 'string', optional => 1, description => 'Comment' },
+                disable => { type => 'boolean', optional => 1, description => 'Show if this target is disabled' },
+                origin => $ORIGIN,
+                error => { type => 'string', optional => 1, description => 'Why the target\'s config is invalid.' },
+                warning => { type => 'string', optional => 1, description => 'What the admin should change.' },
+            } } },
+            code => sub {
+                [ map { +{ name => $_->{name}, type => $_->{type}, disable => $_->{disable} ? 1 : 0, origin => 'user-created',
+                    map { defined $_->[1] ? ($_->[0] => $_->[1]) : () } [comment => $_->{comment}], [error => $_->{error}],
+                    [warning => $_->{warning}] } }
+                    @{ OxNotify::Core::list_targets() } ];
+            },
+        },
+    );
+}
 
-my %BY_NAME = map { $_->{name} => $_ } @METHODS;
+# Method names and paths that do not collide with pve-manager's PVE::API2::Cluster::Notifications
+# (which has endpoints/smtp..., targets, targets/{name}/test of its own): our SMTP type gets
+# its own segment.
+sub _beside_pve {
+    my ($m, $type) = @_;
+    (my $u = $type) =~ tr/-/_/;
+    my %path = (
+        'endpoints/smtp' => "endpoints/$type",
+        'endpoints/smtp/{name}' => "endpoints/$type/{name}",
+        'targets/{name}/test' => "endpoints/$type/{name}/test",
+        'targets/{name}/oauth2-status' => "endpoints/$type/{name}/oauth2-status",
+        'targets' => "$type-targets",
+        'smtp-oauth2-authorize-url' => "$type-oauth2-authorize-url",
+        'smtp-oauth2-token' => "$type-oauth2-token",
+    );
+    my %name = (
+        test_target => "test_${u}_endpoint",
+        oauth2_status => "${u}_oauth2_status",
+        get_targets => "get_${u}_targets",
+    );
+    $m->{path} = $path{ $m->{path} } // die "no beside-pve path for $m->{path}";
+    $m->{name} = $name{ $m->{name} } // ($m->{name} =~ s/smtp/$u/r);
+    return $m;
+}
 
-# The descriptors, for stacks that register them (PVE: __PACKAGE__->register_method($_) for each).
-sub methods { return @METHODS }
+# Wrap the method's code so that errors reach the host in its own form.
+sub _with_errors {
+    my ($m, $errors) = @_;
+    return $m if !defined $errors || $errors eq 'oxnotify';
+    my $convert = ref($errors) eq 'CODE' ? $errors
+        : $errors eq 'pve' ? \&pve_exception
+        : Carp::croak("methods(): errors must be 'oxnotify', 'pve' or a code reference");
+    my $code = $m->{code};
+    $m->{code} = sub {
+        my @r = eval { $code->(@_) };
+        if (my $err = $@) {
+            die $convert->($err) if Scalar::Util::blessed($err) && $err->isa('OxNotify::Core::Error');
+            die $err;
+        }
+        return wantarray ? @r : $r[0];
+    };
+    return $m;
+}
 
-# One descriptor by name.
+# An OxNotify::Core::Error as PVE::Exception: what PVE's HTTP server keeps the status of.
+sub pve_exception {
+    my ($err) = @_;
+    require PVE::Exception;
+    my $exc = PVE::Exception->new($err->message . "\n", code => $err->code,
+        ($err->errors ? (errors => $err->errors) : ()));
+    return $exc;
+}
+
+# Fresh descriptors (RESTHandler adds its own keys to what it registers, so each call copies).
+sub methods {
+    my (%opts) = @_;
+    my $layout = $opts{layout} // 'own';
+    Carp::croak("methods(): unknown layout '$layout' (own, beside-pve)") if $layout !~ /^(?:own|beside-pve)$/;
+    my $type = $opts{type} // 'oxnotify-smtp';
+    Carp::croak("methods(): type '$type' is not a path segment") if $type !~ /^[a-z][a-z0-9-]*$/;
+    my @m = _descriptors();
+    @m = map { _beside_pve($_, $type) } @m if $layout eq 'beside-pve';
+    return map { _with_errors($_, $opts{errors}) } @m;
+}
+
+# Register the methods into a RESTHandler class: methods(%opts), each via register_method.
+sub register {
+    my ($class, %opts) = @_;
+    $class->register_method($_) for methods(%opts);
+    return;
+}
+
+my %BY_NAME;
+
+# One descriptor by name (the standalone layout and errors).
 sub method {
     my ($name) = @_;
+    %BY_NAME = map { $_->{name} => $_ } methods() if !%BY_NAME;
     return $BY_NAME{$name} // die OxNotify::Core::Error->new("no API method '$name'", 500);
 }
 
@@ -202,10 +373,14 @@ OxNotify::API2::Notifications - API method descriptors for oxnotify's notificati
 
 =head1 SYNOPSIS
 
-    # a PVE-style stack
-    package PVE::API2::Cluster::OxNotify;
+    # a PVE-style stack: a class of its own, mounted as a subtree ...
+    package PVE::API2::OxNotify;
     use base qw(PVE::RESTHandler);
-    __PACKAGE__->register_method($_) for OxNotify::API2::Notifications::methods();
+    OxNotify::API2::Notifications::register(__PACKAGE__, errors => 'pve');
+
+    # ... or next to the stack's own notification methods, in the same class
+    OxNotify::API2::Notifications::register('PVE::API2::Cluster::Notifications',
+        layout => 'beside-pve', errors => 'pve');
 
     # anything else
     my $m = OxNotify::API2::Notifications::method('get_smtp_endpoint');
@@ -215,23 +390,51 @@ OxNotify::API2::Notifications - API method descriptors for oxnotify's notificati
 
 Each method is data in the common RESTHandler format: C<name>, C<path>, C<method>,
 C<protected>, C<permissions> (C<check> expressions: C<['perm', PATH, [PRIVS]]>, C<'and'>,
-C<'or'>), C<description>, C<parameters> (JSON schema with C<optional>), C<returns>, and a short
+C<'or'>), C<description>, C<parameters> (JSON schema with C<optional>), C<returns> (every
+property each method answers, so result verification and CLI output work), and a short
 C<code> closure that only passes the parameters to L<OxNotify::Core>. The caller validates the
 parameters against the schema and checks the permissions first (L<OxNotify::API2::Schema> does
-both for the standalone server and the CLI). Errors are L<OxNotify::Core::Error> exceptions
-with an HTTP-style code.
+both for the standalone server and the CLI).
 
-Methods: C<GET/POST endpoints/smtp>, C<GET/PUT/DELETE endpoints/smtp/{name}>,
-C<POST smtp-oauth2-authorize-url>, C<POST smtp-oauth2-token>, C<POST targets/{name}/test>,
-C<GET targets/{name}/oauth2-status>, C<GET targets>.
+Every method is C<protected>: they read the root-only private file or the OAuth2 state, so a
+PVE-style proxy (running as www-data) forwards them to its privileged daemon. Permissions,
+parameter names and formats are those of pve-manager's smtp endpoints (C<mailto-user>,
+C<delete> of every optional key, names in C<pve-configid> form on create), plus the OAuth2
+keys. List items carry C<origin> (always C<user-created>) as pve-manager's do.
+
+=head2 Errors
+
+C<errors =E<gt> 'oxnotify'> (default): the methods die with L<OxNotify::Core::Error> (message,
+HTTP-style code, C<errors> per parameter for a 400). C<errors =E<gt> 'pve'>: they die with
+C<PVE::Exception> (C<code>, C<errors>), the only exception PVE's HTTP server keeps the status
+of. C<errors =E<gt> sub { my ($err) = @_; return $exception }> converts for other stacks. The
+choice belongs to the copy of the descriptors a stack registers, so a process can hold both.
+
+=head2 Layouts
+
+C<layout =E<gt> 'own'> (default; what C<oxnotify-server> mounts): C<endpoints/smtp>,
+C<endpoints/smtp/{name}>, C<smtp-oauth2-authorize-url>, C<smtp-oauth2-token>,
+C<targets/{name}/test>, C<targets/{name}/oauth2-status>, C<targets>. Mount it as a subtree of
+a PVE-style API (C<subclass>).
+
+C<layout =E<gt> 'beside-pve'> (with C<type>, default C<oxnotify-smtp>): names and paths that can
+be registered into pve-manager's C<PVE::API2::Cluster::Notifications> itself without
+collisions: C<endpoints/TYPE>, C<endpoints/TYPE/{name}>, C<endpoints/TYPE/{name}/test>,
+C<endpoints/TYPE/{name}/oauth2-status>, C<TYPE-targets>, C<TYPE-oauth2-authorize-url>,
+C<TYPE-oauth2-token>; method names with C<smtp> replaced by the type (C<get_oxnotify_smtp_endpoints>,
+C<test_oxnotify_smtp_endpoint>, C<oxnotify_smtp_oauth2_status>, C<get_oxnotify_smtp_targets>).
 
 =head1 FUNCTIONS
 
 =over
 
-=item methods() - all descriptors
+=item methods(%opts) - fresh descriptors; C<layout>, C<type>, C<errors> as above
 
-=item method($name) - one descriptor
+=item register($class, %opts) - C<< $class->register_method($_) >> for each of C<methods(%opts)>
+
+=item method($name) - one descriptor of the default layout
+
+=item pve_exception($error) - an L<OxNotify::Core::Error> as C<PVE::Exception>
 
 =back
 

@@ -36,7 +36,9 @@ sub json_schema {
 my %VALIDATORS;
 
 # Validate $param (hashref) against the method's schema; dies with a 400 naming each failing
-# parameter. Values from forms/query strings are coerced (numbers, booleans, lists).
+# parameter. Values from forms/query strings are coerced (numbers, lists). Booleans are what
+# PVE's JSONSchema accepts: JSON true/false or 0/1 ("true"/"yes" as strings are refused there,
+# so here too: the same input gets the same status on both paths).
 # Lists given as one string (form fields, query strings, the CLI): "a@x, b@y" -> ['a@x', 'b@y'].
 sub normalize {
     my ($method, $param) = @_;
@@ -54,7 +56,7 @@ sub validate {
     normalize($method, $param);
     my $jv = $VALIDATORS{ $method->{name} } //= do {
         my $v = JSON::Validator->new;
-        $v->coerce('booleans,numbers,strings');
+        $v->coerce('numbers,strings');
         $v->schema(json_schema($method->{parameters}));
         $v;
     };

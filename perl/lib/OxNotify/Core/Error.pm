@@ -8,12 +8,32 @@ use overload '""' => sub { $_[0]->{message} }, fallback => 1;
 our $VERSION = '0.1.0';
 
 sub new {
-    my ($class, $message, $code) = @_;
-    return bless { message => $message, code => $code // 500 }, $class;
+    my ($class, $message, $code, %extra) = @_;
+    my $self = bless { message => $message, code => $code // 500 }, $class;
+    for my $k (qw(kind transient errors)) {
+        $self->{$k} = $extra{$k} if defined $extra{$k};
+    }
+    return $self;
+}
+
+# From the library's error answer ({message, code, kind?, transient?, param?}).
+sub from_answer {
+    my ($class, $e) = @_;
+    my $self = $class->new($e->{message}, $e->{code}, kind => $e->{kind},
+        (defined $e->{transient} ? (transient => $e->{transient} ? 1 : 0) : ()));
+    # a 400 about one parameter: the core says which ("invalid parameter 'X': ..."), so a
+    # host can show it next to the field like its own schema errors
+    my ($param, $msg) = defined $e->{param} ? ($e->{param}, $e->{message})
+        : ($e->{message} // '') =~ /^invalid parameter '([^']+)': (.*)\z/s;
+    $self->{errors} = { $param => $msg } if ($e->{code} // 0) == 400 && defined $param;
+    return $self;
 }
 
 sub message { $_[0]->{message} }
 sub code { $_[0]->{code} }
+sub kind { $_[0]->{kind} }
+sub transient { $_[0]->{transient} }
+sub errors { $_[0]->{errors} }
 
 1;
 
@@ -37,15 +57,25 @@ HTTP-style status: 400 bad input, 404 unknown target, 409 digest conflict, 500 i
 token endpoint or SMTP server failure). It stringifies to the message, so C<die> output and
 API-handler error mapping work unchanged.
 
+C<kind> is the library's error kind where it sends one (C<invalid-input>, C<not-found>,
+C<conflict>, C<needs-reauthorization>, C<needs-admin-fix>, C<transient>, C<internal>), else
+undef; C<transient> says whether retrying later may help (undef when not sent). C<errors>
+maps parameter names to messages for a 400 about specific parameters (schema validation, or
+the core naming the parameter), the shape PVE's C<PVE::Exception> uses.
+
+Inside a PVE-style stack the API descriptors raise C<PVE::Exception> instead (see
+L<OxNotify::API2::Notifications/"Errors">); this class is what the library and the
+standalone server use.
+
 =head1 METHODS
 
 =over
 
-=item new($message, $code)
+=item new($message, $code, %extra) - C<%extra>: C<kind>, C<transient>, C<errors>
 
-=item message
+=item from_answer(\%error) - from the library's error answer
 
-=item code
+=item message, code, kind, transient, errors
 
 =back
 
