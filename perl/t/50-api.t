@@ -94,8 +94,16 @@ $t->put_ok("$api/endpoints/smtp/m365" => \%A => json => { comment => 'y' x (70 *
   ->status_is(413)->json_like('/message' => qr/too large/);
 is($t->get_ok("$api/endpoints/smtp/m365" => \%A)->tx->res->json('/data/comment'), 'no content type', 'refused bodies changed nothing');
 
-# names with a '.' reach every route
-$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, name => 'm365.backup' })->status_is(200);
+# names with a '.' (new ones are refused, as pve-configid does; older configs may hold them)
+# reach every route
+$t->post_ok("$api/endpoints/smtp" => \%A => json => { %$p, name => 'm365.backup' })->status_is(400);
+{
+    open(my $fh, '>>', "$ENV{OXNOTIFY_CONFIG_DIR}/notifications.cfg") or die $!;
+    print $fh "\nsmtp: m365.backup\n\tserver smtp.example.com\n\tfrom-address a\@example.com\n"
+        . "\tmailto ops\@example.com\n\tauth-method microsoft-oauth2\n\toauth2-client-id cid\n"
+        . "\toauth2-tenant-id contoso.com\n";
+    close($fh) or die $!;
+}
 $t->get_ok("$api/endpoints/smtp/m365.backup" => \%A)->status_is(200)->json_is('/data/name' => 'm365.backup');
 $t->put_ok("$api/endpoints/smtp/m365.backup" => \%A => json => { comment => 'dotted' })->status_is(200);
 $t->get_ok("$api/targets/m365.backup/oauth2-status" => \%A)->status_is(200)->json_is('/data/target' => 'm365.backup');

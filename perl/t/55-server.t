@@ -64,7 +64,9 @@ unlike(slurp($log), qr/\Q$admin\E/, 'and never the token');
 
 my $base = "http://127.0.0.1:$port/api2/json";
 my $auth = { headers => { Authorization => "Bearer $admin" } };
-my $http = HTTP::Tiny->new(timeout => 30);
+# no keep-alive: a kept connection stays with the worker that served it, which may be the
+# one blocked in the slow send
+my $http = HTTP::Tiny->new(timeout => 30, keep_alive => 0);
 
 # FaultInjectingSilentSmtp: accepts the connection and never greets, so a send through it
 # blocks the worker that handles it until we let go

@@ -145,7 +145,7 @@ fn try_everything(env: &Env, name: &str) -> Vec<Error> {
     if let Err(e) = env.notifier.send_to_target(name, &note("after repoint")) {
         errors.push(e);
     }
-    if let Err(e) = api::test_target(&env.notifier, name) {
+    if let Err(e) = api::test_target(&env.notifier, name, None) {
         errors.push(e);
     }
     for r in env.notifier.refresh_targets().unwrap() {
