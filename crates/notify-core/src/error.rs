@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// What the caller (or the admin) must do about an error. Stable names ([`ErrorKind::as_str`])
 /// cross the Perl boundary, so the API, the page, the CLI and the daily job can branch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request or a config value is wrong: fix it and try again.

@@ -26,6 +26,9 @@ pub struct LastError {
     pub message: String,
     /// When it happened (Unix seconds).
     pub time: i64,
+    /// What must happen next (absent in states written by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::error::ErrorKind>,
 }
 
 /// What we keep per OAuth2 target. Timestamps are Unix seconds.
@@ -105,6 +108,16 @@ impl OAuth2State {
         self.last_error = Some(LastError {
             message: message.to_string(),
             time: now(),
+            kind: None,
+        });
+    }
+
+    /// Record `e` with its kind, for the status report.
+    pub fn record_failure(&mut self, e: &crate::error::Error) {
+        self.last_error = Some(LastError {
+            message: e.to_string(),
+            time: now(),
+            kind: Some(e.kind()),
         });
     }
 }

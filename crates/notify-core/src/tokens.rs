@@ -183,7 +183,7 @@ impl<'a> TokenManager<'a> {
                 if matches!(e, Error::NeedsReauthorization { .. }) {
                     state.needs_reauthorization = true;
                 }
-                state.record_error(&e.to_string());
+                state.record_failure(&e);
                 if let Err(save) = self.store.save(name, state, lock) {
                     return Err(match e {
                         Error::Token {

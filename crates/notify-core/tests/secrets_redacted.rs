@@ -59,7 +59,9 @@ fn debug_output_is_redacted() {
 #[test]
 fn errors_from_secret_handling_paths_are_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    // the closed port is transient: retried until this deadline
+    settings.http_timeout = std::time::Duration::from_secs(2);
     let n = Notifier::new(settings).unwrap();
     // an exchange against an endpoint that does not exist, with every secret in play
     let port = std::net::TcpListener::bind("127.0.0.1:0")
