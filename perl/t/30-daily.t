@@ -47,7 +47,8 @@ is(state_of('revoked')->{refresh_token}, $rt2, 'revoked target keeps its stored 
 my $pid = open(my $holder, '-|') // die;
 if (!$pid) {
     require Fcntl;
-    open(my $lk, '>>', "$ENV{OXNOTIFY_CONFIG_DIR}/.notifications.lock") or die;
+    # another daily run holds the run lock
+    open(my $lk, ">>", "$ENV{OXNOTIFY_STATE_DIR}/daily.lock") or die;
     flock($lk, Fcntl::LOCK_EX()) or die;
     print "locked\n";
     sleep 4;
