@@ -257,7 +257,10 @@ pub fn send(params: Value) -> Result<Value, CallError> {
             .into_iter()
             .map(|r| match r.result {
                 Ok(()) => json!({ "target": r.target, "ok": true }),
-                Err(e) => json!({ "target": r.target, "ok": false, "message": e.to_string(), "code": e.http_code() }),
+                Err(e) => json!({
+                    "target": r.target, "ok": false, "message": e.to_string(), "code": e.http_code(),
+                    "kind": e.kind().as_str(), "transient": e.is_transient(),
+                }),
             })
             .collect(),
     ))
