@@ -57,6 +57,6 @@ if (!$pid) {
 my $l = <$holder>;
 $out = `$^X bin/oxnotify-daily --no-syslog --lock-timeout 1 2>&1`;
 is($? >> 8, 0, 'busy lock: exit 0') or diag $out;
-like($out, qr/another instance holds the notification config lock/, 'says so');
+like($out, qr/another instance of the daily refresh is running/, 'says so');
 close($holder);
 done_testing();

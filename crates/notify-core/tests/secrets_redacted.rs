@@ -52,6 +52,14 @@ fn debug_output_is_redacted() {
     // the challenge is in the URL, the verifier is not
     assert!(req.url.as_str().contains("code_challenge="));
     assert!(!req.url.as_str().contains(req.pkce_verifier.expose()));
+    // a proxy URL with credentials (OXNOTIFY_HTTP_PROXY) is shown without them
+    let mut settings = Settings::with_dirs("/etc/x", "/var/x");
+    settings.http_proxy = Some("http://proxyuser:PASSWORD-xyz@proxy.example.com:3128".into());
+    let dbg = format!("{settings:?}");
+    assert_clean("Settings", &dbg);
+    assert!(dbg.contains("proxy.example.com:3128") && !dbg.contains("proxyuser"), "{dbg}");
+    let n = Notifier::new(settings).unwrap();
+    assert_clean("Notifier", &format!("{n:?}"));
     let xo = smtp::xoauth2_response("a@example.com", &Secret::new("ACCESS-TOKEN-xyz"));
     assert_clean("xoauth2 response", &format!("{xo:?}"));
 }
