@@ -47,6 +47,39 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// The content of `path` if it is a regular file, `None` if it does not exist. Anything else
+/// (a FIFO, which would block the reader forever; a device; a directory) is refused with an
+/// error naming the file.
+pub fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
+    let not_regular = || {
+        Error::io(
+            path,
+            std::io::Error::other(
+                "not a regular file (a FIFO, device or directory?); refusing to read it",
+            ),
+        )
+    };
+    // check before opening: opening a FIFO for reading blocks until a writer appears
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(not_regular()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    // and after: the path may have been replaced in between
+    if !file.metadata().map_err(|e| Error::io(path, e))?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(Some(bytes))
+}
+
 /// An exclusive `flock` on a lock file, released on drop (also when the process dies).
 #[derive(Debug)]
 pub struct FileLock {

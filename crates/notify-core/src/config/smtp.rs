@@ -555,17 +555,18 @@ impl SmtpSecrets {
             let slot = match e.key.as_str() {
                 "password" => &mut s.password,
                 "oauth2-client-secret" => &mut s.oauth2_client_secret,
-                other => {
+                _ => {
                     return Err((
                         line,
                         (
                             None,
-                            format!(
-                                "unknown key '{}' in the private file (known keys: password, oauth2-client-secret)",
-                                other.escape_debug()
-                            ),
+                            // not the key's text: in this file a typo like `password=VALUE`
+                            // makes the secret the "key"
+                            "unknown key in the private file (known keys: password, \
+                             oauth2-client-secret); the line's text is not shown"
+                                .to_string(),
                         ),
-                    ))
+                    ));
                 }
             };
             if slot.is_some() {
