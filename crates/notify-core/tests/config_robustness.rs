@@ -253,3 +253,38 @@ impl NonBlock for std::fs::OpenOptions {
         self.custom_flags(0o4000)
     }
 }
+
+#[test]
+fn recipients_are_capped_per_target() {
+    let many: String = (0..101)
+        .map(|i| format!("\tmailto r{i}@example.com\n"))
+        .collect();
+    let (_d, s) = setup(
+        &format!("smtp: big\n\tserver mail.example.com\n\tfrom-address a@example.com\n{many}"),
+        None,
+    );
+    let cfg = NotificationConfig::load(&s).unwrap();
+    let m = cfg.smtp_target("big").unwrap_err().to_string();
+    assert!(
+        m.contains("key 'mailto'") && m.contains("101 recipients: at most 100"),
+        "{m}"
+    );
+    // through the API path too
+    let mut t = SmtpTarget::new(
+        "big2",
+        "mail.example.com",
+        "a@example.com",
+        (0..200_000).map(|i| format!("r{i}@example.com")).collect(),
+    );
+    t.mode = SmtpMode::Starttls;
+    let lock = ConfigLock::acquire(&s).unwrap();
+    let mut cfg = NotificationConfig::load(&s).unwrap();
+    let e = cfg
+        .add_smtp_target(&t, &SmtpSecrets::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("at most 100"), "{e}");
+    t.mailto.truncate(100);
+    cfg.add_smtp_target(&t, &SmtpSecrets::default()).unwrap();
+    cfg.save(&s, &lock).unwrap();
+}

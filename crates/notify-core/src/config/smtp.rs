@@ -376,6 +376,17 @@ impl SmtpTarget {
                 "missing: give at least one recipient".into(),
             ));
         }
+        if self.mailto.len() > crate::notification::MAX_RECIPIENTS {
+            return Err((
+                Some("mailto"),
+                format!(
+                    "{} recipients: at most {} per target; use a mailing list address, or \
+                     several targets",
+                    self.mailto.len(),
+                    crate::notification::MAX_RECIPIENTS
+                ),
+            ));
+        }
         for m in &self.mailto {
             validate::email(m).map_err(|e| (Some("mailto"), e))?;
         }
