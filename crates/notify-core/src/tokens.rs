@@ -2,13 +2,17 @@
 //! expiry, otherwise refreshed under the per-target lock. A rotated refresh token is written
 //! to the state file (atomically, fsynced) before the new access token is used, so no rotation
 //! is ever lost, even with providers that revoke the grant when an old token is replayed.
+//! If the state cannot be written (read-only or full state directory), the new tokens are
+//! kept in a recovery file or in memory ([`crate::state::SaveOutcome`]), the send goes on
+//! with the new access token, and the failure is reported loudly ([`Error::StateNotSaved`]:
+//! the error of a refresh, a warning on stderr for a send).
 
 use crate::config::smtp::{SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
 use crate::settings::Settings;
-use crate::state::{now, OAuth2State, StateStore, TargetLock};
+use crate::state::{now, OAuth2State, SaveOutcome, StateStore, TargetLock};
 use std::time::Instant;
 
 /// An access token and where it came from.
@@ -70,9 +74,32 @@ impl<'a> TokenManager<'a> {
         secrets: &SmtpSecrets,
         force_refresh: bool,
     ) -> Result<AccessToken> {
-        let lock = self.lock(&target.name)?;
-        let mut state = self.load_authorized(&target.name)?;
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
+        let lock = match self.lock(&target.name) {
+            Ok(lock) => lock,
+            // The lock file cannot be created: the state directory is read-only or full. The
+            // lock serialises writers of the state, and no process can write it now, so
+            // reading it unlocked races with nothing, and a valid cached access token is safe
+            // to use. A refresh is not: unlocked, two processes could redeem the same refresh
+            // token, which providers with reuse detection punish by revoking the grant.
+            Err(e) if !force_refresh && lock_file_unavailable(&e) => {
+                let cached = self
+                    .store
+                    .load_unlocked_newest(&target.name)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.cached_access_token(margin).cloned());
+                return match cached {
+                    Some(token) => Ok(AccessToken {
+                        token,
+                        from_cache: true,
+                    }),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let mut state = self.load_authorized(&target.name, &lock)?;
         if !force_refresh {
             if let Some(t) = state.cached_access_token(margin) {
                 return Ok(AccessToken {
@@ -81,7 +108,11 @@ impl<'a> TokenManager<'a> {
                 });
             }
         }
-        let (tokens, _) = self.refresh_locked(target, secrets, &mut state, &lock)?;
+        let (tokens, _, not_saved) = self.refresh_locked(target, secrets, &mut state, &lock)?;
+        if let Some(e) = not_saved {
+            // the send goes on with the good access token; say loudly what is at stake
+            eprintln!("oxnotify: {e}");
+        }
         Ok(AccessToken {
             token: tokens.access_token,
             from_cache: false,
@@ -91,9 +122,12 @@ impl<'a> TokenManager<'a> {
     /// Run a refresh grant now (the daily job), whatever the cache says.
     pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
         let lock = self.lock(&target.name)?;
-        let mut state = self.load_authorized(&target.name)?;
-        self.refresh_locked(target, secrets, &mut state, &lock)
-            .map(|(_, r)| r)
+        let mut state = self.load_authorized(&target.name, &lock)?;
+        match self.refresh_locked(target, secrets, &mut state, &lock)? {
+            (_, r, None) => Ok(r),
+            // refreshed, but not saved: that is what the daily job must report
+            (_, _, Some(not_saved)) => Err(not_saved),
+        }
     }
 
     /// Store a newly obtained refresh token (and the access token that came with it) as the
@@ -104,13 +138,25 @@ impl<'a> TokenManager<'a> {
             .clone()
             .ok_or_else(|| Error::param("refresh-token", "no refresh token to store"))?;
         let lock = self.lock(target)?;
+        // continue the generation count, so that no older leftover outranks this state
+        let previous = self.store.load_locked(target, &lock).ok().flatten();
         let mut state = OAuth2State::authorized(rt);
+        state.generation = previous.map_or(0, |p| p.generation);
         cache_access_token(&mut state, tokens);
-        self.store.save(target, &state, &lock)
+        match self.store.save_or_keep(target, &mut state, &lock) {
+            SaveOutcome::Saved => Ok(()),
+            SaveOutcome::Kept { kept_in, error } => Err(Error::StateNotSaved {
+                target: target.to_string(),
+                what: "the new authorization".into(),
+                path: self.settings.oauth2_state_file(target),
+                reason: error.to_string(),
+                kept_in: kept_in.to_string(),
+            }),
+        }
     }
 
-    fn load_authorized(&self, target: &str) -> Result<OAuth2State> {
-        let state = self.store.load(target)?.unwrap_or_default();
+    fn load_authorized(&self, target: &str, lock: &TargetLock) -> Result<OAuth2State> {
+        let state = self.store.load_locked(target, lock)?.unwrap_or_default();
         if state.refresh_token.is_none() {
             return Err(Error::NeedsReauthorization {
                 target: target.to_string(),
@@ -126,7 +172,7 @@ impl<'a> TokenManager<'a> {
         secrets: &SmtpSecrets,
         state: &mut OAuth2State,
         lock: &TargetLock,
-    ) -> Result<(TokenSet, Refreshed)> {
+    ) -> Result<(TokenSet, Refreshed, Option<Error>)> {
         let name = &target.name;
         let old = state
             .refresh_token
@@ -178,19 +224,33 @@ impl<'a> TokenManager<'a> {
         state.last_error = None;
         state.needs_reauthorization = false;
         cache_access_token(state, &tokens);
-        self.store.save(name, state, lock).map_err(|e| Error::Io {
-            path: self.settings.oauth2_state_file(name),
-            source: std::io::Error::other(if rotated == Refreshed::Rotated {
-                format!(
-                    "the provider rotated the refresh token but it could not be saved ({e}); \
-                     fix the state directory and re-authorize if the next refresh fails"
-                )
-            } else {
-                format!("saving the refreshed token failed: {e}")
-            }),
-        })?;
-        Ok((tokens, rotated))
+        // the provider has issued these tokens: they are kept whatever the file system says
+        match self.store.save_or_keep(name, state, lock) {
+            SaveOutcome::Saved => Ok((tokens, rotated, None)),
+            SaveOutcome::Kept { kept_in, error } => {
+                let what = match rotated {
+                    Refreshed::Rotated => {
+                        "the rotated refresh token (the old one is no longer valid) and the new \
+                         access token"
+                    }
+                    Refreshed::InPlace => "the new access token",
+                };
+                let not_saved = Error::StateNotSaved {
+                    target: name.clone(),
+                    what: what.into(),
+                    path: self.settings.oauth2_state_file(name),
+                    reason: error.to_string(),
+                    kept_in: kept_in.to_string(),
+                };
+                Ok((tokens, rotated, Some(not_saved)))
+            }
+        }
     }
+}
+
+/// True if `e` is the failure to open a lock file in a read-only or full directory.
+fn lock_file_unavailable(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if crate::fsutil::is_unwritable(source))
 }
 
 /// Cache the access token only when we know when it expires; without `expires_in` it is used
