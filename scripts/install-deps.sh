@@ -7,9 +7,10 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 # Perl binding: FFI::Platypus loads the .so, Cpanel::JSON::XS encodes, URI for the tests;
 # debhelper/dpkg-dev/lintian build and check the Debian packages
-# Mojolicious/JSON::Validator run the API server; chromium is the real browser of the page test
+# Mojolicious/JSON::Validator run the API server; chromium is the real browser of the page test;
+# strace tells the crash test whether a killed refresh had received the provider's answer
 for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-xs-perl liburi-perl \
-         libmojolicious-perl libjson-validator-perl chromium debhelper dpkg-dev lintian; do
+         libmojolicious-perl libjson-validator-perl chromium debhelper dpkg-dev lintian strace; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 command -v python3 >/dev/null || need+=(python3)
