@@ -288,3 +288,21 @@ fn recipients_are_capped_per_target() {
     cfg.add_smtp_target(&t, &SmtpSecrets::default()).unwrap();
     cfg.save(&s, &lock).unwrap();
 }
+
+#[test]
+fn a_save_removes_temp_files_a_killed_writer_left() {
+    let (_d, s) = setup(TARGET_B, Some("smtp: b\n\toauth2-client-secret x\n"));
+    let priv_dir = s.private_config_file().parent().unwrap().to_path_buf();
+    let leftover = priv_dir.join(".tmp-AbC123");
+    std::fs::write(
+        &leftover,
+        format!("smtp: b\n\toauth2-client-secret {SECRET}\n"),
+    )
+    .unwrap();
+    let public_leftover = s.config_dir.join(".tmp-XyZ789");
+    std::fs::write(&public_leftover, TARGET_B).unwrap();
+    let lock = ConfigLock::acquire(&s).unwrap();
+    let mut cfg = NotificationConfig::load(&s).unwrap();
+    cfg.save(&s, &lock).unwrap();
+    assert!(!leftover.exists() && !public_leftover.exists());
+}

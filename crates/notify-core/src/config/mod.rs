@@ -261,12 +261,28 @@ impl NotificationConfig {
         let priv_file = settings.private_config_file();
         if let Some(dir) = priv_file.parent() {
             fsutil::ensure_dir(dir, 0o700, true)?;
+            // a writer killed mid-save left its temp file (secrets included): every writer
+            // holds the config lock, so none of these belongs to a live one
+            remove_temp_files(dir);
         }
+        remove_temp_files(&settings.config_dir);
         fsutil::write_atomic(&priv_file, self.private.render().as_bytes(), 0o600)?;
         fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
         let text = self.public.render();
         fsutil::write_atomic(&settings.config_file(), text.as_bytes(), 0o644)?;
         self.digest = digest_of(&text);
         Ok(())
+    }
+}
+
+/// Remove the `.tmp-*` files [`fsutil::write_atomic`] leaves in `dir` when killed.
+fn remove_temp_files(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
