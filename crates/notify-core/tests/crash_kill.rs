@@ -125,6 +125,7 @@ fn refreshes_killed_at_random_moments_lose_no_grant() {
         std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
         // SIGKILL the traced process itself (killing strace would only detach it)
         let child = traced_child(tracer.id());
+        let _reaper = Reaper(child);
         let st = Command::new("kill")
             .args(["-KILL", &child.to_string()])
             .status()
@@ -204,4 +205,16 @@ fn token_on_disk(env: &Env, rt: &str) -> bool {
         .unwrap()
         .flatten()
         .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(rt)))
+}
+
+/// Kills the refresh loop should the test fail before it does (no stray process).
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }

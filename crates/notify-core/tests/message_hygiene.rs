@@ -6,6 +6,7 @@ mod common;
 
 use base64::Engine;
 use common::*;
+use notify_core::notification::MAX_RECIPIENTS;
 use notify_core::*;
 
 /// The raw message in `maildir` that contains `needle` anywhere, waiting up to 5 s.
@@ -134,11 +135,14 @@ fn a_long_unbreakable_subject_and_long_body_lines_stay_within_998_bytes() {
 /// Maildir writer turns a bare CR into a line break itself, so this is checked here too.)
 #[test]
 fn the_formatted_message_has_only_crlf_and_short_lines() {
+    // the most recipients a target may have, with long addresses: the To header is folded
     let target = SmtpTarget::new(
         "t",
         "localhost",
         "a@example.com",
-        vec!["b@example.com".into()],
+        (0..MAX_RECIPIENTS)
+            .map(|i| format!("recipient-{i}-{}@example.com", "x".repeat(40)))
+            .collect(),
     );
     for (title, body) in [
         (
