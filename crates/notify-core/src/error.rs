@@ -192,6 +192,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// New tokens could not be written to the state file (500). Nothing is lost yet: they are
+    /// kept where `kept_in` says and taken over by the next access; the admin must make the
+    /// state directory writable (read-only? full?).
+    #[error("target '{target}': WARNING: {what} could not be saved to {} ({reason}); it is kept in {kept_in}; make the state directory writable", .path.display())]
+    StateNotSaved {
+        /// Target name.
+        target: String,
+        /// What was not saved ("the rotated refresh token", ...).
+        what: String,
+        /// The state file.
+        path: PathBuf,
+        /// Why the write failed (secret-free).
+        reason: String,
+        /// Where the tokens are now (a recovery file, or this process's memory).
+        kept_in: String,
+    },
     /// A state file exists but cannot be parsed (500); it is left untouched.
     #[error("state file {} is corrupt ({message}); it was left untouched: fix or remove it and re-authorize", .path.display())]
     CorruptState {
@@ -259,7 +275,7 @@ impl Error {
                 ..
             } => 500,
             Error::Token { .. } | Error::Smtp { .. } => 502,
-            Error::Io { .. } | Error::CorruptState { .. } => 500,
+            Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => 500,
         }
     }
 
@@ -291,7 +307,9 @@ impl Error {
             } => ErrorKind::InvalidInput,
             Error::Smtp { .. } => ErrorKind::NeedsAdminFix,
             Error::LockTimeout { .. } => ErrorKind::Transient,
-            Error::Io { .. } | Error::CorruptState { .. } => ErrorKind::Internal,
+            Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
 

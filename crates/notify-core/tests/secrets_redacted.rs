@@ -57,7 +57,10 @@ fn debug_output_is_redacted() {
     settings.http_proxy = Some("http://proxyuser:PASSWORD-xyz@proxy.example.com:3128".into());
     let dbg = format!("{settings:?}");
     assert_clean("Settings", &dbg);
-    assert!(dbg.contains("proxy.example.com:3128") && !dbg.contains("proxyuser"), "{dbg}");
+    assert!(
+        dbg.contains("proxy.example.com:3128") && !dbg.contains("proxyuser"),
+        "{dbg}"
+    );
     let n = Notifier::new(settings).unwrap();
     assert_clean("Notifier", &format!("{n:?}"));
     let xo = smtp::xoauth2_response("a@example.com", &Secret::new("ACCESS-TOKEN-xyz"));
