@@ -34,6 +34,8 @@ sub refresh {
         $log->('notice', 'another instance of the daily refresh is running; nothing done');
         return { exit_code => 0, lines => \@lines, locked => 1, reports => [] };
     }
+    # malformed lines outside any target do not stop the job, but the admin must see them
+    $log->('warning', "WARNING config: $_") for @{ $res->{problems} // [] };
     my $failed = 0;
     my %warned;
     for my $r (@{ $res->{reports} }) {
