@@ -219,7 +219,7 @@ pub fn refresh_targets(params: Value) -> Result<Value, CallError> {
         .load_config()
         .map(|c| c.problems().iter().map(ToString::to_string).collect())
         .unwrap_or_default();
-    Ok(match api::refresh_targets_locked(&*n, timeout)? {
+    Ok(match api::refresh_targets_locked(&n, timeout)? {
         Some(reports) => json!({ "locked": false, "reports": reports, "problems": problems }),
         None => json!({ "locked": true, "reports": [], "problems": problems }),
     })
