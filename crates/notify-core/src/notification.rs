@@ -16,9 +16,7 @@ use lettre::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Most recipients (`mailto`) one target may have: a notification is one message; larger
-/// audiences belong behind a mailing list address.
-pub const MAX_RECIPIENTS: usize = 100;
+pub use crate::config::smtp::MAX_RECIPIENTS;
 
 /// Longest word of a subject that lettre may write as it is; a longer one cannot be folded.
 const MAX_SUBJECT_WORD: usize = 70;

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Section type of SMTP targets.
 pub const SMTP_TYPE: &str = "smtp";
 
+/// Most recipients (`mailto` and `mailto-user` together) one target may have: a notification
+/// is one message; larger audiences belong behind a mailing list address.
+pub const MAX_RECIPIENTS: usize = 100;
+
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -389,7 +393,7 @@ impl SmtpTarget {
             ));
         }
         let recipients = self.mailto.len() + self.mailto_user.len();
-        if recipients > crate::notification::MAX_RECIPIENTS {
+        if recipients > MAX_RECIPIENTS {
             return Err((
                 Some(if self.mailto.len() >= self.mailto_user.len() {
                     "mailto"
@@ -399,7 +403,7 @@ impl SmtpTarget {
                 format!(
                     "{recipients} recipients (mailto and mailto-user): at most {} per target; \
                      use a mailing list address, or several targets",
-                    crate::notification::MAX_RECIPIENTS
+                    MAX_RECIPIENTS
                 ),
             ));
         }
