@@ -87,7 +87,7 @@ impl Limited {
             .count();
         let refused = lines
             .iter()
-            .filter(|l| l.contains("too many connections"))
+            .filter(|l| l.contains("Connection concurrency limit exceeded"))
             .count();
         (connects, refused)
     }
