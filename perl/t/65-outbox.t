@@ -52,6 +52,10 @@ unlike($out, qr/\Q$r->{plain_password}\E/, 'no secret in the listing');
 my $st = OxNotify::Core::outbox_status({ name => 'ob' });
 is($st->{queued}, 2, 'status: queue depth');
 like($st->{warning}, qr/2 message\(s\) waiting/, 'status: warning');
+my ($view) = grep { $_->{name} eq 'ob' } @{ OxNotify::Core::list_targets() };
+is($view->{'outbox-queued'}, 2, 'the target list (and the page) shows the queue depth');
+ok(defined $view->{'outbox-oldest-age'}, '... and the oldest age');
+like($view->{warning}, qr/waiting in the outbox/, '... and the warning');
 
 # the server is reachable again (here: the admin fixed the port); one flush, one session
 OxNotify::Core::update_target({ name => 'ob', port => $r->{smtp_starttls_port}, password => $r->{plain_password} });   # a new endpoint needs its secret again
