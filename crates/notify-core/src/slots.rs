@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 /// A held connection slot; dropping it frees the slot.
 #[derive(Debug)]
 pub struct Slot {
-    _lock: FileLock,
-    /// Which slot (0-based), for diagnostics.
-    pub index: u32,
+    _lock: Option<FileLock>,
+    /// Which slot (0-based), for diagnostics; `None` if the slot files could not be used.
+    pub index: Option<u32>,
 }
 
 fn dir(settings: &Settings) -> PathBuf {
@@ -26,10 +26,19 @@ fn dir(settings: &Settings) -> PathBuf {
 }
 
 /// Wait for one of the `limit` slots of `target` until `deadline`; a wait that runs out is a
-/// transient [`Error::LockTimeout`] naming the limit.
+/// transient [`Error::LockTimeout`] naming the limit. If the slot files cannot be created
+/// (a read-only or full state directory) the send goes ahead without a slot: the limit only
+/// avoids refusals, and a send must not fail for it.
 pub fn acquire(settings: &Settings, target: &str, limit: u32, deadline: Instant) -> Result<Slot> {
-    fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
-    fsutil::ensure_dir(&dir(settings), 0o700, false)?;
+    let unlimited = Slot {
+        _lock: None,
+        index: None,
+    };
+    if fsutil::ensure_dir(&settings.state_dir, 0o700, false).is_err()
+        || fsutil::ensure_dir(&dir(settings), 0o700, false).is_err()
+    {
+        return Ok(unlimited);
+    }
     let limit = limit.max(1);
     // start at a per-process offset so that waiters do not all poll slot 0 first
     let start = std::process::id() % limit;
@@ -38,8 +47,15 @@ pub fn acquire(settings: &Settings, target: &str, limit: u32, deadline: Instant)
         for k in 0..limit {
             let index = (start + k) % limit;
             let path = dir(settings).join(format!("{target}.{index}.lock"));
-            if let Some(lock) = FileLock::try_exclusive(&path)? {
-                return Ok(Slot { _lock: lock, index });
+            match FileLock::try_exclusive(&path) {
+                Ok(Some(lock)) => {
+                    return Ok(Slot {
+                        _lock: Some(lock),
+                        index: Some(index),
+                    })
+                }
+                Ok(None) => {}
+                Err(_) => return Ok(unlimited),
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -68,6 +84,7 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(5);
         let a = acquire(&s, "t", 2, far).unwrap();
         let b = acquire(&s, "t", 2, far).unwrap();
+        assert!(a.index.is_some() && b.index.is_some());
         assert_ne!(a.index, b.index);
         // the third waits until its deadline and says why
         let err = acquire(&s, "t", 2, Instant::now() + Duration::from_millis(100)).unwrap_err();
@@ -77,5 +94,16 @@ mod tests {
         acquire(&s, "other", 2, far).unwrap();
         drop(a);
         acquire(&s, "t", 2, far).unwrap();
+    }
+
+    #[test]
+    fn an_unusable_state_dir_does_not_block_a_send() {
+        let dir = tempfile::tempdir().unwrap();
+        // the state "directory" is a file: no slot file can be created below it
+        let file = dir.path().join("state");
+        std::fs::write(&file, b"").unwrap();
+        let s = Settings::with_dirs(dir.path().join("etc"), &file);
+        let slot = acquire(&s, "t", 2, Instant::now()).unwrap();
+        assert_eq!(slot.index, None);
     }
 }
