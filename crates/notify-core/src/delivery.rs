@@ -178,9 +178,10 @@ impl Notifier {
                 }
             })
             .collect();
-        // the target works again: send what waited for it (bounded by its own deadline)
+        // the target works again: send what waited for it, within what is left of this
+        // send's deadline (the caller waits for it)
         if any_sent && outbox::has_entries(&self.settings, name) {
-            let _ = self.flush_target(config, name);
+            let _ = self.flush_until(config, name, deadline);
         }
         Ok(results)
     }
@@ -196,8 +197,19 @@ impl Notifier {
     }
 
     /// Flush one target's outbox: give up what is too old, then send the rest oldest first
-    /// over one SMTP session, removing each spool file as soon as the server took it.
+    /// over one SMTP session, removing each spool file as soon as the server took it; within
+    /// one delivery deadline.
     pub fn flush_target(&self, config: &NotificationConfig, name: &str) -> FlushReport {
+        let deadline = Instant::now() + self.settings.delivery_deadline;
+        self.flush_until(config, name, deadline)
+    }
+
+    fn flush_until(
+        &self,
+        config: &NotificationConfig,
+        name: &str,
+        deadline: Instant,
+    ) -> FlushReport {
         let mut report = FlushReport {
             target: name.to_string(),
             ..Default::default()
@@ -265,7 +277,6 @@ impl Notifier {
                 return report;
             }
         };
-        let deadline = Instant::now() + self.settings.delivery_deadline;
         let settings = &self.settings;
         let mut removal_errors = Vec::new();
         let run = self.deliver_now(&target, &secrets, &messages, deadline, &mut |i| {

@@ -134,6 +134,22 @@ impl Limited {
     }
 }
 
+/// The limited listener stopped until this is dropped (also when the test fails).
+struct Stopped<'a>(&'a Limited);
+
+impl<'a> Stopped<'a> {
+    fn new(l: &'a Limited) -> Self {
+        l.set_listening(false);
+        Stopped(l)
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.set_listening(true);
+    }
+}
+
 /// Subject -> number of copies in the Maildir, for subjects starting with `prefix`.
 fn copies(maildir: &Path, prefix: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -260,7 +276,7 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
     let (t, s) = plain_target(&rig, &l, "down");
     env.add_target(&t, &s);
     let prefix = tag("down");
-    l.set_listening(false);
+    let stopped = Stopped::new(&l);
     let mut ids = Vec::new();
     for i in 0..4 {
         let r = env
@@ -274,10 +290,7 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
                 assert!(reason.contains("connect"), "{reason}");
                 ids.push(id);
             }
-            other => {
-                l.set_listening(true);
-                panic!("send #{i} while the server is down: {other:?}");
-            }
+            other => panic!("send #{i} while the server is down: {other:?}"),
         }
     }
     assert_eq!(spool_len(&env, "down"), 4);
@@ -291,7 +304,7 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
     assert_eq!(status.queued, 4);
     assert!(status.warning.unwrap().contains("4 message(s) waiting"));
 
-    l.set_listening(true);
+    drop(stopped);
     let mark = l.mark();
     let reports = env.notifier.flush_outbox().unwrap();
     let r = reports.iter().find(|r| r.target == "down").unwrap();
