@@ -56,6 +56,10 @@ my ($view) = grep { $_->{name} eq 'ob' } @{ OxNotify::Core::list_targets() };
 is($view->{'outbox-queued'}, 2, 'the target list (and the page) shows the queue depth');
 ok(defined $view->{'outbox-oldest-age'}, '... and the oldest age');
 like($view->{warning}, qr/waiting in the outbox/, '... and the warning');
+($rc, $out) = cli('status');
+is($rc, 1, 'CLI status: exit 1 while messages wait');
+like($out, qr/^ob \(plain\):\n  outbox: +2 queued, oldest \d+ s\n  WARNING: .*2 message\(s\) waiting/m,
+    'CLI status lists the plain target with its outbox') or diag $out;
 
 # the server is reachable again (here: the admin fixed the port); one flush, one session
 OxNotify::Core::update_target({ name => 'ob', port => $r->{smtp_starttls_port}, password => $r->{plain_password} });   # a new endpoint needs its secret again

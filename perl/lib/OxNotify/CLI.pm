@@ -46,7 +46,8 @@ my %HELP = (
         . "  Deliver what waits now (one SMTP session per target; the timer does this every minute).\n"
         . "  Messages older than the maximum age (OXNOTIFY_OUTBOX_MAX_AGE, default 2 days) are given up.",
     'outbox drop' => "oxnotify outbox drop ID\n  Remove a waiting message without sending it.",
-    status => "oxnotify status [NAME]\n  OAuth2 health of one or all OAuth2 targets.",
+    status => "oxnotify status [NAME]\n  OAuth2 health of one or all OAuth2 targets, and the outbox of each (queue depth,\n"
+        . "  oldest age, messages given up); other targets are listed when their outbox needs attention.",
     refresh => "oxnotify refresh\n  Refresh all OAuth2 targets now (what the daily job does).",
 );
 
@@ -141,17 +142,29 @@ sub _when { defined $_[0] ? POSIX::strftime('%Y-%m-%d %H:%M:%S UTC', gmtime($_[0
 
 sub _print_status {
     my ($s) = @_;
-    print "$s->{target} ($s->{auth_method}): ", ($s->{authorized} ? 'authorized' : 'NOT authorized'), "\n";
-    print "  authorized at:       ", _when($s->{authorized_at}), "\n";
-    print "  last refresh:        ", _when($s->{last_refresh}), "\n";
-    print "  refresh token age:   ", ($s->{refresh_token_age_days} // '-'), " day(s), $s->{rotations} rotation(s)\n";
-    print "  estimated expiry:    ", _when($s->{estimated_expiry}), "\n" if $s->{estimated_expiry};
-    print "  last error:          $s->{last_error}{message} (", _when($s->{last_error}{time}), ")\n" if $s->{last_error};
+    if ($s->{no_oauth2}) {
+        print "$s->{target} ($s->{auth_method}):\n";
+    } else {
+        print "$s->{target} ($s->{auth_method}): ", ($s->{authorized} ? 'authorized' : 'NOT authorized'), "\n";
+        print "  authorized at:       ", _when($s->{authorized_at}), "\n";
+        print "  last refresh:        ", _when($s->{last_refresh}), "\n";
+        print "  refresh token age:   ", ($s->{refresh_token_age_days} // '-'), " day(s), $s->{rotations} rotation(s)\n";
+        print "  estimated expiry:    ", _when($s->{estimated_expiry}), "\n" if $s->{estimated_expiry};
+        print "  last error:          $s->{last_error}{message} (", _when($s->{last_error}{time}), ")\n" if $s->{last_error};
+    }
     my $o = $s->{outbox};
     print "  outbox:              $o->{queued} queued",
         (defined $o->{oldest_age_secs} ? ", oldest " . _age($o->{oldest_age_secs}) : ''),
         ($o->{given_up}{count} ? ", $o->{given_up}{count} given up" : ''), "\n" if $o;
     print "  WARNING:             $s->{warning}\n" if $s->{warning};
+}
+
+# The status of a target without OAuth2: its outbox (and the outbox's warning).
+sub _outbox_only {
+    my ($name, $method) = @_;
+    my $o = OxNotify::Core::outbox_status({ name => $name });
+    return { target => $name, auth_method => $method, no_oauth2 => 1, outbox => $o,
+        ($o->{warning} ? (warning => $o->{warning}) : ()) };
 }
 
 sub _age {
@@ -317,9 +330,13 @@ sub run {
         } elsif ($cmd =~ /^outbox (list|flush|drop)$/) {
             ($result, $text, $exit) = _outbox($1, @args);
         } elsif ($cmd eq 'status') {
-            my @names = @args ? @args : map { $_->{name} } grep { ($_->{'auth-method'} // '') =~ /oauth2$/ }
-                @{ _call('get_smtp_endpoints', {}) };
-            $result = [ map { _call('oauth2_status', { name => $_ }) } @names ];
+            my $all = _call('get_smtp_endpoints', {});
+            my %method = map { ($_->{name} => $_->{'auth-method'} // '') } @$all;
+            # OAuth2 targets, and any other target whose outbox holds or lost something
+            my @names = @args ? @args : map { $_->{name} } grep { !$_->{error} } @$all;
+            $result = [ grep { $_->{auth_method} =~ /oauth2$/ || @args || $_->{warning} }
+                map { ($method{$_} // 'oauth2') =~ /oauth2$/ ? _call('oauth2_status', { name => $_ })
+                : _outbox_only($_, $method{$_}) } @names ];
             $exit = (grep { $_->{warning} } @$result) ? 1 : 0;
             $text = sub { print "no OAuth2 targets\n" if !@$result; _print_status($_) for @$result };
         } elsif ($cmd eq 'refresh') {
