@@ -165,14 +165,12 @@ impl Notifier {
                             reason,
                         }),
                         // the outbox cannot take it: the caller must know it was not kept
-                        Err(q) => Err(Error::Smtp {
-                            target: name.to_string(),
-                            step: crate::error::SmtpStep::Connect,
-                            message: format!(
-                                "{reason}; the message could not be queued either ({q})"
-                            ),
-                            code: None,
-                            transient: true,
+                        Err(q) => Err(Error::Io {
+                            path: outbox::dir(&self.settings, name),
+                            source: std::io::Error::other(format!(
+                                "{reason}; the message could not be queued in the outbox \
+                                 either ({q}), so it was NOT kept: fix the state directory"
+                            )),
                         }),
                     }
                 }

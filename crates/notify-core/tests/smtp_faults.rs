@@ -437,3 +437,36 @@ fn a_server_that_stays_busy_queues_the_message_and_a_flush_sends_it() {
     assert!(n.outbox_list(None).unwrap().is_empty());
     assert!(server.received.lock().unwrap().contains("Subject: later"));
 }
+
+#[test]
+fn a_message_the_outbox_cannot_take_fails_and_says_it_was_not_kept() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (d, n) = notifier_with_target(closed);
+    let mut settings = n.settings().clone();
+    settings.delivery_deadline = Duration::from_secs(2);
+    // the state "directory" is a file: no spool file (and no slot file) can be written
+    let file = d.path().join("state-file");
+    std::fs::write(&file, b"").unwrap();
+    settings.state_dir = file;
+    let n = Notifier::new(settings).unwrap();
+    let r = n
+        .send(
+            &["fault"],
+            &Notification {
+                title: "nowhere".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+    let e = r.result.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("cannot connect"), "{msg}");
+    assert!(msg.contains("NOT kept"), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}
