@@ -106,4 +106,18 @@ $res = OxNotify::Core::send({ targets => ['ob'], title => "$tag badauth" });
 ok(!$res->[0]{ok} && !$res->[0]{queued}, 'wrong login: failed, not queued') or diag explain $res;
 is(scalar @{ OxNotify::Core::outbox_list({}) }, 0, 'nothing queued');
 
+# a queued message is not dropped because the login is wrong now: it waits for the admin's fix
+OxNotify::Core::update_target({ name => 'ob', port => $closed, username => $r->{plain_user}, password => $r->{plain_password} });
+$res = OxNotify::Core::send({ targets => ['ob'], title => "$tag waits" });
+ok($res->[0]{queued}, 'queued while the server is down');
+OxNotify::Core::update_target({ name => 'ob', port => $r->{smtp_starttls_port}, password => 'wrong' });
+($rc, $out) = cli('outbox flush');
+is($rc, 75, 'flush with a rejected login: exit 75 (still queued)') or diag $out;
+like($out, qr/1 still queued - .*authentication failed \(permanent\)/, 'says why') or diag $out;
+is(scalar @{ OxNotify::Core::outbox_list({}) }, 1, 'the message is kept');
+OxNotify::Core::update_target({ name => 'ob', password => $r->{plain_password} });
+($rc, $out) = cli('outbox flush');
+is($rc, 0, 'fixed: flushed') or diag $out;
+ok(find_mail("$tag waits"), 'and delivered');
+
 done_testing();

@@ -75,8 +75,14 @@ struct Run {
 
 /// The fate of one message after a delivery run.
 enum Fate {
+    /// The server took it.
     Sent,
+    /// The server refused this message for good (5xx to MAIL, RCPT or DATA).
     Failed(Error),
+    /// Not sent: the session could not start or go on, for a reason retrying does not fix
+    /// (login rejected, re-authorization needed, TLS, config).
+    Blocked(Error),
+    /// Not sent for a transient reason.
     Pending(Error),
 }
 
@@ -125,7 +131,7 @@ impl Notifier {
             .fates
             .pop()
         {
-            Some(Fate::Failed(e)) | Some(Fate::Pending(e)) => Err(e),
+            Some(Fate::Failed(e)) | Some(Fate::Blocked(e)) | Some(Fate::Pending(e)) => Err(e),
             Some(Fate::Sent) | None => Ok(()),
         }
     }
@@ -155,7 +161,7 @@ impl Notifier {
                     any_sent = true;
                     Ok(Delivery::Sent)
                 }
-                Fate::Failed(e) => Err(e),
+                Fate::Failed(e) | Fate::Blocked(e) => Err(e),
                 Fate::Pending(e) => {
                     let reason = e.to_string();
                     let entry = Entry::new(name, &n.title, m, started, &reason);
@@ -298,7 +304,10 @@ impl Notifier {
                     }
                     report.failed.push((e.id, why));
                 }
-                Fate::Pending(err) => {
+                // a session that cannot start for good (a rejected login, a token that needs
+                // re-authorization, a TLS problem) says nothing about the messages: they wait
+                // for the admin's fix, until their maximum age
+                Fate::Pending(err) | Fate::Blocked(err) => {
                     e.attempts += 1;
                     e.last_attempt = now();
                     e.last_error = err.to_string();
@@ -364,7 +373,7 @@ impl Notifier {
                     *f = Some(if err.is_transient() {
                         Fate::Pending(copy(&err))
                     } else {
-                        Fate::Failed(copy(&err))
+                        Fate::Blocked(copy(&err))
                     });
                 }
                 break;
