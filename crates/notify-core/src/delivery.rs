@@ -218,6 +218,10 @@ impl Notifier {
             target: name.to_string(),
             ..Default::default()
         };
+        if let Err(e) = outbox::ensure_meta_dir(&self.settings) {
+            report.error = Some(e.to_string());
+            return report;
+        }
         let _lock = match crate::fsutil::FileLock::try_exclusive(&outbox::flush_lock_file(
             &self.settings,
             name,
@@ -272,6 +276,9 @@ impl Notifier {
         report.remaining = kept.len() + unreadable.len();
         report.error = unreadable.first().cloned();
         if kept.is_empty() {
+            if report.remaining == 0 {
+                outbox::remove_dir_if_empty(&self.settings, name);
+            }
             return report;
         }
         let (target, secrets) = match usable_target(config, name) {
@@ -319,6 +326,9 @@ impl Notifier {
         if let Some(e) = removal_errors.first() {
             // the message was delivered but its file stays: it will be sent again
             report.error = Some(format!("delivered, but the spool file stays ({e})"));
+        }
+        if report.remaining == 0 {
+            outbox::remove_dir_if_empty(settings, name);
         }
         report
     }
@@ -558,12 +568,14 @@ impl Notifier {
             )
         })?;
         // a flush holds this lock while it sends: do not drop what is on the wire
+        outbox::ensure_meta_dir(&self.settings)?;
         let _lock = crate::fsutil::FileLock::exclusive_until(
             &outbox::flush_lock_file(&self.settings, &entry.target),
             Instant::now() + self.settings.lock_timeout,
             &format!("the outbox of target '{}'", entry.target),
         )?;
         outbox::remove(&self.settings, &entry.target, &entry.id)?;
+        outbox::remove_dir_if_empty(&self.settings, &entry.target);
         let _ = outbox::record_given_up(
             &self.settings,
             &entry.target,

@@ -7,7 +7,8 @@
 //! (attempts, first and last attempt, last error), so a flush needs neither the notification
 //! nor the target's recipients of that time. Ids sort by creation time, so the name order is
 //! the delivery order (oldest first). Messages given up (too old, or refused for good during a
-//! flush) are recorded in `<state>/outbox/<target>/.given-up.json` for the status warning.
+//! flush) are recorded in `<state>/outbox.meta/<target>.given-up.json` for the status warning;
+//! the flush locks live there too, so `<state>/outbox` is empty exactly when nothing waits.
 
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -169,13 +170,46 @@ pub fn dir(settings: &Settings, target: &str) -> PathBuf {
     root(settings).join(target)
 }
 
+/// Beside the spool, not in it: the spool holds nothing but waiting messages, so the timer's
+/// `ConditionDirectoryNotEmpty` sees exactly whether anything waits.
+fn meta_dir(settings: &Settings) -> PathBuf {
+    settings.state_dir.join("outbox.meta")
+}
+
 /// The lock file that makes one flush per target run at a time.
 pub fn flush_lock_file(settings: &Settings, target: &str) -> PathBuf {
-    root(settings).join(format!("{target}.flush.lock"))
+    meta_dir(settings).join(format!("{target}.flush.lock"))
 }
 
 fn given_up_file(settings: &Settings, target: &str) -> PathBuf {
-    dir(settings, target).join(".given-up.json")
+    meta_dir(settings).join(format!("{target}.given-up.json"))
+}
+
+/// Create the directory of the flush locks and given-up records.
+pub fn ensure_meta_dir(settings: &Settings) -> Result<()> {
+    fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
+    fsutil::ensure_dir(&meta_dir(settings), 0o700, true)
+}
+
+/// Remove `target`'s spool directory if it is empty (after a flush, under its lock). A send
+/// that queues at the same moment recreates it ([`save`] retries).
+pub fn remove_dir_if_empty(settings: &Settings, target: &str) {
+    // temp files of writes a crash interrupted (a live write's is seconds old)
+    if let Ok(rd) = std::fs::read_dir(dir(settings, target)) {
+        for e in rd.flatten() {
+            let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 3600);
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir(settings, target));
+    let _ = std::fs::remove_dir(root(settings));
 }
 
 /// Time-ordered, unique across processes: nanoseconds, pid, a per-process counter.
@@ -206,16 +240,24 @@ fn ensure_dirs(settings: &Settings, target: &str) -> Result<()> {
 
 /// Write `entry` (new or updated) atomically, 0600.
 pub fn save(settings: &Settings, entry: &Entry) -> Result<()> {
-    ensure_dirs(settings, &entry.target)?;
     let json = serde_json::to_vec_pretty(entry).map_err(|e| Error::CorruptState {
         path: dir(settings, &entry.target),
         message: e.to_string(),
     })?;
-    fsutil::write_atomic(
-        &entry_file(settings, &entry.target, &entry.id),
-        &json,
-        0o600,
-    )
+    let path = entry_file(settings, &entry.target, &entry.id);
+    let mut tries = 0;
+    loop {
+        ensure_dirs(settings, &entry.target)?;
+        match fsutil::write_atomic(&path, &json, 0o600) {
+            // a flush removed the empty directory between our mkdir and our write
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
+            {
+                tries += 1
+            }
+            other => return other,
+        }
+    }
 }
 
 fn entry_file(settings: &Settings, target: &str, id: &str) -> PathBuf {
@@ -325,7 +367,7 @@ pub fn find(settings: &Settings, id: &str) -> Result<Option<Entry>> {
 
 /// Record that a message of `target` was given up (status warning).
 pub fn record_given_up(settings: &Settings, target: &str, title: &str, reason: &str) -> Result<()> {
-    ensure_dirs(settings, target)?;
+    ensure_meta_dir(settings)?;
     let mut g = given_up(settings, target);
     g.count += 1;
     g.last_at = Some(now());

@@ -310,6 +310,8 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
     let r = reports.iter().find(|r| r.target == "down").unwrap();
     assert_eq!((r.delivered, r.sessions, r.remaining), (4, 1, 0), "{r:?}");
     assert_eq!(spool_len(&env, "down"), 0);
+    // nothing waits: the spool directory is gone, so the timer's condition is false
+    assert!(!env.settings.state_dir.join("outbox").exists());
     let got = wait_for(&l.maildir, &prefix, 4);
     assert_eq!(got.len(), 4, "{got:?}");
     assert!(got.values().all(|c| *c == 1), "{got:?}");
