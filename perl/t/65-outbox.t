@@ -29,8 +29,11 @@ my $closed = do { my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPor
 OxNotify::Core::create_target({
     name => 'ob', server => 'localhost', port => $closed, mode => 'starttls', 'auth-method' => 'plain',
     username => $r->{plain_user}, password => $r->{plain_password}, 'from-address' => $r->{plain_user},
-    mailto => ['ops@example.test'],
+    mailto => ['ops@example.test'], 'max-connections' => 2,
 });
+is(OxNotify::Core::get_target({ name => 'ob' })->{'max-connections'}, 2, 'max-connections is stored');
+eval { OxNotify::Core::update_target({ name => 'ob', 'max-connections' => 0 }) };
+like($@, qr/max-connections/, 'max-connections 0 is refused');
 
 my $tag = uniq('outbox');
 my $res = OxNotify::Core::send({ targets => ['ob'], title => "$tag one", body => 'x' });
