@@ -476,26 +476,13 @@ fn usable_target(config: &NotificationConfig, name: &str) -> Result<(SmtpTarget,
     Ok((target, secrets))
 }
 
-/// The same error again, for each message a session-level failure left undelivered.
+/// The same error again, for each message a session-level failure left undelivered. The
+/// variants a delivery produces keep their kind; any other becomes a local error with the
+/// same text.
 fn copy(e: &Error) -> Error {
     match e {
-        Error::Config {
-            file,
-            line,
-            section,
-            key,
-            message,
-        } => Error::Config {
-            file: file.clone(),
-            line: *line,
-            section: section.clone(),
-            key: key.clone(),
-            message: message.clone(),
-        },
         Error::Parameter { param, message } => Error::param(param.clone(), message.clone()),
         Error::NotFound(t) => Error::NotFound(t.clone()),
-        Error::AlreadyExists(t) => Error::AlreadyExists(t.clone()),
-        Error::DigestMismatch => Error::DigestMismatch,
         Error::NeedsReauthorization { target, reason } => Error::NeedsReauthorization {
             target: target.clone(),
             reason: reason.clone(),
@@ -533,9 +520,9 @@ fn copy(e: &Error) -> Error {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
-        Error::CorruptState { path, message } => Error::CorruptState {
-            path: path.clone(),
-            message: message.clone(),
+        other => Error::Io {
+            path: std::path::PathBuf::from("oxnotify"),
+            source: std::io::Error::other(other.to_string()),
         },
     }
 }
