@@ -39,8 +39,8 @@ my %HELP = (
         . "  the code and stores the authorization. Register that redirect URI with the provider\n"
         . "  (Microsoft and Google ignore the port for loopback addresses).",
     send => "oxnotify send NAME... --title TITLE [--body TEXT] [--severity info|notice|warning|error]\n"
-        . "  Send a notification; exit 1 if a target failed, 75 if none failed but one was queued\n"
-        . "  (not deliverable now for a transient reason: the outbox delivers it later).",
+        . "  Send a notification; exit 1 if a target failed for good, 75 (EX_TEMPFAIL) if nothing failed\n"
+        . "  for good but a notification was queued (the outbox delivers it later) or failed temporarily.",
     'outbox list' => "oxnotify outbox list [TARGET]\n  Messages waiting in the outbox, oldest first.",
     'outbox flush' => "oxnotify outbox flush [TARGET]\n"
         . "  Deliver what waits now (one SMTP session per target; the timer does this every minute).\n"
@@ -265,6 +265,9 @@ sub _authorize {
     _die("no redirect arrived within " . ($opts->{timeout} // 300) . " seconds; run `oxnotify authorize $name` again", 408);
 }
 
+# sysexits.h: a temporary failure, worth retrying later
+my $EX_TEMPFAIL = 75;
+
 # Run a command line; returns the exit code.
 sub run {
     my (@args) = @_;
@@ -323,8 +326,12 @@ sub run {
             my $o = _options(\@args, undef, map { $_ => { type => 'string' } } qw(title body severity));
             _die('--title is required') if !defined $o->{title};
             $result = OxNotify::Core::send({ targets => \@targets, %$o });
-            $exit = (grep { !$_->{ok} } @$result) ? 1 : (grep { $_->{queued} } @$result) ? 75 : 0;
-            $text = sub { print !$_->{ok} ? "$_->{target}: FAILED ($_->{code}): $_->{message}\n"
+            my @failed = grep { !$_->{ok} } @$result;
+            # nothing failed for good, but something waits (queued) or may work later:
+            # EX_TEMPFAIL, so a caller (cron, an MTA) knows
+            $exit = (grep { !$_->{transient} } @failed) ? 1
+                : (@failed || grep { $_->{queued} } @$result) ? $EX_TEMPFAIL : 0;
+            $text = sub { print !$_->{ok} ? "$_->{target}: FAILED ($_->{code}, $_->{kind}): $_->{message}\n"
                 : $_->{queued} ? "$_->{target}: QUEUED as $_->{id} (will be retried): $_->{message}\n"
                 : "$_->{target}: sent\n" for @$result };
         } elsif ($cmd =~ /^outbox (list|flush|drop)$/) {
@@ -342,19 +349,23 @@ sub run {
         } elsif ($cmd eq 'refresh') {
             my $res = OxNotify::Core::refresh_targets({});
             $result = $res->{reports};
-            $exit = (grep { $_->{outcome} =~ /failed|needs/ } @$result) ? 1 : 0;
+            my @bad = grep { $_->{outcome} =~ /failed|needs|transient/ } @$result;
+            $exit = !@bad ? 0 : (grep { $_->{outcome} ne 'transient' } @bad) ? 1 : $EX_TEMPFAIL;
             $text = sub { print "$_->{target}: $_->{outcome}" . ($_->{error} ? " - $_->{error}" : '') . "\n" for @$result };
         }
         1;
     };
     if (!$ok) {
         my $err = $@;
-        my $code = ref($err) && $err->isa('OxNotify::Core::Error') ? $err->code : 500;
+        my $core = ref($err) && $err->isa('OxNotify::Core::Error');
+        my $code = $core ? $err->code : 500;
+        my $kind = $core ? $err->kind : undef;
         if ($format eq 'json') {
-            print $JSON->encode({ error => { message => "$err", code => $code } });
+            print $JSON->encode({ error => { message => "$err", code => $code, (defined $kind ? (kind => $kind) : ()) } });
         } else {
             print STDERR "oxnotify: $err" . ("$err" =~ /\n$/ ? '' : "\n");
         }
+        return $EX_TEMPFAIL if ($kind // '') eq 'transient';
         return $code == 404 ? 4 : ($code >= 500 ? 3 : 2);
     }
     if ($format eq 'json') {
@@ -395,10 +406,11 @@ process arguments, which every local user can read with ps: C<--KEY-file FILE> r
 line of FILE (C<-> reads stdin, once per command), and C<--KEY> without a value asks on the
 terminal without echo. A value on the command line still works, with a warning.
 
-Exit codes: 0 ok; 1 a send failed or a target needs attention (status, refresh), or a flush
-gave a message up; 2 bad usage or invalid parameters; 3 server/network side failure; 4 not
-found; 75 (EX_TEMPFAIL) nothing failed, but a message was queued in the outbox (send) or is
-still queued (outbox flush).
+Exit codes: 0 ok; 1 a send failed for good or a target needs attention (status, refresh), or
+a flush gave a message up; 2 bad usage or invalid parameters; 3 server/network side failure;
+4 not found; 75 (EX_TEMPFAIL) nothing failed for good, but a notification was queued in the
+outbox or failed only temporarily (send), is still queued (outbox flush), a refresh failed
+only temporarily, or the command failed for a temporary reason: it may work later.
 
 =head1 FUNCTIONS
 

@@ -420,6 +420,21 @@ impl SmtpTarget {
                     .into(),
             ));
         }
+        let recipients = self.mailto.len() + self.mailto_user.len();
+        if recipients > crate::notification::MAX_RECIPIENTS {
+            return Err((
+                Some(if self.mailto.len() >= self.mailto_user.len() {
+                    "mailto"
+                } else {
+                    "mailto-user"
+                }),
+                format!(
+                    "{recipients} recipients (mailto and mailto-user): at most {} per target; \
+                     use a mailing list address, or several targets",
+                    crate::notification::MAX_RECIPIENTS
+                ),
+            ));
+        }
         for m in &self.mailto {
             validate::email(m).map_err(|e| (Some("mailto"), e))?;
         }
@@ -635,17 +650,18 @@ impl SmtpSecrets {
             let slot = match e.key.as_str() {
                 "password" => &mut s.password,
                 "oauth2-client-secret" => &mut s.oauth2_client_secret,
-                other => {
+                _ => {
                     return Err((
                         line,
                         (
                             None,
-                            format!(
-                                "unknown key '{}' in the private file (known keys: password, oauth2-client-secret)",
-                                other.escape_debug()
-                            ),
+                            // not the key's text: in this file a typo like `password=VALUE`
+                            // makes the secret the "key"
+                            "unknown key in the private file (known keys: password, \
+                             oauth2-client-secret); the line's text is not shown"
+                                .to_string(),
                         ),
-                    ))
+                    ));
                 }
             };
             if slot.is_some() {
