@@ -61,9 +61,10 @@ installed=1
 [ "$(stat -c %a /etc/oxnotify/priv)" = 700 ] && [ "$(stat -c %a /var/lib/oxnotify)" = 700 ] \
   && ok "directories created root-only (priv 0700, state 0700)" || fail "directory modes"
 [ -L /etc/systemd/system/timers.target.wants/oxnotify-daily.timer ] && ok "daily timer enabled" || fail "timer not enabled"
+[ -L /etc/systemd/system/timers.target.wants/oxnotify-outbox.timer ] && ok "outbox timer enabled" || fail "outbox timer not enabled"
 [ -f /lib/systemd/system/oxnotify-server.service ] && [ ! -e /etc/systemd/system/multi-user.target.wants/oxnotify-server.service ] \
   && ok "oxnotify-server.service installed, not enabled" || fail "server unit"
-for u in oxnotify-daily oxnotify-server; do
+for u in oxnotify-daily oxnotify-outbox oxnotify-server; do
   score=$(systemd-analyze security --offline=yes /lib/systemd/system/$u.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
   awk -v s="${score:-99}" 'BEGIN { exit !(s <= 4.5) }' && ok "installed $u.service: exposure $score (<= 4.5)" || fail "$u.service exposure ${score:-?}"
 done

@@ -9,7 +9,7 @@ use RigTest;
 my $analyze = '/usr/bin/systemd-analyze';
 need(-x $analyze, "needs $analyze (package systemd)");
 
-for my $unit (qw(oxnotify-daily oxnotify-server)) {
+for my $unit (qw(oxnotify-daily oxnotify-outbox oxnotify-server)) {
     my $file = "debian/oxnotify.$unit.service";
     my $out = `$analyze security --offline=yes $file 2>&1`;
     my ($score) = $out =~ /Overall exposure level for \S+: (\d+(?:\.\d+)?)/;

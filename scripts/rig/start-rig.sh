@@ -8,7 +8,7 @@
 #                                   virtual delivery into its own Maildir
 # Prints sourceable KEY=VALUE lines (also written to $RIG_DIR/rig.env). Must run as root (Dovecot/Postfix
 # masters drop privileges themselves). Stop with stop-rig.sh RIG_DIR.
-# env: RIG_POSTFIX=auto|1|0  AT_TTL SHORT_TTL RT_TTL OIDC_ROTATE  RIG_DEBUG=1 (Dovecot auth_debug)
+# env: RIG_POSTFIX=auto|1|0  RIG_PF_LIMIT (connections the limited Postfix listener accepts per client, default 3)  AT_TTL SHORT_TTL RT_TTL OIDC_ROTATE  RIG_DEBUG=1 (Dovecot auth_debug)
 #      RIG_NODE_DIR (dir with node_modules/oidc-provider + oidc-rig.mjs)  RIG_VENV (venv with aiosmtpd)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -33,9 +33,9 @@ log() { echo "[start-rig] $*" >&2; }
 t_start=$(date +%s.%N)
 
 # ---- free ports (bound simultaneously so they are distinct; tiny race until the servers bind) ----
-read -r OIDC_PORT SUB_PORT SUBS_PORT SINK_PORT PF_PORT PFS_PORT < <(python3 -c '
+read -r OIDC_PORT SUB_PORT SUBS_PORT SINK_PORT PF_PORT PFS_PORT PFL_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(6)]
+ss = [socket.socket() for _ in range(7)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
@@ -178,7 +178,8 @@ smtpd_sasl_path = $RIG_DIR/run/dovecot/auth-postfix
 smtpd_sasl_security_options = noanonymous
 smtpd_sasl_authenticated_header = yes
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
-smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+# one mailbox that does not exist (a permanent 550 for the outbox tests), everything else accepted
+smtpd_recipient_restrictions = check_recipient_access texthash:$RIG_DIR/postfix/rcpt_access, permit_sasl_authenticated, reject
 # like a real port-587 MSA: STARTTLS mandatory, AUTH only offered after it
 smtpd_tls_security_level = encrypt
 smtpd_tls_auth_only = yes
@@ -190,10 +191,15 @@ virtual_mailbox_maps = static:catchall/
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
 EOF
-  # Debian's master.cf with chroot off and the public smtp listener replaced by two loopback listeners
-  awk -v p="$PF_PORT" -v s="$PFS_PORT" '
+  echo "rejected@example.test 550 5.1.1 <rejected@example.test>: Recipient address rejected: no such mailbox" > postfix/rcpt_access
+  # Debian's master.cf with chroot off and the public smtp listener replaced by loopback listeners;
+  # the third one refuses more than RIG_PF_LIMIT simultaneous connections (421, like Microsoft 365's
+  # 3 per mailbox), loopback included, and logs as postfix/limited so tests can count its sessions
+  awk -v p="$PF_PORT" -v s="$PFS_PORT" -v l="$PFL_PORT" -v n="${RIG_PF_LIMIT:-3}" '
     /^smtp +inet/ { print "127.0.0.1:" p " inet n - n - - smtpd"
-                    print "127.0.0.1:" s " inet n - n - - smtpd -o smtpd_tls_wrappermode=yes"; next }
+                    print "127.0.0.1:" s " inet n - n - - smtpd -o smtpd_tls_wrappermode=yes"
+                    print "127.0.0.1:" l " inet n - n - - smtpd -o syslog_name=postfix/limited" \
+                          " -o smtpd_client_connection_count_limit=" n " -o smtpd_client_event_limit_exceptions="; next }
     /^[a-z]/ && NF >= 8 { $5 = "n" } { print }' /etc/postfix/master.cf > postfix/master.cf
   postfix -c "$RIG_DIR/postfix" start </dev/null >>logs/postfix.start.log 2>&1 \
     || { cat logs/postfix.start.log logs/postfix.log >&2 2>/dev/null; exit 1; }
@@ -206,7 +212,9 @@ wait_port() { # port name
 }
 wait_port "$OIDC_PORT" oidc-provider; wait_port "$SINK_PORT" aiosmtpd
 wait_port "$SUB_PORT" dovecot-submission; wait_port "$SUBS_PORT" dovecot-submissions
-if [ "$RIG_POSTFIX" = 1 ]; then wait_port "$PF_PORT" postfix; wait_port "$PFS_PORT" postfix-smtps; fi
+if [ "$RIG_POSTFIX" = 1 ]; then
+  wait_port "$PF_PORT" postfix; wait_port "$PFS_PORT" postfix-smtps; wait_port "$PFL_PORT" postfix-limited
+fi
 
 ISSUER=http://127.0.0.1:$OIDC_PORT
 {
@@ -235,6 +243,10 @@ ISSUER=http://127.0.0.1:$OIDC_PORT
   if [ "$RIG_POSTFIX" = 1 ]; then
     echo "RIG_PF_STARTTLS_PORT=$PF_PORT"
     echo "RIG_PF_TLS_PORT=$PFS_PORT"
+    echo "RIG_PF_LIMITED_PORT=$PFL_PORT"
+    echo "RIG_PF_LIMIT=${RIG_PF_LIMIT:-3}"
+    echo "RIG_PF_LOG=$RIG_DIR/logs/postfix.log"
+    echo "RIG_PF_REJECTED_RCPT=rejected@example.test"
     echo "RIG_PF_MAILDIR=$RIG_DIR/pfmail/catchall"
   fi
   echo "RIG_CA_FILE=$RIG_DIR/tls/ca.crt"

@@ -1,7 +1,8 @@
 //! Delivery benchmark over loopback against the real rig (run with `make bench`):
 //! median/p90 latency of one send with `none` (aiosmtpd), `plain` (Dovecot, STARTTLS), XOAUTH2
 //! with a cached access token, and XOAUTH2 with a token refresh (rotating refresh token,
-//! persisted) before each send; plus token requests per 100 sends.
+//! persisted) before each send; plus token requests per 100 sends, and 100 notifications as
+//! separate sends against one burst over one session.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -103,4 +104,27 @@ fn main() {
     );
     let rotations = env.state_json("xoauth2")["rotations"].clone();
     println!("refresh-token rotations persisted during the run: {rotations}");
+
+    // a burst: 100 notifications over one session (one connect, one AUTH) against 100 sends
+    let list: Vec<Notification> = (0..100)
+        .map(|i| note(&format!("bench-burst #{i}")))
+        .collect();
+    let t0 = Instant::now();
+    for n in &list {
+        let r = env.notifier.send(&["xoauth2"], n).unwrap();
+        assert!(matches!(r[0].result, Ok(Delivery::Sent)));
+    }
+    let separate = t0.elapsed();
+    let t0 = Instant::now();
+    let results = env.notifier.send_burst("xoauth2", &list).unwrap();
+    let burst = t0.elapsed();
+    let sent = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Delivery::Sent)))
+        .count();
+    println!(
+        "xoauth2, 100 notifications: 100 separate sends {:.2} s (100 sessions), one burst {:.2} s (1 session, {sent} sent)",
+        separate.as_secs_f64(),
+        burst.as_secs_f64()
+    );
 }

@@ -40,7 +40,7 @@ pub fn list_targets(n: &Notifier) -> Result<Vec<Value>> {
         .smtp_targets()
         .into_iter()
         .map(|(name, t)| match t {
-            Ok(t) => target_view(&t, cfg.digest()),
+            Ok(t) => with_outbox(n, target_view(&t, cfg.digest()), &name),
             Err(e) => serde_json::json!({ "name": name, "type": SMTP_TYPE, "error": e.to_string(), "digest": cfg.digest() }),
         })
         .collect())
@@ -49,7 +49,31 @@ pub fn list_targets(n: &Notifier) -> Result<Vec<Value>> {
 /// One target (`GET endpoints/smtp/{name}`): 404 if missing, 400 if its config is invalid.
 pub fn get_target(n: &Notifier, name: &str) -> Result<Value> {
     let cfg = n.load_config()?;
-    Ok(target_view(&cfg.smtp_target(name)?, cfg.digest()))
+    Ok(with_outbox(
+        n,
+        target_view(&cfg.smtp_target(name)?, cfg.digest()),
+        name,
+    ))
+}
+
+/// A target's view with its outbox: queue depth, oldest age, and the outbox warning (a
+/// waiting or lost notification) ahead of any other.
+fn with_outbox(n: &Notifier, mut view: Value, name: &str) -> Value {
+    let o = crate::outbox::status(n.settings(), name);
+    if let Value::Object(m) = &mut view {
+        m.insert("outbox-queued".into(), Value::from(o.queued));
+        if let Some(age) = o.oldest_age_secs {
+            m.insert("outbox-oldest-age".into(), Value::from(age));
+        }
+        if let Some(w) = o.warning {
+            let w = match m.get("warning").and_then(Value::as_str) {
+                Some(other) => format!("{w}; {other}"),
+                None => w,
+            };
+            m.insert("warning".into(), Value::String(w));
+        }
+    }
+    view
 }
 
 /// Convert API values to config lines: strings as they are, numbers, booleans as 1/0, arrays

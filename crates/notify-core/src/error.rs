@@ -159,7 +159,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// An SMTP delivery failed at `step` (502).
-    #[error("target '{target}': SMTP {step} failed ({}): {message}", if *.transient { "temporary, will be retried" } else { "permanent" })]
+    #[error("target '{target}': SMTP {step} failed ({}): {message}", if *.transient { "temporary" } else { "permanent" })]
     Smtp {
         /// Target name.
         target: String,

@@ -6,8 +6,9 @@
 //! The modules build on each other in one direction:
 //! [`config`] (targets, public + private file) -> [`state`] (per-target OAuth2 state files)
 //! -> [`oauth2`] (providers, flows) -> [`tokens`] (cached access tokens, refresh, rotation)
-//! -> [`smtp`] (delivery). [`Notifier`] ties them together for the Perl binding and the daily
-//! job: [`Notifier::send`], [`Notifier::refresh_targets`],
+//! -> [`smtp`] (sessions) -> [`delivery`] (deadline, [`slots`], retries, the [`outbox`]).
+//! [`Notifier`] ties them together for the Perl binding and the daily job: [`Notifier::send`],
+//! [`Notifier::send_burst`], [`Notifier::flush_outbox`], [`Notifier::refresh_targets`],
 //! [`Notifier::exchange_smtp_oauth2_code`], [`Notifier::authorize_url`],
 //! [`Notifier::target_status`].
 //!
@@ -18,14 +19,17 @@
 pub mod api;
 pub mod binding;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod fsutil;
 pub mod notification;
 pub mod oauth2;
+pub mod outbox;
 pub mod pending;
 pub mod redact;
 pub mod secret;
 pub mod settings;
+pub mod slots;
 pub mod smtp;
 pub mod state;
 pub mod status;
@@ -33,6 +37,7 @@ pub mod tokens;
 
 pub use config::smtp::{AuthMethod, SmtpMode, SmtpSecrets, SmtpTarget};
 pub use config::NotificationConfig;
+pub use delivery::{Delivery, FlushReport, SendReport};
 pub use error::{Error, ErrorKind, Result, SmtpStep, TokenProblem};
 pub use notification::{Notification, Severity};
 pub use secret::Secret;
@@ -41,7 +46,6 @@ pub use status::TargetStatus;
 
 use oauth2::{AuthorizeRequest, ClientRegistration, EndpointParams, TokenHttpClient, UreqClient};
 use serde::Serialize;
-use smtp::Credential;
 use state::StateStore;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,15 +121,6 @@ pub struct RefreshReport {
     pub status: Option<TargetStatus>,
 }
 
-/// Result of sending to one target.
-#[derive(Debug)]
-pub struct SendReport {
-    /// Target name.
-    pub target: String,
-    /// Success, or the error.
-    pub result: Result<()>,
-}
-
 /// The entry point: settings plus the HTTP client for token requests.
 pub struct Notifier {
     settings: Settings,
@@ -163,109 +158,8 @@ impl Notifier {
         NotificationConfig::load(&self.settings)
     }
 
-    fn tokens(&self) -> TokenManager<'_> {
+    pub(crate) fn tokens(&self) -> TokenManager<'_> {
         TokenManager::new(&self.settings, self.http.as_ref())
-    }
-
-    /// Send `notification` to each of `targets`; one report per target, failures do not stop
-    /// the others. Disabled targets fail with a clear error.
-    pub fn send(&self, targets: &[&str], notification: &Notification) -> Result<Vec<SendReport>> {
-        notification.validate()?;
-        let config = self.load_config()?;
-        Ok(targets
-            .iter()
-            .map(|t| SendReport {
-                target: t.to_string(),
-                result: self.send_with_config(&config, t, notification),
-            })
-            .collect())
-    }
-
-    /// Send `notification` to one target.
-    pub fn send_to_target(&self, target: &str, notification: &Notification) -> Result<()> {
-        let config = self.load_config()?;
-        self.send_with_config(&config, target, notification)
-    }
-
-    /// One delivery to one target, within the settings' delivery deadline: lock waits, token
-    /// requests, connections and retries all fit in it. Transient failures (4xx replies,
-    /// connection failures, timeouts) are retried with backoff while time is left; a cached
-    /// access token the server rejects is refreshed once.
-    fn send_with_config(
-        &self,
-        config: &NotificationConfig,
-        name: &str,
-        n: &Notification,
-    ) -> Result<()> {
-        let target = config.smtp_target(name)?;
-        if target.disable {
-            return Err(Error::param(
-                "target",
-                format!("target '{name}' is disabled (set disable 0 to use it)"),
-            ));
-        }
-        let secrets = config.smtp_secrets(name)?;
-        let message = n.to_message(&target)?;
-        let deadline = std::time::Instant::now() + self.settings.delivery_deadline;
-        let mut backoff = std::time::Duration::from_secs(1);
-        loop {
-            let result = self.attempt(&target, &secrets, &message, deadline);
-            let err = match result {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            // another attempt only if it can still finish: the wait plus a few seconds
-            if !err.is_transient() || backoff + std::time::Duration::from_secs(2) >= left {
-                return Err(err);
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(16));
-        }
-    }
-
-    /// One attempt: credentials, then one SMTP session.
-    fn attempt(
-        &self,
-        target: &SmtpTarget,
-        secrets: &SmtpSecrets,
-        message: &lettre::Message,
-        deadline: std::time::Instant,
-    ) -> Result<()> {
-        let deliver =
-            |c: &Credential<'_>| smtp::deliver(&self.settings, target, c, message, deadline);
-        match target.auth_method {
-            AuthMethod::None => deliver(&Credential::None),
-            AuthMethod::Plain => {
-                let password = secrets
-                    .password
-                    .as_ref()
-                    .ok_or_else(|| Error::param("password", "missing"))?;
-                deliver(&Credential::Password {
-                    user: target.auth_identity(),
-                    password,
-                })
-            }
-            AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
-                let tokens = self.tokens().with_deadline(deadline);
-                let user = target.auth_identity();
-                let first = tokens.access_token(target, secrets, false)?;
-                match deliver(&Credential::Bearer {
-                    user,
-                    token: &first.token,
-                }) {
-                    // a cached token may have been revoked: refresh once and retry once
-                    Err(e) if e.is_auth_rejected() && first.from_cache => {
-                        let fresh = tokens.access_token(target, secrets, true)?;
-                        deliver(&Credential::Bearer {
-                            user,
-                            token: &fresh.token,
-                        })
-                    }
-                    other => other,
-                }
-            }
-        }
     }
 
     /// Run a refresh grant for every enabled OAuth2 target, a few at a time, and report each.
@@ -348,7 +242,23 @@ impl Notifier {
 
     fn status_of(&self, target: &SmtpTarget) -> Result<TargetStatus> {
         let state = StateStore::new(&self.settings).load(&target.name)?;
-        Ok(TargetStatus::of(target, state.as_ref()))
+        let mut status = TargetStatus::of(target, state.as_ref());
+        let outbox = outbox::status(&self.settings, &target.name);
+        // a waiting or lost notification matters more than a later token expiry
+        if let Some(w) = &outbox.warning {
+            status.warning = Some(match status.warning.take() {
+                Some(t) => format!("{w}; {t}"),
+                None => w.clone(),
+            });
+        }
+        status.outbox = Some(outbox);
+        Ok(status)
+    }
+
+    /// The outbox of target `name` (any auth method; 404 if the target does not exist).
+    pub fn outbox_status(&self, name: &str) -> Result<outbox::OutboxStatus> {
+        self.load_config()?.smtp_target(name)?;
+        Ok(outbox::status(&self.settings, name))
     }
 
     /// The authorize URL for configured target `name`, with fresh `state` and PKCE verifier.

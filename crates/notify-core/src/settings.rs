@@ -32,6 +32,8 @@ pub struct Settings {
     pub refresh_parallelism: usize,
     /// Name sent in EHLO.
     pub hello_name: String,
+    /// A queued message older than this is given up (logged, shown in the status).
+    pub outbox_max_age: Duration,
     /// HTTP(S) proxy for token requests (`http://host:port`); `None` uses no proxy.
     pub http_proxy: Option<String>,
 }
@@ -46,6 +48,7 @@ impl std::fmt::Debug for Settings {
             .field("delivery_deadline", &self.delivery_deadline)
             .field("lock_timeout", &self.lock_timeout)
             .field("hello_name", &self.hello_name)
+            .field("outbox_max_age", &self.outbox_max_age)
             .field(
                 "http_proxy",
                 &self.http_proxy.as_deref().map(proxy_without_credentials),
@@ -85,12 +88,14 @@ impl Settings {
             token_expiry_margin: Duration::from_secs(300),
             refresh_parallelism: 4,
             hello_name: hello_name(),
+            outbox_max_age: Duration::from_secs(2 * 86_400),
             http_proxy: None,
         }
     }
 
     /// Defaults, overridden by the environment: `OXNOTIFY_CONFIG_DIR`, `OXNOTIFY_STATE_DIR`,
-    /// `OXNOTIFY_HTTP_TIMEOUT` and `OXNOTIFY_SMTP_TIMEOUT` (seconds), `OXNOTIFY_HTTP_PROXY`
+    /// `OXNOTIFY_HTTP_TIMEOUT`, `OXNOTIFY_SMTP_TIMEOUT`, `OXNOTIFY_DELIVERY_DEADLINE`,
+    /// `OXNOTIFY_LOCK_TIMEOUT` and `OXNOTIFY_OUTBOX_MAX_AGE` (seconds), `OXNOTIFY_HTTP_PROXY`
     /// (falls back to `https_proxy` / `HTTPS_PROXY`).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -114,6 +119,9 @@ impl Settings {
         }
         if let Some(t) = secs("OXNOTIFY_LOCK_TIMEOUT") {
             s.lock_timeout = Duration::from_secs(t);
+        }
+        if let Some(t) = secs("OXNOTIFY_OUTBOX_MAX_AGE") {
+            s.outbox_max_age = Duration::from_secs(t);
         }
         s.http_proxy = var("OXNOTIFY_HTTP_PROXY")
             .or_else(|| var("https_proxy"))

@@ -5,6 +5,9 @@
 //! rather than as an initial response on the AUTH line: Dovecot accepts at most 1024 bytes on
 //! that line and Postfix cuts it at 2048, while real Microsoft access tokens are 1.5-2.5 KB.
 //!
+//! One session can carry several messages ([`deliver_batch`]: the outbox flush and bursts), so
+//! a burst costs one connection and one AUTH instead of one each.
+//!
 //! The whole session ends by its deadline ([`deadline::DeadlineRelay`]). Every error leaves
 //! through one place ([`deliver`]), which removes the credential in any encoding the server
 //! may have echoed, strips control characters, caps the length and adds the admin hint for
@@ -22,9 +25,9 @@ use base64::Engine;
 use deadline::DeadlineRelay;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::Message;
+use lettre::{Address, Message};
 use std::fmt;
 use std::time::Instant;
 
@@ -93,6 +96,52 @@ fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::E
     }
 }
 
+/// A message ready for the wire: its envelope and its formatted bytes (what the outbox
+/// spools, and what one session can carry several of).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Envelope sender (MAIL FROM); `None` is the null sender.
+    pub from: Option<Address>,
+    /// Envelope recipients (RCPT TO).
+    pub to: Vec<Address>,
+    /// The formatted message (headers and body, CRLF line ends).
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    /// Envelope and bytes of a built message.
+    pub fn of(message: &Message) -> Self {
+        let envelope = message.envelope();
+        Outgoing {
+            from: envelope.from().cloned(),
+            to: envelope.to().to_vec(),
+            body: message.formatted(),
+        }
+    }
+}
+
+/// What one SMTP session did with a list of messages.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Results of the first `done.len()` messages, in order: accepted by the server, or
+    /// refused for good (a 5xx reply to MAIL, RCPT or DATA; the session went on after RSET).
+    pub done: Vec<Result<()>>,
+    /// Why the session ended before the remaining messages: connect, TLS or AUTH failed, or a
+    /// message got a temporary reply or lost the connection (that message is not in `done`).
+    pub stopped: Option<Error>,
+}
+
+impl Batch {
+    /// The result of a one-message session.
+    pub fn into_single(self) -> Result<()> {
+        match (self.done.into_iter().next(), self.stopped) {
+            (Some(r), _) => r,
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 /// Deliver `message` to `target` with `credential`, in one SMTP session that ends by
 /// `deadline`. Errors say the step, whether they are transient, and what to do; they carry no
 /// credential, however the server echoed it.
@@ -103,23 +152,67 @@ pub fn deliver(
     message: &Message,
     deadline: Instant,
 ) -> Result<()> {
+    deliver_batch(
+        settings,
+        target,
+        credential,
+        &[Outgoing::of(message)],
+        deadline,
+        &mut |_| {},
+    )
+    .into_single()
+}
+
+/// Deliver `messages` in order over ONE SMTP session (one connect, one AUTH, then MAIL / RCPT /
+/// DATA per message) that ends by `deadline`. `accepted(i)` runs as soon as the server has
+/// taken message `i` (the outbox removes its spool file there, so a crash later in the session
+/// does not send it again). A message refused for good is reported and the session goes on
+/// with the next; a temporary reply or a lost connection ends the session.
+pub fn deliver_batch(
+    settings: &Settings,
+    target: &SmtpTarget,
+    credential: &Credential<'_>,
+    messages: &[Outgoing],
+    deadline: Instant,
+    accepted: &mut dyn FnMut(usize),
+) -> Batch {
     let redactor = redactor_for(credential);
     let server = (target.server.as_str(), target.effective_port());
-    let relay =
-        DeadlineRelay::start(server, settings.smtp_timeout, deadline).map_err(|e| Error::Smtp {
-            target: target.name.clone(),
-            step: SmtpStep::Connect,
-            message: format!(
-                "cannot connect to {}:{}: {}",
-                server.0,
-                server.1,
-                redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
-            ),
-            code: None,
-            transient: true,
-        })?;
-    session(settings, target, credential, message, relay.local_addr())
-        .map_err(|e| explain(e, target, &redactor, relay.expired(), settings))
+    let relay = match DeadlineRelay::start(server, settings.smtp_timeout, deadline) {
+        Ok(r) => r,
+        Err(e) => {
+            return Batch {
+                done: Vec::new(),
+                stopped: Some(Error::Smtp {
+                    target: target.name.clone(),
+                    step: SmtpStep::Connect,
+                    message: format!(
+                        "cannot connect to {}:{}: {}",
+                        server.0,
+                        server.1,
+                        redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
+                    ),
+                    code: None,
+                    transient: true,
+                }),
+            }
+        }
+    };
+    let mut batch = session(
+        settings,
+        target,
+        credential,
+        messages,
+        relay.local_addr(),
+        accepted,
+    );
+    let fix = |e: Error| explain(e, target, &redactor, relay.expired(), settings);
+    batch.done = std::mem::take(&mut batch.done)
+        .into_iter()
+        .map(|r| r.map_err(fix))
+        .collect();
+    batch.stopped = batch.stopped.take().map(fix);
+    batch
 }
 
 /// Everything that could echo a credential back to us.
@@ -188,9 +281,55 @@ fn session(
     settings: &Settings,
     target: &SmtpTarget,
     credential: &Credential<'_>,
-    message: &Message,
+    messages: &[Outgoing],
     addr: std::net::SocketAddr,
-) -> Result<()> {
+    accepted: &mut dyn FnMut(usize),
+) -> Batch {
+    let mut conn = match open(settings, target, credential, addr) {
+        Ok(c) => c,
+        Err(e) => {
+            return Batch {
+                done: Vec::new(),
+                stopped: Some(e),
+            }
+        }
+    };
+    let mut batch = Batch::default();
+    for (i, m) in messages.iter().enumerate() {
+        match transfer(&mut conn, target, m) {
+            Ok(()) => {
+                accepted(i);
+                batch.done.push(Ok(()));
+            }
+            Err(e) if !e.is_transient() => {
+                batch.done.push(Err(e));
+                // end the failed transaction; the connection itself is still good
+                if let Err(e) = conn.command(Rset) {
+                    batch.stopped = Some(smtp_error(target, SmtpStep::Sender, e));
+                    break;
+                }
+            }
+            Err(e) => {
+                batch.stopped = Some(e);
+                break;
+            }
+        }
+    }
+    if batch.stopped.is_none() {
+        let _ = conn.quit();
+    } else {
+        conn.abort();
+    }
+    batch
+}
+
+/// Connect, TLS, AUTH: a session ready for MAIL FROM.
+fn open(
+    settings: &Settings,
+    target: &SmtpTarget,
+    credential: &Credential<'_>,
+    addr: std::net::SocketAddr,
+) -> Result<SmtpConnection> {
     let hello = ClientId::Domain(settings.hello_name.clone());
     let timeout = Some(settings.smtp_timeout);
     let tls = || {
@@ -226,15 +365,11 @@ fn session(
         conn.starttls(&params, &hello)
             .map_err(|e| smtp_error(target, SmtpStep::Tls, e))?;
     }
-    let result = authenticate(&mut conn, target, credential)
-        .and_then(|()| transfer(&mut conn, target, message));
-    match &result {
-        Ok(()) => {
-            let _ = conn.quit();
-        }
-        Err(_) => conn.abort(),
+    if let Err(e) = authenticate(&mut conn, target, credential) {
+        conn.abort();
+        return Err(e);
     }
-    result
+    Ok(conn)
 }
 
 fn authenticate(
@@ -310,15 +445,15 @@ fn authenticate(
     }
 }
 
-fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Message) -> Result<()> {
-    let envelope = message.envelope();
-    let body = message.formatted();
+fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Outgoing) -> Result<()> {
+    let body = &message.body;
     let mut params = Vec::new();
-    let non_ascii_addr = envelope
-        .from()
+    let non_ascii_addr = message
+        .from
+        .as_ref()
         .is_some_and(|a| !AsRef::<str>::as_ref(a).is_ascii())
-        || envelope
-            .to()
+        || message
+            .to
             .iter()
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
     if non_ascii_addr {
@@ -337,9 +472,9 @@ fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Message) -
     if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    conn.command(Mail::new(envelope.from().cloned(), params))
+    conn.command(Mail::new(message.from.clone(), params))
         .map_err(|e| smtp_error(target, SmtpStep::Sender, e))?;
-    for to in envelope.to() {
+    for to in &message.to {
         conn.command(Rcpt::new(to.clone(), vec![])).map_err(|e| {
             let mut err = smtp_error(target, SmtpStep::Recipient, e);
             if let Error::Smtp { message, .. } = &mut err {
@@ -352,9 +487,9 @@ fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Message) -
         .map_err(|e| smtp_error(target, SmtpStep::Data, e))?;
     // body and terminator in one write: lettre's `message()` writes them separately, and the
     // small second write then waits for the peer's delayed ACK (Nagle), ~40 ms per message
-    let sent = match std::str::from_utf8(&body) {
+    let sent = match std::str::from_utf8(body) {
         Ok(text) => conn.command(Line(&dot_stuffed(text))),
-        Err(_) => conn.message(&body),
+        Err(_) => conn.message(body),
     };
     sent.map_err(|e| smtp_error(target, SmtpStep::Data, e))?;
     Ok(())

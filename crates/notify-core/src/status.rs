@@ -40,6 +40,8 @@ pub struct TargetStatus {
     pub last_error: Option<LastError>,
     /// What the admin should do, if anything.
     pub warning: Option<String>,
+    /// The target's outbox: queue depth, oldest age, messages given up.
+    pub outbox: Option<crate::outbox::OutboxStatus>,
 }
 
 impl TargetStatus {
@@ -108,6 +110,7 @@ impl TargetStatus {
             needs_reauthorization: s.needs_reauthorization,
             last_error: s.last_error.clone(),
             warning,
+            outbox: None,
         }
     }
 }

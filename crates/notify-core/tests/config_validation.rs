@@ -379,3 +379,29 @@ fn malformed_files_give_clear_errors() {
     assert!(m.contains("not valid UTF-8"), "{m}");
     let _ = Path::new("");
 }
+
+#[test]
+fn max_connections_is_read_checked_and_defaults_to_two() {
+    let (_d, s) = setup(&format!("smtp: t1\n{BASE}"), None);
+    let t = NotificationConfig::load(&s)
+        .unwrap()
+        .smtp_target("t1")
+        .unwrap();
+    assert_eq!((t.max_connections, t.connection_limit()), (None, 2));
+    let (_d, s) = setup(&format!("smtp: t1\n{BASE}\tmax-connections 3\n"), None);
+    let t = NotificationConfig::load(&s)
+        .unwrap()
+        .smtp_target("t1")
+        .unwrap();
+    assert_eq!(t.connection_limit(), 3);
+    assert!(t
+        .to_entries()
+        .contains(&("max-connections".into(), "3".into())));
+    for bad in ["0", "101", "x", "-1"] {
+        let msg = target_error(&format!("{BASE}\tmax-connections {bad}\n"));
+        assert!(
+            msg.contains("key 'max-connections'") && msg.contains("from 1 to 100"),
+            "{msg}"
+        );
+    }
+}

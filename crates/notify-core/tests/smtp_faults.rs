@@ -368,3 +368,105 @@ fn a_permanent_rejection_is_not_retried() {
     );
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_temporary_reply_mid_burst_ends_the_session_and_only_the_rest_is_sent_again() {
+    // connection 0 takes the first message, then answers the second MAIL FROM with 451;
+    // later connections take everything
+    static MAILS_ON_FIRST: AtomicUsize = AtomicUsize::new(0);
+    let server = FaultInjectingSmtpServer::start(Greeting::Normal, |conn, l| {
+        (conn == 0
+            && l.to_ascii_uppercase().starts_with("MAIL FROM")
+            && MAILS_ON_FIRST.fetch_add(1, Ordering::SeqCst) == 1)
+            .then(|| "451 4.3.0 Temporary local problem, try again later\r\n".into())
+    });
+    let (_d, n) = notifier_with_target(server.port);
+    let list: Vec<Notification> = (0..3)
+        .map(|i| Notification {
+            title: format!("burst #{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let results = n.send_burst("fault", &list).unwrap();
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Delivery::Sent))),
+        "{results:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    let got = server.received.lock().unwrap().clone();
+    for i in 0..3 {
+        let copies = got.matches(&format!("Subject: burst #{i}")).count();
+        assert_eq!(copies, 1, "burst #{i} sent once: {copies}");
+    }
+}
+
+#[test]
+fn a_server_that_stays_busy_queues_the_message_and_a_flush_sends_it() {
+    // 421 for the first 2 connections: as many attempts as fit into a 4 s deadline (one
+    // retry after 1 s; after the next backoff of 2 s too little time would be left)
+    let server = FaultInjectingSmtpServer::start(Greeting::BusyFirst(2), |_, _| None);
+    let (_d, n) = notifier_with_target(server.port);
+    let mut settings = n.settings().clone();
+    settings.delivery_deadline = Duration::from_secs(4);
+    let n = Notifier::new(settings).unwrap();
+    let r = n
+        .send(
+            &["fault"],
+            &Notification {
+                title: "later".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+    let Ok(Delivery::Queued { id, reason }) = r.result else {
+        panic!("expected queued: {:?}", r.result)
+    };
+    assert!(
+        reason.contains("421") && reason.contains("temporary"),
+        "{reason}"
+    );
+    let listed = n.outbox_list(Some("fault")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    assert!(!server.received.lock().unwrap().contains("Subject: later"));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    let reports = n.flush_outbox().unwrap();
+    assert_eq!(reports[0].delivered, 1, "{:?}", reports[0]);
+    assert!(n.outbox_list(None).unwrap().is_empty());
+    assert!(server.received.lock().unwrap().contains("Subject: later"));
+}
+
+#[test]
+fn a_message_the_outbox_cannot_take_fails_and_says_it_was_not_kept() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (d, n) = notifier_with_target(closed);
+    let mut settings = n.settings().clone();
+    settings.delivery_deadline = Duration::from_secs(2);
+    // the state "directory" is a file: no spool file (and no slot file) can be written
+    let file = d.path().join("state-file");
+    std::fs::write(&file, b"").unwrap();
+    settings.state_dir = file;
+    let n = Notifier::new(settings).unwrap();
+    let r = n
+        .send(
+            &["fault"],
+            &Notification {
+                title: "nowhere".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+    let e = r.result.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("cannot connect"), "{msg}");
+    assert!(msg.contains("NOT kept"), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}

@@ -4,7 +4,7 @@
 use crate::CallError;
 use notify_core::oauth2::EndpointParams;
 use notify_core::{
-    api, AuthMethod, CodeExchange, Notification, Notifier, Secret, Settings, Severity,
+    api, AuthMethod, CodeExchange, Delivery, Notification, Notifier, Secret, Settings, Severity,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -241,36 +241,156 @@ struct SendParams {
 }
 
 /// `send({targets: [...], title, body?, html-body?, severity?, fields?, user-emails?})` -> one
-/// `{target, ok, message?, code?}` per target.
+/// `{target, ok, queued?, id?, message?, code?, kind?}` per target. `ok` is true when the
+/// server took the message or it waits in the outbox (then `queued` is true, `id` names the
+/// outbox entry and `message` says why it could not be sent now).
 pub fn send(params: Value) -> Result<Value, CallError> {
-    let p: SendParams = parse("send", params)?;
+    let mut p: SendParams = parse("send", params)?;
     if p.targets.is_empty() {
         return Err(CallError::bad_request(
             "invalid parameters for send: 'targets' is empty",
         ));
     }
-    let n = Notification {
-        title: p.title,
-        body: p.body,
-        html_body: p.html_body,
-        severity: p.severity,
-        fields: p.fields,
-        user_emails: p.user_emails,
-    };
-    let names: Vec<&str> = p.targets.iter().map(String::as_str).collect();
+    let targets = std::mem::take(&mut p.targets);
+    let n = p.notification();
+    let names: Vec<&str> = targets.iter().map(String::as_str).collect();
     let reports = notifier()?.send(&names, &n)?;
     Ok(Value::Array(
         reports
             .into_iter()
-            .map(|r| match r.result {
-                Ok(()) => json!({ "target": r.target, "ok": true }),
-                Err(e) => json!({
-                    "target": r.target, "ok": false, "message": e.to_string(), "code": e.http_code(),
-                    "kind": e.kind().as_str(), "transient": e.is_transient(),
-                }),
-            })
+            .map(|r| delivery_json(&r.target, r.result))
             .collect(),
     ))
+}
+
+impl SendParams {
+    fn notification(self) -> Notification {
+        Notification {
+            title: self.title,
+            body: self.body,
+            html_body: self.html_body,
+            severity: self.severity,
+            fields: self.fields,
+            user_emails: self.user_emails,
+        }
+    }
+}
+
+fn delivery_json(target: &str, result: notify_core::Result<Delivery>) -> Value {
+    match result {
+        Ok(Delivery::Sent) => json!({ "target": target, "ok": true }),
+        Ok(Delivery::Queued { id, reason }) => {
+            json!({ "target": target, "ok": true, "queued": true, "id": id, "message": reason })
+        }
+        Err(e) => json!({
+            "target": target, "ok": false, "message": e.to_string(), "code": e.http_code(),
+            "kind": e.kind().as_str(), "transient": e.is_transient(),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct BurstItem {
+    title: String,
+    #[serde(default)]
+    body: String,
+    html_body: Option<String>,
+    #[serde(default)]
+    severity: Severity,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct BurstParams {
+    target: String,
+    notifications: Vec<BurstItem>,
+    user_emails: Option<BTreeMap<String, String>>,
+}
+
+/// `send_burst({target, notifications: [{title, body?, html-body?, severity?, fields?}],
+/// user-emails?})` -> one `{target, ok, queued?, id?, message?}` per notification, in order:
+/// all go over one SMTP session.
+pub fn send_burst(params: Value) -> Result<Value, CallError> {
+    let p: BurstParams = parse("send_burst", params)?;
+    let list: Vec<Notification> = p
+        .notifications
+        .into_iter()
+        .map(|i| Notification {
+            title: i.title,
+            body: i.body,
+            html_body: i.html_body,
+            severity: i.severity,
+            fields: i.fields,
+            user_emails: p.user_emails.clone(),
+        })
+        .collect();
+    let results = notifier()?.send_burst(&p.target, &list)?;
+    Ok(Value::Array(
+        results
+            .into_iter()
+            .map(|r| delivery_json(&p.target, r))
+            .collect(),
+    ))
+}
+
+fn internal(e: serde_json::Error) -> CallError {
+    CallError {
+        message: e.to_string(),
+        code: 500,
+        kind: notify_core::ErrorKind::Internal,
+        param: None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaybeTarget {
+    target: Option<String>,
+}
+
+/// `outbox_list({target?})` -> the waiting messages (metadata, no content), oldest first.
+pub fn outbox_list(params: Value) -> Result<Value, CallError> {
+    let p: MaybeTarget = parse("outbox_list", params)?;
+    let list = notifier()?.outbox_list(p.target.as_deref())?;
+    serde_json::to_value(list).map_err(internal)
+}
+
+/// `outbox_flush({target?})` -> one flush report per target with a spool.
+pub fn outbox_flush(params: Value) -> Result<Value, CallError> {
+    let p: MaybeTarget = parse("outbox_flush", params)?;
+    let n = notifier()?;
+    let reports = match p.target {
+        Some(t) => {
+            let config = n.load_config()?;
+            config.smtp_target(&t)?;
+            vec![n.flush_target(&config, &t)]
+        }
+        None => n.flush_outbox()?,
+    };
+    serde_json::to_value(reports).map_err(internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Id {
+    id: String,
+}
+
+/// `outbox_drop({id})` -> the dropped entry's metadata (404 if there is no such entry).
+pub fn outbox_drop(params: Value) -> Result<Value, CallError> {
+    let p: Id = parse("outbox_drop", params)?;
+    let dropped = notifier()?.outbox_drop(&p.id)?;
+    serde_json::to_value(dropped).map_err(internal)
+}
+
+/// `outbox_status({name})` -> queue depth, oldest age, given-up messages of a target.
+pub fn outbox_status(params: Value) -> Result<Value, CallError> {
+    let p: Name = parse("outbox_status", params)?;
+    let s = notifier()?.outbox_status(&p.name)?;
+    serde_json::to_value(s).map_err(internal)
 }
 
 /// `target_status({name})` -> OAuth2 health of the target.

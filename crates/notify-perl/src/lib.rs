@@ -17,7 +17,8 @@
 //!
 //! Functions: `list_targets`, `get_target`, `create_target`, `update_target`, `delete_target`,
 //! `test_target`, `authorize_url`, `authorize_begin`, `authorize_complete`,
-//! `exchange_smtp_oauth2_code`, `refresh_targets`, `send`,
+//! `exchange_smtp_oauth2_code`, `refresh_targets`, `send`, `send_burst`, `outbox_list`,
+//! `outbox_flush`, `outbox_drop`, `outbox_status`,
 //! `target_status`, and `selftest` (echoes its parameters; panics on `{"panic": true}` so the
 //! boundary can be tested). Parameters are documented in [`calls`].
 //!
@@ -188,6 +189,11 @@ export! {
     oxnotify_exchange_smtp_oauth2_code => calls::exchange_smtp_oauth2_code,
     oxnotify_refresh_targets => calls::refresh_targets,
     oxnotify_send => calls::send,
+    oxnotify_send_burst => calls::send_burst,
+    oxnotify_outbox_list => calls::outbox_list,
+    oxnotify_outbox_flush => calls::outbox_flush,
+    oxnotify_outbox_drop => calls::outbox_drop,
+    oxnotify_outbox_status => calls::outbox_status,
     oxnotify_target_status => calls::target_status,
 }
 

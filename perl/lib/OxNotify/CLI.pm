@@ -13,6 +13,7 @@ use URI ();
 use OxNotify::API2::Notifications;
 use OxNotify::API2::Schema;
 use OxNotify::Core;
+use OxNotify::Daily;
 
 our $VERSION = '0.1.0';
 
@@ -38,8 +39,15 @@ my %HELP = (
         . "  the code and stores the authorization. Register that redirect URI with the provider\n"
         . "  (Microsoft and Google ignore the port for loopback addresses).",
     send => "oxnotify send NAME... --title TITLE [--body TEXT] [--severity info|notice|warning|error]\n"
-        . "  Send a notification; exit 1 if a target failed, 75 if every failure was temporary.",
-    status => "oxnotify status [NAME]\n  OAuth2 health of one or all OAuth2 targets.",
+        . "  Send a notification; exit 1 if a target failed for good, 75 (EX_TEMPFAIL) if nothing failed\n"
+        . "  for good but a notification was queued (the outbox delivers it later) or failed temporarily.",
+    'outbox list' => "oxnotify outbox list [TARGET]\n  Messages waiting in the outbox, oldest first.",
+    'outbox flush' => "oxnotify outbox flush [TARGET]\n"
+        . "  Deliver what waits now (one SMTP session per target; the timer does this every minute).\n"
+        . "  Messages older than the maximum age (OXNOTIFY_OUTBOX_MAX_AGE, default 2 days) are given up.",
+    'outbox drop' => "oxnotify outbox drop ID\n  Remove a waiting message without sending it.",
+    status => "oxnotify status [NAME]\n  OAuth2 health of one or all OAuth2 targets, and the outbox of each (queue depth,\n"
+        . "  oldest age, messages given up); other targets are listed when their outbox needs attention.",
     refresh => "oxnotify refresh\n  Refresh all OAuth2 targets now (what the daily job does).",
 );
 
@@ -134,13 +142,56 @@ sub _when { defined $_[0] ? POSIX::strftime('%Y-%m-%d %H:%M:%S UTC', gmtime($_[0
 
 sub _print_status {
     my ($s) = @_;
-    print "$s->{target} ($s->{auth_method}): ", ($s->{authorized} ? 'authorized' : 'NOT authorized'), "\n";
-    print "  authorized at:       ", _when($s->{authorized_at}), "\n";
-    print "  last refresh:        ", _when($s->{last_refresh}), "\n";
-    print "  refresh token age:   ", ($s->{refresh_token_age_days} // '-'), " day(s), $s->{rotations} rotation(s)\n";
-    print "  estimated expiry:    ", _when($s->{estimated_expiry}), "\n" if $s->{estimated_expiry};
-    print "  last error:          $s->{last_error}{message} (", _when($s->{last_error}{time}), ")\n" if $s->{last_error};
+    if ($s->{no_oauth2}) {
+        print "$s->{target} ($s->{auth_method}):\n";
+    } else {
+        print "$s->{target} ($s->{auth_method}): ", ($s->{authorized} ? 'authorized' : 'NOT authorized'), "\n";
+        print "  authorized at:       ", _when($s->{authorized_at}), "\n";
+        print "  last refresh:        ", _when($s->{last_refresh}), "\n";
+        print "  refresh token age:   ", ($s->{refresh_token_age_days} // '-'), " day(s), $s->{rotations} rotation(s)\n";
+        print "  estimated expiry:    ", _when($s->{estimated_expiry}), "\n" if $s->{estimated_expiry};
+        print "  last error:          $s->{last_error}{message} (", _when($s->{last_error}{time}), ")\n" if $s->{last_error};
+    }
+    my $o = $s->{outbox};
+    print "  outbox:              $o->{queued} queued",
+        (defined $o->{oldest_age_secs} ? ", oldest " . _age($o->{oldest_age_secs}) : ''),
+        ($o->{given_up}{count} ? ", $o->{given_up}{count} given up" : ''), "\n" if $o;
     print "  WARNING:             $s->{warning}\n" if $s->{warning};
+}
+
+# The status of a target without OAuth2: its outbox (and the outbox's warning).
+sub _outbox_only {
+    my ($name, $method) = @_;
+    my $o = OxNotify::Core::outbox_status({ name => $name });
+    return { target => $name, auth_method => $method, no_oauth2 => 1, outbox => $o,
+        ($o->{warning} ? (warning => $o->{warning}) : ()) };
+}
+
+sub _age {
+    my ($s) = @_;
+    return $s < 120 ? "$s s" : $s < 7200 ? int($s / 60) . " min" : $s < 172800 ? int($s / 3600) . " h" : int($s / 86400) . " d";
+}
+
+sub _outbox {
+    my ($what, @args) = @_;
+    if ($what eq 'list') {
+        my $list = OxNotify::Core::outbox_list({ (@args ? (target => $args[0]) : ()) });
+        return ($list, sub {
+            print "outbox is empty\n" if !@$list;
+            printf "%-34s %-14s %-7s %-8s %s\n  last error: %s\n", $_->{id}, $_->{target}, _age($_->{age_secs}),
+                "$_->{attempts}x", $_->{title}, $_->{last_error} for @$list;
+        }, 0);
+    } elsif ($what eq 'flush') {
+        my $reports = OxNotify::Core::outbox_flush({ (@args ? (target => $args[0]) : ()) });
+        my $lines = OxNotify::Daily::flush_lines($reports);
+        my $bad = grep { @{ $_->{failed} // [] } || @{ $_->{expired} // [] } } @$reports;
+        my $left = grep { $_->{remaining} } @$reports;
+        return ($reports, sub { print "$_->[1]\n" for @$lines; print "nothing queued\n" if !@$lines },
+            $bad ? 1 : $left ? 75 : 0);
+    }
+    my $id = shift(@args) // _die('missing outbox id (see `oxnotify outbox list`)');
+    my $e = OxNotify::Core::outbox_drop({ id => $id });
+    return ($e, sub { print "dropped $e->{id} ('$e->{title}') of target '$e->{target}'\n" }, 0);
 }
 
 our $CONN_TIMEOUT = 10;    # seconds one loopback client may take to send its request line
@@ -233,7 +284,7 @@ sub run {
         print(($HELP{$which} // usage()) . "\n");
         return 0;
     }
-    $cmd .= ' ' . shift(@args) if $cmd eq 'target' && @args;
+    $cmd .= ' ' . shift(@args) if ($cmd eq 'target' || $cmd eq 'outbox') && @args;
     if (!$HELP{$cmd}) { print STDERR "unknown command '$cmd'\n" . usage(); return 2 }
     if (grep { $_ eq '--help' || $_ eq '-h' } @args) { print "$HELP{$cmd}\n"; return 0 }
 
@@ -276,14 +327,23 @@ sub run {
             _die('--title is required') if !defined $o->{title};
             $result = OxNotify::Core::send({ targets => \@targets, %$o });
             my @failed = grep { !$_->{ok} } @$result;
-            # only temporary failures: EX_TEMPFAIL, so a caller (cron, an MTA) knows to retry
-            $exit = !@failed ? 0 : (grep { !$_->{transient} } @failed) ? 1 : $EX_TEMPFAIL;
-            $text = sub { print $_->{ok} ? "$_->{target}: sent\n"
-                : "$_->{target}: FAILED ($_->{code}, $_->{kind}): $_->{message}\n" for @$result };
+            # nothing failed for good, but something waits (queued) or may work later:
+            # EX_TEMPFAIL, so a caller (cron, an MTA) knows
+            $exit = (grep { !$_->{transient} } @failed) ? 1
+                : (@failed || grep { $_->{queued} } @$result) ? $EX_TEMPFAIL : 0;
+            $text = sub { print !$_->{ok} ? "$_->{target}: FAILED ($_->{code}, $_->{kind}): $_->{message}\n"
+                : $_->{queued} ? "$_->{target}: QUEUED as $_->{id} (will be retried): $_->{message}\n"
+                : "$_->{target}: sent\n" for @$result };
+        } elsif ($cmd =~ /^outbox (list|flush|drop)$/) {
+            ($result, $text, $exit) = _outbox($1, @args);
         } elsif ($cmd eq 'status') {
-            my @names = @args ? @args : map { $_->{name} } grep { ($_->{'auth-method'} // '') =~ /oauth2$/ }
-                @{ _call('get_smtp_endpoints', {}) };
-            $result = [ map { _call('oauth2_status', { name => $_ }) } @names ];
+            my $all = _call('get_smtp_endpoints', {});
+            my %method = map { ($_->{name} => $_->{'auth-method'} // '') } @$all;
+            # OAuth2 targets, and any other target whose outbox holds or lost something
+            my @names = @args ? @args : map { $_->{name} } grep { !$_->{error} } @$all;
+            $result = [ grep { $_->{auth_method} =~ /oauth2$/ || @args || $_->{warning} }
+                map { ($method{$_} // 'oauth2') =~ /oauth2$/ ? _call('oauth2_status', { name => $_ })
+                : _outbox_only($_, $method{$_}) } @names ];
             $exit = (grep { $_->{warning} } @$result) ? 1 : 0;
             $text = sub { print "no OAuth2 targets\n" if !@$result; _print_status($_) for @$result };
         } elsif ($cmd eq 'refresh') {
@@ -346,8 +406,11 @@ process arguments, which every local user can read with ps: C<--KEY-file FILE> r
 line of FILE (C<-> reads stdin, once per command), and C<--KEY> without a value asks on the
 terminal without echo. A value on the command line still works, with a warning.
 
-Exit codes: 0 ok; 1 a send failed or a target needs attention (status, refresh); 2 bad usage
-or invalid parameters; 3 server/network side failure; 4 not found.
+Exit codes: 0 ok; 1 a send failed for good or a target needs attention (status, refresh), or
+a flush gave a message up; 2 bad usage or invalid parameters; 3 server/network side failure;
+4 not found; 75 (EX_TEMPFAIL) nothing failed for good, but a notification was queued in the
+outbox or failed only temporarily (send), is still queued (outbox flush), a refresh failed
+only temporarily, or the command failed for a temporary reason: it may work later.
 
 =head1 FUNCTIONS
 

@@ -21,6 +21,7 @@ my @FUNCTIONS = qw(
     list_targets get_target create_target update_target delete_target test_target
     authorize_url authorize_begin authorize_complete exchange_smtp_oauth2_code refresh_targets send
     target_status selftest
+    send_burst outbox_list outbox_flush outbox_drop outbox_status
 );
 
 my $JSON = Cpanel::JSON::XS->new->utf8->canonical->allow_nonref;
@@ -78,8 +79,8 @@ sub _call {
     return $answer->{ok};
 }
 
-# send and test_target resolve mailto-user through the host's resolver first (below)
-for my $name (grep { $_ ne 'send' && $_ ne 'test_target' } @FUNCTIONS) {
+# send, send_burst and test_target resolve mailto-user through the host's resolver first (below)
+for my $name (grep { $_ ne 'send' && $_ ne 'send_burst' && $_ ne 'test_target' } @FUNCTIONS) {
     no strict 'refs';
     *{$name} = sub { _call($name, @_) };
 }
@@ -118,6 +119,11 @@ sub send {
     my ($params) = @_;
     my @names = ref($params) eq 'HASH' && ref($params->{targets}) eq 'ARRAY' ? @{ $params->{targets} } : ();
     return _call('send', ref($params) eq 'HASH' ? { %$params, _user_emails(@names) } : $params);
+}
+
+sub send_burst {
+    my ($params) = @_;
+    return _call('send_burst', ref($params) eq 'HASH' ? { %$params, _user_emails($params->{target} // '') } : $params);
 }
 
 sub test_target {
@@ -242,8 +248,35 @@ C<rotated>, C<needs-reauthorization>, C<failed>), C<error> and C<status>.
 
 =item send({ targets => [...], title, body?, 'html-body'?, severity?, fields? })
 
-Send a notification. Returns one C<{ target, ok, message?, code? }> per target; a failing
-target does not stop the others.
+Send a notification. Returns one C<{ target, ok, queued?, id?, message?, code?, kind? }> per
+target; a failing target does not stop the others. C<ok> is true when the server took the
+message, and also when it could not be delivered within the delivery deadline for a transient
+reason and waits in the outbox: then C<queued> is true, C<id> names the outbox entry and
+C<message> says why. C<ok> false means failed for good (C<kind> says what to do).
+
+=item send_burst({ target, notifications => [ { title, body?, 'html-body'?, severity?, fields? }, ... ] })
+
+Send several notifications to one target over one SMTP session. Returns one result per
+notification, in order, shaped as for C<send>.
+
+=item outbox_list({ target? })
+
+The messages waiting in the outbox (oldest first per target): C<id>, C<target>, C<title>,
+C<to>, C<first_attempt>, C<last_attempt>, C<attempts>, C<age_secs>, C<last_error>.
+
+=item outbox_flush({ target? })
+
+Deliver what waits (each target's queue over one session). One report per target:
+C<delivered>, C<sessions>, C<failed> and C<expired> (lists of C<[id, text]>: given up),
+C<remaining>, C<error>, C<busy> (another flush was running).
+
+=item outbox_drop({ id })
+
+Remove a waiting message without sending it; returns its listing entry.
+
+=item outbox_status({ name })
+
+C<queued>, C<oldest_age_secs>, C<last_error>, C<given_up> and C<warning> of a target's outbox.
 
 =item target_status({ name })
 

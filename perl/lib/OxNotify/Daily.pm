@@ -60,7 +60,34 @@ sub refresh {
         $log->('warning', "WARNING target '$t->{name}': $t->{warning}");
     }
     $log->('info', sprintf('%d target(s) refreshed, %d failed', @{ $res->{reports} } - $failed, $failed));
+    # the outbox: deliver what waits, give up what is too old (the timer does this every minute;
+    # here too, so a host without the timer still delivers and expires)
+    my $flush = eval { OxNotify::Core::outbox_flush({}) };
+    if (my $err = $@) {
+        $log->('err', "outbox flush failed: $err");
+        $failed++;
+    } else {
+        push @lines, @{ flush_lines($flush) };
+        $failed++ if grep { @{ $_->{failed} // [] } || @{ $_->{expired} // [] } } @$flush;
+    }
     return { exit_code => $failed ? 1 : 0, lines => \@lines, locked => 0, reports => $res->{reports} };
+}
+
+# One line per thing a flush did (also what the timer's journal and the daily job log).
+sub flush_lines {
+    my ($reports) = @_;
+    my @lines;
+    for my $r (@$reports) {
+        my $t = "outbox of target '$r->{target}'";
+        if ($r->{busy}) { push @lines, ['info', "$t: another flush is running"]; next }
+        push @lines, ['err', "$t: GAVE UP message $_->[0] ('$_->[1]'): older than the outbox's maximum age"]
+            for @{ $r->{expired} // [] };
+        push @lines, ['err', "$t: GAVE UP message $_->[0]: refused for good: $_->[1]"] for @{ $r->{failed} // [] };
+        push @lines, ['info', "$t: $r->{delivered} delivered in $r->{sessions} session(s)"] if $r->{delivered};
+        push @lines, ['warning', "$t: $r->{remaining} still queued" . ($r->{error} ? " - $r->{error}" : '')]
+            if $r->{remaining};
+    }
+    return \@lines;
 }
 
 # refresh() and hand each line to the caller's logger: run(logger => sub { my ($level, $msg) = @_ }).
@@ -99,7 +126,8 @@ the config is read, never through token requests), so that unused
 targets do not expire (Microsoft refresh tokens live 90 days from issue, Google's die after 6
 months unused). Produces one line per target, warns when a refresh token is within 14 days of
 its estimated expiry or needs re-authorization, warns about targets that authenticate without
-TLS from an old config, and continues past failures.
+TLS from an old config, and continues past failures. Then it flushes the outbox (see
+C<oxnotify outbox>): one line per target that delivered, still holds, or gave up messages.
 
 The library never touches the caller's syslog: no C<openlog>, C<closelog> or C<setlogsock>.
 It hands lines to the caller's C<logger> (default: standard error) or returns them.
@@ -122,6 +150,12 @@ C<lock_timeout> seconds for the first to end and then does nothing (exit code 0)
 
 Options: C<lock_timeout> (seconds, default 60). Returns C<{ exit_code, lines =E<gt> [[level,
 message], ...], locked, reports }>; logs nothing.
+
+=item flush_lines($reports)
+
+C<[[level, message], ...]> describing C<OxNotify::Core::outbox_flush> reports: C<err> for each
+message given up (too old, or refused for good), C<info> for deliveries, C<warning> for what
+is still queued.
 
 =item run(%opts)
 

@@ -353,13 +353,15 @@ async function loadTargets() {
     cell(tr, t.error ? 'invalid: ' + t.error : t.server);
     cell(tr, t['auth-method']);
     cell(tr, t['from-address']);
-    const status = cell(tr, '');
+    const status = cell(tr, t['outbox-queued'] ? t['outbox-queued'] + ' queued (oldest ' +
+      Math.round((t['outbox-oldest-age'] || 0) / 60) + ' min)' + (t.warning ? ': ' + t.warning : '') : '');
     const actions = cell(tr, '');
     button(actions, 'Edit', 'edit-' + t.name, () => edit(t));
     if (t['auth-method'] && t['auth-method'].endsWith('oauth2')) {
       button(actions, 'Authorize', 'authorize-' + t.name, () => authorize(t.name));
       api('GET', 'targets/' + encodeURIComponent(t.name) + '/oauth2-status').then((s) => {
         const when = (t) => new Date(t * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+        if (t['outbox-queued']) return;  // the queue says more than the token's health
         status.textContent = s.warning ? s.warning : ('authorized ' + when(s.authorized_at) +
           (s.last_refresh ? ', last refresh ' + when(s.last_refresh) : ''));
         status.dataset.authorized = s.authorized ? '1' : '0';

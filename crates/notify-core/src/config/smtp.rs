@@ -158,7 +158,15 @@ pub struct SmtpTarget {
     /// Scopes (required for `oauth2`; override for Google/Microsoft).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2_scope: Option<String>,
+    /// At most this many simultaneous SMTP sessions to this target from this host (all
+    /// processes); `None` = [`DEFAULT_MAX_CONNECTIONS`]. Microsoft 365 allows 3 per mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
+
+/// Simultaneous SMTP sessions per target when `max-connections` is not set (below Microsoft
+/// 365's limit of 3 per mailbox, leaving one for other senders of the mailbox).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 2;
 
 /// The secrets of an SMTP target, stored in the private config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -190,6 +198,7 @@ const PUBLIC_KEYS: &[&str] = &[
     "oauth2-authorize-url",
     "oauth2-token-url",
     "oauth2-scope",
+    "max-connections",
 ];
 const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret"];
 
@@ -234,7 +243,13 @@ impl SmtpTarget {
             oauth2_authorize_url: None,
             oauth2_token_url: None,
             oauth2_scope: None,
+            max_connections: None,
         }
+    }
+
+    /// The per-target connection limit (`max-connections`, default 2).
+    pub fn connection_limit(&self) -> u32 {
+        self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
     }
 
     /// The port to connect to.
@@ -324,6 +339,14 @@ impl SmtpTarget {
                 "oauth2-authorize-url" => t.oauth2_authorize_url = some(v),
                 "oauth2-token-url" => t.oauth2_token_url = some(v),
                 "oauth2-scope" => t.oauth2_scope = some(v),
+                "max-connections" => {
+                    t.max_connections = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|n| (1..=100).contains(n))
+                            .ok_or_else(|| fail(format!("'{v}' is not a number from 1 to 100")))?,
+                    )
+                }
                 _ => unreachable!("key comes from PUBLIC_KEYS"),
             }
         }
@@ -377,6 +400,15 @@ impl SmtpTarget {
         validate::server(&self.server).map_err(|m| (Some("server"), m))?;
         if self.port == Some(0) {
             return Err((Some("port"), "0 is not a port (1-65535)".into()));
+        }
+        if self
+            .max_connections
+            .is_some_and(|n| !(1..=100).contains(&n))
+        {
+            return Err((
+                Some("max-connections"),
+                "must be a number from 1 to 100".into(),
+            ));
         }
         if self.from_address.is_empty() {
             return Err((
@@ -599,6 +631,10 @@ impl SmtpTarget {
         put("oauth2-authorize-url", self.oauth2_authorize_url.clone());
         put("oauth2-token-url", self.oauth2_token_url.clone());
         put("oauth2-scope", self.oauth2_scope.clone());
+        put(
+            "max-connections",
+            self.max_connections.map(|n| n.to_string()),
+        );
         put("comment", self.comment.clone());
         put("disable", self.disable.then(|| "1".to_string()));
         put(

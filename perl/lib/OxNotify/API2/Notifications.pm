@@ -62,6 +62,9 @@ my %SMTP = (
     author => _s('Author of the mail (display name in From).', maxLength => 256),
     comment => _s('Comment', maxLength => 4096),
     disable => { type => 'boolean', optional => 1, default => 0, description => 'Disable this target' },
+    'max-connections' => { type => 'integer', minimum => 1, maximum => 100, optional => 1,
+        description => 'At most this many simultaneous SMTP sessions to this target from this host (default 2; '
+            . 'Microsoft 365 allows 3 per mailbox). Further sends wait for a free one within the delivery deadline.' },
     # oxnotify's additions
     'auth-method' => _s('Authentication method (default: plain if a username is set, else none).',
         enum => [qw(none plain google-oauth2 microsoft-oauth2 oauth2)]),
@@ -92,6 +95,9 @@ my %VIEW = (
     digest => { type => 'string', optional => 1, description => 'Digest of the configuration file.' },
     warning => { type => 'string', optional => 1,
         description => 'What the admin should change (e.g. authentication without TLS on an existing target).' },
+    'outbox-queued' => { type => 'integer', optional => 1, description => 'Notifications waiting in the outbox.' },
+    'outbox-oldest-age' => { type => 'integer', optional => 1,
+        description => 'Seconds the oldest waiting notification has waited.' },
     error => { type => 'string', optional => 1,
         description => 'Why this section of the config file is invalid (then only name, type, digest are set).' },
 );
@@ -118,6 +124,16 @@ my $STATUS = {
         last_error => { type => 'object', optional => 1, description => 'Last error.', properties => {
             message => { type => 'string' }, time => { type => 'integer' } } },
         warning => { type => 'string', optional => 1, description => 'What the admin should do, if anything.' },
+        outbox => { type => 'object', optional => 1, description => 'The outbox: queue depth, oldest age, messages given up.',
+            properties => {
+                queued => { type => 'integer' },
+                oldest_age_secs => { type => 'integer', optional => 1 },
+                last_error => { type => 'string', optional => 1 },
+                warning => { type => 'string', optional => 1 },
+                given_up => { type => 'object', properties => {
+                    count => { type => 'integer' }, last_at => { type => 'integer', optional => 1 },
+                    last_title => { type => 'string', optional => 1 }, last_reason => { type => 'string', optional => 1 } } },
+            } },
     },
 };
 

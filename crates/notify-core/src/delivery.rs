@@ -1,0 +1,574 @@
+//! Delivery that loses nothing: every send runs within one deadline
+//! ([`Settings::delivery_deadline`]), waits for one of the target's connection slots
+//! ([`crate::slots`]), retries transient failures with backoff, and what still could not be
+//! delivered for a transient reason goes to the durable [`crate::outbox`] ("queued", not
+//! "failed"). A flush sends a target's queue oldest first over one SMTP session; it runs from
+//! the timer, the daily job, the CLI, and after every successful send to the same target.
+//!
+//! Semantics: at-least-once. A message leaves the spool only after the server accepted it
+//! (250 after DATA); a crash between that reply and the removal of the spool file sends it
+//! again on the next flush (a duplicate). A crash anywhere else loses nothing: a send that has
+//! not returned "sent" or "queued" has not promised anything, and the spool files are written
+//! atomically.
+
+use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
+use crate::config::NotificationConfig;
+use crate::error::{Error, Result};
+use crate::notification::Notification;
+use crate::outbox::{self, Entry};
+use crate::smtp::{self, Batch, Credential, Outgoing};
+use crate::state::now;
+use crate::{slots, Notifier};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// How a notification left [`Notifier::send`] for one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The server accepted it.
+    Sent,
+    /// Not delivered within the deadline for a transient reason: it waits in the outbox and
+    /// a flush delivers it later.
+    Queued {
+        /// The outbox id (`oxnotify outbox list|drop`).
+        id: String,
+        /// Why it could not be delivered now (secret-free).
+        reason: String,
+    },
+}
+
+/// Result of sending to one target.
+#[derive(Debug)]
+pub struct SendReport {
+    /// Target name.
+    pub target: String,
+    /// Sent or queued, or the error (a permanent failure, or one the outbox could not take).
+    pub result: Result<Delivery>,
+}
+
+/// What a flush of one target did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlushReport {
+    /// Target name.
+    pub target: String,
+    /// Another flush of this target was running; this one did nothing.
+    pub busy: bool,
+    /// Messages delivered.
+    pub delivered: usize,
+    /// SMTP sessions used (0 if nothing was due or the target could not be used).
+    pub sessions: usize,
+    /// Messages refused for good by the server (id, error): removed and recorded.
+    pub failed: Vec<(String, String)>,
+    /// Messages older than the outbox's maximum age (id, title): removed and recorded.
+    pub expired: Vec<(String, String)>,
+    /// Messages still waiting.
+    pub remaining: usize,
+    /// Why the remaining ones were not delivered, if a flush was tried.
+    pub error: Option<String>,
+}
+
+/// What [`Notifier::deliver_now`] did: one fate per message, and the SMTP sessions it opened.
+struct Run {
+    fates: Vec<Fate>,
+    sessions: usize,
+}
+
+/// The fate of one message after a delivery run.
+enum Fate {
+    /// The server took it.
+    Sent,
+    /// The server refused this message for good (5xx to MAIL, RCPT or DATA).
+    Failed(Error),
+    /// Not sent: the session could not start or go on, for a reason retrying does not fix
+    /// (login rejected, re-authorization needed, TLS, config).
+    Blocked(Error),
+    /// Not sent for a transient reason.
+    Pending(Error),
+}
+
+impl Notifier {
+    /// Send `notification` to each of `targets`; one report per target, failures do not stop
+    /// the others. A transient failure that outlasts the delivery deadline queues the message
+    /// ([`Delivery::Queued`]). Disabled targets fail with a clear error.
+    pub fn send(&self, targets: &[&str], notification: &Notification) -> Result<Vec<SendReport>> {
+        notification.validate()?;
+        let config = self.load_config()?;
+        Ok(targets
+            .iter()
+            .map(|t| SendReport {
+                target: t.to_string(),
+                result: self
+                    .send_burst_with_config(&config, t, std::slice::from_ref(notification))
+                    .and_then(|mut r| r.pop().unwrap_or(Ok(Delivery::Sent))),
+            })
+            .collect())
+    }
+
+    /// Send several notifications to one target over one SMTP session (one connect, one
+    /// AUTH), as far as the server lets us; one result per notification, in order. What could
+    /// not be delivered for a transient reason is queued.
+    pub fn send_burst(
+        &self,
+        target: &str,
+        notifications: &[Notification],
+    ) -> Result<Vec<Result<Delivery>>> {
+        for n in notifications {
+            n.validate()?;
+        }
+        let config = self.load_config()?;
+        self.send_burst_with_config(&config, target, notifications)
+    }
+
+    /// Send `notification` to one target now, without the outbox: the test button and callers
+    /// that want the error of a transient failure rather than a queued message.
+    pub fn send_to_target(&self, target: &str, notification: &Notification) -> Result<()> {
+        let config = self.load_config()?;
+        let (target, secrets) = usable_target(&config, target)?;
+        let message = Outgoing::of(&notification.to_message(&target)?);
+        let deadline = Instant::now() + self.settings.delivery_deadline;
+        match self
+            .deliver_now(&target, &secrets, &[message], deadline, &mut |_| {})
+            .fates
+            .pop()
+        {
+            Some(Fate::Failed(e)) | Some(Fate::Blocked(e)) | Some(Fate::Pending(e)) => Err(e),
+            Some(Fate::Sent) | None => Ok(()),
+        }
+    }
+
+    fn send_burst_with_config(
+        &self,
+        config: &NotificationConfig,
+        name: &str,
+        notifications: &[Notification],
+    ) -> Result<Vec<Result<Delivery>>> {
+        let (target, secrets) = usable_target(config, name)?;
+        let mut messages = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            messages.push(Outgoing::of(&n.to_message(&target)?));
+        }
+        let started = now();
+        let deadline = Instant::now() + self.settings.delivery_deadline;
+        let fates = self
+            .deliver_now(&target, &secrets, &messages, deadline, &mut |_| {})
+            .fates;
+        let mut any_sent = false;
+        let results = fates
+            .into_iter()
+            .zip(notifications.iter().zip(&messages))
+            .map(|(fate, (n, m))| match fate {
+                Fate::Sent => {
+                    any_sent = true;
+                    Ok(Delivery::Sent)
+                }
+                Fate::Failed(e) | Fate::Blocked(e) => Err(e),
+                Fate::Pending(e) => {
+                    let reason = e.to_string();
+                    let entry = Entry::new(name, &n.title, m, started, &reason);
+                    match outbox::save(&self.settings, &entry) {
+                        Ok(()) => Ok(Delivery::Queued {
+                            id: entry.id,
+                            reason,
+                        }),
+                        // the outbox cannot take it: the caller must know it was not kept
+                        Err(q) => Err(Error::Io {
+                            path: outbox::dir(&self.settings, name),
+                            source: std::io::Error::other(format!(
+                                "{reason}; the message could not be queued in the outbox \
+                                 either ({q}), so it was NOT kept: fix the state directory"
+                            )),
+                        }),
+                    }
+                }
+            })
+            .collect();
+        // the target works again: send what waited for it, within what is left of this
+        // send's deadline (the caller waits for it)
+        if any_sent && outbox::has_entries(&self.settings, name) {
+            let _ = self.flush_until(config, name, deadline);
+        }
+        Ok(results)
+    }
+
+    /// Flush the outbox of every target that has one (the timer, the daily job,
+    /// `oxnotify outbox flush`).
+    pub fn flush_outbox(&self) -> Result<Vec<FlushReport>> {
+        let config = self.load_config()?;
+        Ok(outbox::targets(&self.settings)
+            .iter()
+            .map(|t| self.flush_target(&config, t))
+            .collect())
+    }
+
+    /// Flush one target's outbox: give up what is too old, then send the rest oldest first
+    /// over one SMTP session, removing each spool file as soon as the server took it; within
+    /// one delivery deadline.
+    pub fn flush_target(&self, config: &NotificationConfig, name: &str) -> FlushReport {
+        let deadline = Instant::now() + self.settings.delivery_deadline;
+        self.flush_until(config, name, deadline)
+    }
+
+    fn flush_until(
+        &self,
+        config: &NotificationConfig,
+        name: &str,
+        deadline: Instant,
+    ) -> FlushReport {
+        let mut report = FlushReport {
+            target: name.to_string(),
+            ..Default::default()
+        };
+        if let Err(e) = outbox::ensure_meta_dir(&self.settings) {
+            report.error = Some(e.to_string());
+            return report;
+        }
+        let _lock = match crate::fsutil::FileLock::try_exclusive(&outbox::flush_lock_file(
+            &self.settings,
+            name,
+        )) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                report.busy = true;
+                return report;
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        let (entries, bad) = match outbox::entries(&self.settings, name) {
+            Ok(x) => x,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        let max_age = self.settings.outbox_max_age.as_secs() as i64;
+        let mut due = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.age_secs() > max_age {
+                let reason = format!(
+                    "not delivered within {} (last error: {})",
+                    outbox::human_age(max_age),
+                    e.last_error
+                );
+                let _ = outbox::record_given_up(&self.settings, name, &e.title, &reason);
+                if outbox::remove(&self.settings, name, &e.id).is_ok() {
+                    report.expired.push((e.id.clone(), e.title.clone()));
+                }
+            } else {
+                due.push(e);
+            }
+        }
+        let mut messages = Vec::with_capacity(due.len());
+        let mut kept = Vec::with_capacity(due.len());
+        let mut unreadable: Vec<String> = bad.iter().map(Error::to_string).collect();
+        for e in due {
+            match e.outgoing() {
+                Ok(m) => {
+                    messages.push(m);
+                    kept.push(e);
+                }
+                Err(err) => unreadable.push(err.to_string()),
+            }
+        }
+        // unreadable files stay where they are for the admin to look at
+        report.remaining = kept.len() + unreadable.len();
+        report.error = unreadable.first().cloned();
+        if kept.is_empty() {
+            if report.remaining == 0 {
+                outbox::remove_dir_if_empty(&self.settings, name);
+            }
+            return report;
+        }
+        let (target, secrets) = match usable_target(config, name) {
+            Ok(x) => x,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        let settings = &self.settings;
+        let mut removal_errors = Vec::new();
+        let run = self.deliver_now(&target, &secrets, &messages, deadline, &mut |i| {
+            if let Err(e) = outbox::remove(settings, name, &kept[i].id) {
+                removal_errors.push(e.to_string());
+            }
+        });
+        report.sessions = run.sessions;
+        let fates = run.fates;
+        for (fate, mut e) in fates.into_iter().zip(kept) {
+            match fate {
+                Fate::Sent => {
+                    report.delivered += 1;
+                    report.remaining -= 1;
+                }
+                Fate::Failed(err) => {
+                    let why = err.to_string();
+                    let _ = outbox::record_given_up(settings, name, &e.title, &why);
+                    if outbox::remove(settings, name, &e.id).is_ok() {
+                        report.remaining -= 1;
+                    }
+                    report.failed.push((e.id, why));
+                }
+                // a session that cannot start for good (a rejected login, a token that needs
+                // re-authorization, a TLS problem) says nothing about the messages: they wait
+                // for the admin's fix, until their maximum age
+                Fate::Pending(err) | Fate::Blocked(err) => {
+                    e.attempts += 1;
+                    e.last_attempt = now();
+                    e.last_error = err.to_string();
+                    report.error.get_or_insert_with(|| e.last_error.clone());
+                    let _ = outbox::save(settings, &e);
+                }
+            }
+        }
+        if let Some(e) = removal_errors.first() {
+            // the message was delivered but its file stays: it will be sent again
+            report.error = Some(format!("delivered, but the spool file stays ({e})"));
+        }
+        if report.remaining == 0 {
+            outbox::remove_dir_if_empty(settings, name);
+        }
+        report
+    }
+
+    /// Deliver `messages` to `target` by `deadline`: wait for a connection slot, one session
+    /// for all of them, retry what failed transiently with backoff while time is left.
+    fn deliver_now(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        messages: &[Outgoing],
+        deadline: Instant,
+        accepted: &mut dyn FnMut(usize),
+    ) -> Run {
+        let mut fates: Vec<Option<Fate>> = messages.iter().map(|_| None).collect();
+        let mut backoff = Duration::from_secs(1);
+        let mut sessions = 0;
+        loop {
+            let todo: Vec<usize> = (0..messages.len())
+                .filter(|i| fates[*i].is_none())
+                .collect();
+            if todo.is_empty() {
+                break;
+            }
+            let batch: Vec<Outgoing> = todo.iter().map(|i| messages[*i].clone()).collect();
+            let stopped = match slots::acquire(
+                &self.settings,
+                &target.name,
+                target.connection_limit(),
+                deadline,
+            ) {
+                Err(e) => Some(e),
+                Ok(_slot) => {
+                    let b =
+                        self.attempt(target, secrets, &batch, deadline, &mut sessions, &mut |j| {
+                            accepted(todo[j])
+                        });
+                    for (j, r) in b.done.into_iter().enumerate() {
+                        fates[todo[j]] = Some(match r {
+                            Ok(()) => Fate::Sent,
+                            Err(e) => Fate::Failed(e),
+                        });
+                    }
+                    b.stopped
+                }
+            };
+            let Some(err) = stopped else { continue };
+            let left = deadline.saturating_duration_since(Instant::now());
+            // another attempt only if it can still finish: the wait plus a few seconds
+            if !err.is_transient() || backoff + Duration::from_secs(2) >= left {
+                for f in fates.iter_mut().filter(|f| f.is_none()) {
+                    *f = Some(if err.is_transient() {
+                        Fate::Pending(copy(&err))
+                    } else {
+                        Fate::Blocked(copy(&err))
+                    });
+                }
+                break;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(16));
+        }
+        Run {
+            fates: fates.into_iter().map(|f| f.unwrap_or(Fate::Sent)).collect(),
+            sessions,
+        }
+    }
+
+    /// One attempt: credentials, then one SMTP session for all of `messages`. A cached access
+    /// token the server rejects is refreshed once.
+    fn attempt(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        messages: &[Outgoing],
+        deadline: Instant,
+        sessions: &mut usize,
+        accepted: &mut dyn FnMut(usize),
+    ) -> Batch {
+        let failed = |e: Error| Batch {
+            done: Vec::new(),
+            stopped: Some(e),
+        };
+        let mut run = |c: &Credential<'_>, accepted: &mut dyn FnMut(usize)| {
+            *sessions += 1;
+            smtp::deliver_batch(&self.settings, target, c, messages, deadline, accepted)
+        };
+        match target.auth_method {
+            AuthMethod::None => run(&Credential::None, accepted),
+            AuthMethod::Plain => match secrets.password.as_ref() {
+                None => failed(Error::param("password", "missing")),
+                Some(password) => run(
+                    &Credential::Password {
+                        user: target.auth_identity(),
+                        password,
+                    },
+                    accepted,
+                ),
+            },
+            AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
+                let tokens = self.tokens().with_deadline(deadline);
+                let user = target.auth_identity();
+                let first = match tokens.access_token(target, secrets, false) {
+                    Ok(t) => t,
+                    Err(e) => return failed(e),
+                };
+                let b = run(
+                    &Credential::Bearer {
+                        user,
+                        token: &first.token,
+                    },
+                    accepted,
+                );
+                // a cached token may have been revoked: refresh once and retry once
+                let rejected =
+                    b.done.is_empty() && b.stopped.as_ref().is_some_and(Error::is_auth_rejected);
+                if !(rejected && first.from_cache) {
+                    return b;
+                }
+                match tokens.access_token(target, secrets, true) {
+                    Ok(fresh) => run(
+                        &Credential::Bearer {
+                            user,
+                            token: &fresh.token,
+                        },
+                        accepted,
+                    ),
+                    Err(e) => failed(e),
+                }
+            }
+        }
+    }
+}
+
+/// The enabled target `name` and its secrets.
+fn usable_target(config: &NotificationConfig, name: &str) -> Result<(SmtpTarget, SmtpSecrets)> {
+    let target = config.smtp_target(name)?;
+    if target.disable {
+        return Err(Error::param(
+            "target",
+            format!("target '{name}' is disabled (set disable 0 to use it)"),
+        ));
+    }
+    let secrets = config.smtp_secrets(name)?;
+    Ok((target, secrets))
+}
+
+/// The same error again, for each message a session-level failure left undelivered. The
+/// variants a delivery produces keep their kind; any other becomes a local error with the
+/// same text.
+fn copy(e: &Error) -> Error {
+    match e {
+        Error::Parameter { param, message } => Error::param(param.clone(), message.clone()),
+        Error::NotFound(t) => Error::NotFound(t.clone()),
+        Error::NeedsReauthorization { target, reason } => Error::NeedsReauthorization {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        Error::Token {
+            target,
+            problem,
+            message,
+            retry_after,
+        } => Error::Token {
+            target: target.clone(),
+            problem: *problem,
+            message: message.clone(),
+            retry_after: *retry_after,
+        },
+        Error::Smtp {
+            target,
+            step,
+            message,
+            code,
+            transient,
+        } => Error::Smtp {
+            target: target.clone(),
+            step: *step,
+            message: message.clone(),
+            code: *code,
+            transient: *transient,
+        },
+        Error::LockTimeout { what, path, holder } => Error::LockTimeout {
+            what: what.clone(),
+            path: path.clone(),
+            holder: holder.clone(),
+        },
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::Io {
+            path: std::path::PathBuf::from("oxnotify"),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+impl Notifier {
+    /// The waiting messages of `target` (or of every target), oldest first per target.
+    pub fn outbox_list(&self, target: Option<&str>) -> Result<Vec<outbox::Listed>> {
+        let names = match target {
+            Some(t) => {
+                crate::config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
+                vec![t.to_string()]
+            }
+            None => outbox::targets(&self.settings),
+        };
+        let mut out = Vec::new();
+        for t in names {
+            let (entries, _) = outbox::entries(&self.settings, &t)?;
+            out.extend(entries.iter().map(outbox::Listed::from));
+        }
+        Ok(out)
+    }
+
+    /// Remove a waiting message without sending it (the admin's decision; recorded as given
+    /// up). 404 if there is no such entry.
+    pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
+        let entry = outbox::find(&self.settings, id)?.ok_or_else(|| {
+            Error::param(
+                "id",
+                format!("no outbox entry {id} (see `oxnotify outbox list`)"),
+            )
+        })?;
+        // a flush holds this lock while it sends: do not drop what is on the wire
+        outbox::ensure_meta_dir(&self.settings)?;
+        let _lock = crate::fsutil::FileLock::exclusive_until(
+            &outbox::flush_lock_file(&self.settings, &entry.target),
+            Instant::now() + self.settings.lock_timeout,
+            &format!("the outbox of target '{}'", entry.target),
+        )?;
+        outbox::remove(&self.settings, &entry.target, &entry.id)?;
+        outbox::remove_dir_if_empty(&self.settings, &entry.target);
+        let _ = outbox::record_given_up(
+            &self.settings,
+            &entry.target,
+            &entry.title,
+            "dropped by the admin",
+        );
+        Ok(outbox::Listed::from(&entry))
+    }
+}
