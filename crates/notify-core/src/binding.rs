@@ -104,6 +104,7 @@ mod tests {
             oauth2_token_url: Some("https://idp.example.com/token".into()),
             oauth2_authorize_url: Some("https://idp.example.com/auth".into()),
             oauth2_scope: Some("smtp".into()),
+            broker_allow: Default::default(),
             ..SmtpTarget::new(
                 "t",
                 "smtp.example.com",

@@ -154,6 +154,30 @@ pub struct SmtpTarget {
     /// Scopes (required for `oauth2`; override for Google/Microsoft).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2_scope: Option<String>,
+    /// Who may fetch this target's access token from the token broker.
+    #[serde(flatten)]
+    pub broker_allow: BrokerAllow,
+}
+
+/// The local users and groups the token broker (`oxnotify-broker`) serves a target's access
+/// token to (`broker-allow-user`, `broker-allow-group`; names or numeric IDs). Empty: root only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BrokerAllow {
+    /// User names or UIDs.
+    #[serde(
+        default,
+        rename = "broker-allow-user",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub users: Vec<String>,
+    /// Group names or GIDs.
+    #[serde(
+        default,
+        rename = "broker-allow-group",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub groups: Vec<String>,
 }
 
 /// The secrets of an SMTP target, stored in the private config file.
@@ -186,6 +210,8 @@ const PUBLIC_KEYS: &[&str] = &[
     "oauth2-authorize-url",
     "oauth2-token-url",
     "oauth2-scope",
+    "broker-allow-user",
+    "broker-allow-group",
 ];
 const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret"];
 
@@ -197,6 +223,13 @@ pub fn public_keys() -> &'static [&'static str] {
 /// Keys of the private section.
 pub fn private_keys() -> &'static [&'static str] {
     PRIVATE_KEYS
+}
+
+/// The items of a list value (separated by commas or blanks).
+fn list(v: &str) -> impl Iterator<Item = String> + '_ {
+    v.split([',', ' ', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, Invalid> {
@@ -230,6 +263,7 @@ impl SmtpTarget {
             oauth2_authorize_url: None,
             oauth2_token_url: None,
             oauth2_scope: None,
+            broker_allow: BrokerAllow::default(),
         }
     }
 
@@ -267,7 +301,10 @@ impl SmtpTarget {
             };
             let fail = |m: String| (line, (Some(key), m));
             validate::no_control_chars(&e.value).map_err(fail)?;
-            if key != "mailto" && key != "mailto-user" {
+            if !matches!(
+                key,
+                "mailto" | "mailto-user" | "broker-allow-user" | "broker-allow-group"
+            ) {
                 if seen.contains(&key) {
                     return Err(fail("key given more than once".into()));
                 }
@@ -320,6 +357,8 @@ impl SmtpTarget {
                 "oauth2-authorize-url" => t.oauth2_authorize_url = some(v),
                 "oauth2-token-url" => t.oauth2_token_url = some(v),
                 "oauth2-scope" => t.oauth2_scope = some(v),
+                "broker-allow-user" => t.broker_allow.users.extend(list(&v)),
+                "broker-allow-group" => t.broker_allow.groups.extend(list(&v)),
                 _ => unreachable!("key comes from PUBLIC_KEYS"),
             }
         }
@@ -393,6 +432,21 @@ impl SmtpTarget {
         }
         for u in &self.mailto_user {
             validate::user_id(u).map_err(|e| (Some("mailto-user"), e))?;
+        }
+        for (key, names) in [
+            ("broker-allow-user", &self.broker_allow.users),
+            ("broker-allow-group", &self.broker_allow.groups),
+        ] {
+            for n in names {
+                validate::account_name(n).map_err(|e| (Some(key), e))?;
+            }
+            if !names.is_empty() && !self.auth_method.is_oauth2() {
+                return Err((
+                    Some(key),
+                    "only valid with an OAuth2 auth-method (the broker serves access tokens)"
+                        .into(),
+                ));
+            }
         }
         let oauth2 = self.auth_method.is_oauth2();
         if let Some(u) = &self.username {
@@ -580,6 +634,12 @@ impl SmtpTarget {
         put("oauth2-authorize-url", self.oauth2_authorize_url.clone());
         put("oauth2-token-url", self.oauth2_token_url.clone());
         put("oauth2-scope", self.oauth2_scope.clone());
+        for u in &self.broker_allow.users {
+            put("broker-allow-user", Some(u.clone()));
+        }
+        for g in &self.broker_allow.groups {
+            put("broker-allow-group", Some(g.clone()));
+        }
         put("comment", self.comment.clone());
         put("disable", self.disable.then(|| "1".to_string()));
         put(
