@@ -110,6 +110,24 @@ like($as->($eu, $eg), qr/^user=\Q$user\E\x01auth=Bearer /, "exim's user (group D
 like(slurp($blog), qr/uid 65534 \(nobody\) gid 65534 pid \d+: SMTP \Q$user\E: REFUSED: not in broker-allow-user\/broker-allow-group of relay/,
     'the refusal is logged with the peer');
 
+# other users: oxnotify token --broker ADDRESS asks the broker (the target must allow them)
+my $via = sub {
+    my ($uid, $gid, @args) = @_;
+    my $out = `setpriv --reuid=$uid --regid=$gid --clear-groups $^X bin/oxnotify token --broker $user --socket $sock @args 2>&1`;
+    return ($? >> 8, $out);
+};
+my ($vrc, $vout) = $via->($eu, $eg);
+is($vrc, 0, 'oxnotify token --broker as Debian-exim: exit 0') or diag $vout;
+is($vout, "$token\n", 'and the token');
+($vrc, $vout) = $via->($eu, $eg, '--format', 'xoauth2-b64');
+is(MIME::Base64::decode_base64($vout), "user=$user\x01auth=Bearer $token\x01\x01", '--broker with --format xoauth2-b64');
+($vrc, $vout) = $via->(65534, 65534);
+is($vrc, 77, 'oxnotify token --broker as nobody: exit 77');
+like($vout, qr/may not fetch tokens for \Q$user\E.* \[denied\]$/, 'and says why') or diag $vout;
+($vrc, $vout) = (sub { my $o = `env -u OXNOTIFY_CONFIG_DIR -u OXNOTIFY_STATE_DIR setpriv --reuid=65534 --regid=65534 --clear-groups $^X bin/oxnotify token relay 2>&1`; ($? >> 8, $o) })->();
+is($vrc, 77, 'oxnotify token NAME as another user: exit 77');
+like($vout, qr/only root may read the OAuth2 state.*--broker ADDRESS/, 'pointing to --broker');
+
 # ---- oxnotify token ----
 my $t = `$^X bin/oxnotify token relay`;
 is($? >> 8, 0, 'oxnotify token: exit 0');
