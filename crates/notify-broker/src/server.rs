@@ -19,6 +19,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// One log line on stderr (journald under systemd), written with one `write` so lines of
+/// concurrent requests never interleave.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -52,7 +62,7 @@ impl Broker {
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and the like: wait for connections to finish instead of spinning
-                    eprintln!("accept failed: {e}");
+                    log!("accept failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
@@ -73,7 +83,7 @@ impl Broker {
                 });
             if let Err(e) = spawned {
                 self.active.fetch_sub(1, Ordering::SeqCst);
-                eprintln!("cannot start a connection thread: {e}");
+                log!("cannot start a connection thread: {e}");
             }
         }
         Ok(())
@@ -84,7 +94,7 @@ impl Broker {
         let cred = match peer::peer_cred(&stream) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("refused a connection: no peer credentials ({e})");
+                log!("refused a connection: no peer credentials ({e})");
                 return;
             }
         };
@@ -92,7 +102,7 @@ impl Broker {
         let answer = match read_request(&mut stream) {
             Ok(line) => self.answer(&peer, &line),
             Err(e) => {
-                eprintln!("{}: no request ({e})", peer.describe());
+                log!("{}: no request ({e})", peer.describe());
                 Secret::new(protocol::error_line(
                     "invalid-input",
                     "no request line in time",
@@ -111,13 +121,13 @@ impl Broker {
         let req = match protocol::parse(line) {
             Ok(r) => r,
             Err(m) => {
-                eprintln!("{who}: invalid request: {m}");
+                log!("{who}: invalid request: {m}");
                 return Secret::new(protocol::error_line("invalid-input", &m));
             }
         };
         let what = format!("{} {}", req.want.as_str(), req.address);
         let fail = |kind: &str, message: &str, log: &str| {
-            eprintln!("{who}: {what}: {log}");
+            log!("{who}: {what}: {log}");
             Secret::new(protocol::error_line(kind, message))
         };
         let config = match NotificationConfig::load(&self.settings) {
@@ -144,7 +154,7 @@ impl Broker {
         let deadline = started + self.deadline;
         match token::fetch(&self.settings, &self.http, &config, &target, deadline) {
             Ok(t) => {
-                eprintln!(
+                log!(
                     "{who}: {what}: served target '{}' ({}, {} ms)",
                     target.name,
                     if t.from_cache {
