@@ -9,8 +9,9 @@ use notify_core::{NotificationConfig, SmtpTarget};
 /// Why no target was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoTarget {
-    /// No enabled OAuth2 target uses the address.
-    Unknown,
+    /// No enabled OAuth2 target uses the address; the names of invalid target sections (one
+    /// of them may have been meant).
+    Unknown(Vec<String>),
     /// Targets exist for the address (their names), but the peer may use none of them.
     Denied(Vec<String>),
     /// Several targets the peer may use have the address (their names).
@@ -21,7 +22,8 @@ impl NoTarget {
     /// The `ERR` kind of the answer.
     pub fn kind(&self) -> &'static str {
         match self {
-            NoTarget::Unknown => "not-found",
+            NoTarget::Unknown(invalid) if !invalid.is_empty() => "needs-admin-fix",
+            NoTarget::Unknown(_) => "not-found",
             NoTarget::Denied(_) => "denied",
             NoTarget::Ambiguous(_) => "needs-admin-fix",
         }
@@ -30,10 +32,19 @@ impl NoTarget {
     /// The message of the answer, for `address`. A refused peer learns nothing about targets.
     pub fn message(&self, address: &str) -> String {
         match self {
-            NoTarget::Unknown => format!(
-                "no enabled OAuth2 target has {address} as its username or from-address: create \
-                 or enable one (oxnotify target list)"
-            ),
+            NoTarget::Unknown(invalid) => {
+                let mut m = format!(
+                    "no enabled OAuth2 target has {address} as its username or from-address: \
+                     create or enable one (oxnotify target list)"
+                );
+                if !invalid.is_empty() {
+                    m.push_str(&format!(
+                        "; the config has invalid targets ({}), fix them",
+                        invalid.join(", ")
+                    ));
+                }
+                m
+            }
             NoTarget::Denied(_) => format!(
                 "this user may not fetch tokens for {address}: the target must list it in \
                  broker-allow-user or one of its groups in broker-allow-group"
@@ -57,10 +68,17 @@ pub fn target_for(
     address: &str,
     peer: &Peer,
 ) -> Result<SmtpTarget, NoTarget> {
+    let mut invalid = Vec::new();
     let targets: Vec<SmtpTarget> = config
         .smtp_targets()
         .into_iter()
-        .filter_map(|(_, t)| t.ok())
+        .filter_map(|(name, t)| match t {
+            Ok(t) => Some(t),
+            Err(_) => {
+                invalid.push(name);
+                None
+            }
+        })
         .filter(|t| t.auth_method.is_oauth2() && !t.disable)
         .collect();
     let by_identity: Vec<&SmtpTarget> = targets
@@ -76,7 +94,7 @@ pub fn target_for(
         by_identity
     };
     if candidates.is_empty() {
-        return Err(NoTarget::Unknown);
+        return Err(NoTarget::Unknown(invalid));
     }
     let usable: Vec<&SmtpTarget> = candidates
         .iter()

@@ -144,3 +144,15 @@ fn a_held_target_lock_is_a_transient_error_by_the_deadline() {
     assert!(answer.starts_with("ERR transient "), "{answer}");
     assert!(!answer.contains(TOKEN));
 }
+
+#[test]
+fn an_unknown_address_names_invalid_targets_the_admin_may_have_meant() {
+    let env = setup("http://127.0.0.1:9/token", Duration::from_secs(2));
+    assert!(ask(&env, "TOKEN other@example.com\n").starts_with("ERR not-found "));
+    let mut cfg = std::fs::read_to_string(env.settings.config_file()).unwrap();
+    cfg.push_str("\nsmtp: broken\n\tserver smtp.example.com\n\tmailto ops@example.com\n");
+    std::fs::write(env.settings.config_file(), cfg).unwrap();
+    let answer = ask(&env, "TOKEN other@example.com\n");
+    assert!(answer.starts_with("ERR needs-admin-fix "), "{answer}");
+    assert!(answer.contains("invalid targets (broken)"), "{answer}");
+}
