@@ -8,11 +8,12 @@ need=()
 # Perl binding: FFI::Platypus loads the .so, Cpanel::JSON::XS encodes, URI for the tests;
 # debhelper/dpkg-dev/lintian build and check the Debian packages
 # Mojolicious/JSON::Validator run the API server; chromium is the real browser of the page test;
-# systemd provides systemd-analyze, which rates the hardening of our units;
+# systemd provides systemd-analyze, which rates the hardening of our units; strace tells the
+# crash test whether a killed refresh had received the provider's answer;
 # the lib*-perl packages of the last three lines are what the real Proxmox Perl modules in
 # ../shared/pve-stack need to load (the PVE integration test, perl/t/80-pve-stack.t)
 for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-xs-perl liburi-perl \
-         libmojolicious-perl libjson-validator-perl chromium debhelper dpkg-dev lintian systemd \
+         libmojolicious-perl libjson-validator-perl chromium debhelper dpkg-dev lintian systemd strace \
          libclone-perl libhttp-message-perl libencode-locale-perl libdevel-cycle-perl libnet-ip-perl \
          libjson-perl libfilesys-df-perl liblinux-inotify2-perl libstring-shellquote-perl \
          libio-stringy-perl libyaml-libyaml-perl libanyevent-perl \

@@ -47,7 +47,8 @@ is(state_of('revoked')->{refresh_token}, $rt2, 'revoked target keeps its stored 
 my $pid = open(my $holder, '-|') // die;
 if (!$pid) {
     require Fcntl;
-    open(my $lk, '>>', "$ENV{OXNOTIFY_CONFIG_DIR}/.notifications.lock") or die;
+    # another daily run holds the run lock
+    open(my $lk, ">>", "$ENV{OXNOTIFY_STATE_DIR}/daily.lock") or die;
     flock($lk, Fcntl::LOCK_EX()) or die;
     print "locked\n";
     sleep 4;
@@ -56,6 +57,22 @@ if (!$pid) {
 my $l = <$holder>;
 $out = `$^X bin/oxnotify-daily --no-syslog --lock-timeout 1 2>&1`;
 is($? >> 8, 0, 'busy lock: exit 0') or diag $out;
-like($out, qr/another instance holds the notification config lock/, 'says so');
+like($out, qr/another instance of the daily refresh is running/, 'says so');
 close($holder);
+
+# a malformed line outside any target (and a foreign section with a broken line): every valid
+# target is still refreshed, and the job names file and line without the line's text
+{
+    my $cfg = "$ENV{OXNOTIFY_CONFIG_DIR}/notifications.cfg";
+    open(my $in, '<', $cfg) or die; my $text = do { local $/; <$in> }; close($in);
+    open(my $fh, '>', $cfg) or die;
+    print $fh "garbage-outside-any-section s3cr3t-looking-value\n\nmatcher: m1\n\tnot-a-key-value-line\n\n$text";
+    close($fh) or die;
+    $out = `$^X bin/oxnotify-daily --no-syslog 2>&1`;
+    like($out, qr/WARNING config: .*notifications\.cfg line 1/, 'the stray line is reported with file and line')
+        or diag $out;
+    unlike($out, qr/s3cr3t-looking-value/, '... without its text');
+    like($out, qr/target 'daily': rotated/, 'the valid target is still refreshed') or diag $out;
+    open($fh, '>', $cfg) or die; print $fh $text; close($fh) or die;
+}
 done_testing();

@@ -123,6 +123,22 @@ ok(find_mail($subject), 'mail delivered');
 is($rc, 1, 'a failing target: exit 1');
 my $res = $J->decode($out);
 ok($res->[0]{ok} && !$res->[1]{ok} && $res->[1]{code} == 404, 'JSON per-target results');
+is($res->[1]{kind}, 'not-found', '... with the kind of the failure');
+
+# a server that is down: only a temporary failure, EX_TEMPFAIL (75), so cron or an MTA retries
+{
+    my $closed = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 1) or die;
+    my $port = $closed->sockport;
+    close($closed);
+    ($rc, $out) = cli("target create down --server 127.0.0.1 --port $port --mode insecure",
+        '--auth-method none --from-address a@example.test --mailto b@example.test');
+    is($rc, 0, 'target at a closed port created') or diag $out;
+    local $ENV{OXNOTIFY_DELIVERY_DEADLINE} = 3;
+    ($rc, $out) = cli('send down --title x');
+    is($rc, 75, 'server down: exit 75') or diag $out;
+    like($out, qr/down: FAILED \(502, transient\): .*temporary/, 'says it is temporary') or diag $out;
+    cli('target delete down');
+}
 
 ($rc, $out) = cli('refresh');
 is($rc, 0, 'refresh') or diag $out;

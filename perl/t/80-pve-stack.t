@@ -7,6 +7,7 @@
 use strict;
 use warnings;
 use Test::More;
+use POSIX ();
 use lib 'perl/t/lib';
 use IO::Socket::UNIX ();
 use Socket ();
@@ -225,10 +226,11 @@ ok((grep { /^<27>.*oxnotify: target 'ms2': needs-reauthorization .*not been auth
     or diag explain \@msgs;
 ok((grep { /after oxnotify rc=1/ } @msgs), 'exit code 1 (a target was not refreshed)');
 
-# failing early (unreadable config) must not leave the caller's syslog changed either
+# failing early (a config that cannot be read: a FIFO, which is refused rather than hanging)
+# must not leave the caller's syslog changed either
 my $broken = "$dir/broken";
 mkdir $broken; mkdir "$broken/priv";
-open(my $fh, '>', "$broken/notifications.cfg") or die; print $fh "this is not a config\n"; close($fh);
+POSIX::mkfifo("$broken/notifications.cfg", 0600) or die "mkfifo: $!";
 @msgs = pveupdate_like(OXNOTIFY_CONFIG_DIR => $broken);
 is_deeply([grep { !/ pveupdate\[\d+\]: / } @msgs], [], 'early failure: every line keeps pveupdate\'s identity');
 ok((grep { /after oxnotify rc=2/ } @msgs), 'early failure: exit code 2, and the caller logs on as itself') or diag explain \@msgs;

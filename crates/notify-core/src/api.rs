@@ -8,6 +8,7 @@ use crate::config::section::Section;
 use crate::config::smtp::{private_keys, public_keys, SmtpSecrets, SmtpTarget, SMTP_TYPE};
 use crate::config::{validate, ConfigLock};
 use crate::error::{Error, Result};
+use crate::fsutil::FileLock;
 use crate::notification::{Notification, Severity};
 use crate::secret::Secret;
 use crate::state::StateStore;
@@ -301,15 +302,19 @@ pub fn test_target(
     n.send_to_target(name, &note)
 }
 
-/// The daily refresh under the config lock. Waits up to `lock_timeout` for another holder
-/// (another daily run, a config edit); `Ok(None)` if it is still busy then.
+/// The daily refresh. One run at a time: waits up to `lock_timeout` for another run to end
+/// and gives up with `Ok(None)` if it is still busy then. The config lock is held only while
+/// the config is read, not through the token requests, so config edits never wait for the
+/// network.
 pub fn refresh_targets_locked(
     n: &Notifier,
     lock_timeout: Duration,
 ) -> Result<Option<Vec<RefreshReport>>> {
+    let run_lock = n.settings().daily_lock_file();
+    crate::fsutil::ensure_dir(&n.settings().state_dir, 0o700, false)?;
     let deadline = Instant::now() + lock_timeout;
-    let _lock = loop {
-        if let Some(l) = ConfigLock::try_acquire(n.settings())? {
+    let _run = loop {
+        if let Some(l) = FileLock::try_exclusive(&run_lock)? {
             break l;
         }
         if Instant::now() >= deadline {
@@ -317,7 +322,11 @@ pub fn refresh_targets_locked(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    n.refresh_targets().map(Some)
+    let config = {
+        let _read = ConfigLock::acquire(n.settings())?;
+        n.load_config()?
+    };
+    n.refresh_configured(&config).map(Some)
 }
 
 /// Start authorizing target `name` (`POST smtp-oauth2-authorize-url`): returns the provider's

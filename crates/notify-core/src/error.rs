@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// What the caller (or the admin) must do about an error. Stable names ([`ErrorKind::as_str`])
 /// cross the Perl boundary, so the API, the page, the CLI and the daily job can branch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request or a config value is wrong: fix it and try again.
@@ -192,6 +192,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// New tokens could not be written to the state file (500). Nothing is lost yet: they are
+    /// kept where `kept_in` says and taken over by the next access; the admin must make the
+    /// state directory writable (read-only? full?).
+    #[error("target '{target}': WARNING: {what} could not be saved to {} ({reason}); it is kept in {kept_in}; make the state directory writable", .path.display())]
+    StateNotSaved {
+        /// Target name.
+        target: String,
+        /// What was not saved ("the rotated refresh token", ...).
+        what: String,
+        /// The state file.
+        path: PathBuf,
+        /// Why the write failed (secret-free).
+        reason: String,
+        /// Where the tokens are now (a recovery file, or this process's memory).
+        kept_in: String,
+    },
     /// A state file exists but cannot be parsed (500); it is left untouched.
     #[error("state file {} is corrupt ({message}); it was left untouched: fix or remove it and re-authorize", .path.display())]
     CorruptState {
@@ -259,7 +275,7 @@ impl Error {
                 ..
             } => 500,
             Error::Token { .. } | Error::Smtp { .. } => 502,
-            Error::Io { .. } | Error::CorruptState { .. } => 500,
+            Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => 500,
         }
     }
 
@@ -291,7 +307,9 @@ impl Error {
             } => ErrorKind::InvalidInput,
             Error::Smtp { .. } => ErrorKind::NeedsAdminFix,
             Error::LockTimeout { .. } => ErrorKind::Transient,
-            Error::Io { .. } | Error::CorruptState { .. } => ErrorKind::Internal,
+            Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
 

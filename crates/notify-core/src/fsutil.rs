@@ -20,8 +20,12 @@ pub fn ensure_dir(dir: &Path, mode: u32, tighten: bool) -> Result<()> {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(dir, e))?;
     } else if tighten {
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(dir, e))?;
+        let current = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        // only when needed: a read-only file system refuses even a no-op chmod
+        if current.permissions().mode() & 0o7777 != mode {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(dir, e))?;
+        }
     }
     Ok(())
 }
@@ -30,9 +34,15 @@ pub fn ensure_dir(dir: &Path, mode: u32, tighten: bool) -> Result<()> {
 /// `mode`), fsync it, rename it over `path`, fsync the directory. A crash leaves either the old
 /// or the new content, never a torn file.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_atomic_prefixed(path, data, mode, ".tmp-")
+}
+
+/// [`write_atomic`] with the temp file named `<prefix><random>`, so that leftovers of a killed
+/// writer can be told apart (the state files use one prefix per target).
+pub fn write_atomic_prefixed(path: &Path, data: &[u8], mode: u32, prefix: &str) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(prefix)
         .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
@@ -45,6 +55,39 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// The content of `path` if it is a regular file, `None` if it does not exist. Anything else
+/// (a FIFO, which would block the reader forever; a device; a directory) is refused with an
+/// error naming the file.
+pub fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
+    let not_regular = || {
+        Error::io(
+            path,
+            std::io::Error::other(
+                "not a regular file (a FIFO, device or directory?); refusing to read it",
+            ),
+        )
+    };
+    // check before opening: opening a FIFO for reading blocks until a writer appears
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(not_regular()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    // and after: the path may have been replaced in between
+    if !file.metadata().map_err(|e| Error::io(path, e))?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(Some(bytes))
 }
 
 /// An exclusive `flock` on a lock file, released on drop (also when the process dies).
@@ -101,14 +144,27 @@ fn holder_of(path: &Path) -> Option<String> {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io(path, e))
+    {
+        Ok(f) => Ok(f),
+        // a read-only or full file system: an existing lock file still locks when opened
+        // for reading (flock needs no write access), so readers and writers stay serialised
+        Err(e) if is_unwritable(&e) => File::open(path).map_err(|_| Error::io(path, e)),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// True for the errors of a directory or file system we may not or cannot write to
+/// (read-only, permission, full, quota).
+pub fn is_unwritable(e: &std::io::Error) -> bool {
+    // EPERM, EACCES, ENOSPC, EROFS, EDQUOT
+    matches!(e.raw_os_error(), Some(1 | 13 | 28 | 30 | 122))
 }
 
 #[cfg(test)]

@@ -272,7 +272,12 @@ impl Notifier {
     /// Failures are recorded in the target's state and do not stop the others. The daily job
     /// calls this (holding the config lock so it does not race with config edits).
     pub fn refresh_targets(&self) -> Result<Vec<RefreshReport>> {
-        let config = self.load_config()?;
+        self.refresh_configured(&self.load_config()?)
+    }
+
+    /// [`Notifier::refresh_targets`] over a config the caller has read (so that it need not
+    /// hold the config lock through the network requests).
+    pub fn refresh_configured(&self, config: &NotificationConfig) -> Result<Vec<RefreshReport>> {
         let names: Vec<String> = config
             .smtp_targets()
             .into_iter()
@@ -293,7 +298,7 @@ impl Notifier {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(name) = names.get(i) else { break };
-                    let report = self.refresh_one(&config, name);
+                    let report = self.refresh_one(config, name);
                     if let Ok(mut r) = reports.lock() {
                         r.push((i, report));
                     }

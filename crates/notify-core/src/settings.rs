@@ -136,6 +136,11 @@ impl Settings {
         self.config_dir.join(".notifications.lock")
     }
 
+    /// The lock file that lets one daily refresh run at a time.
+    pub fn daily_lock_file(&self) -> PathBuf {
+        self.state_dir.join("daily.lock")
+    }
+
     /// Directory of the per-target OAuth2 state files.
     pub fn oauth2_state_dir(&self) -> PathBuf {
         self.state_dir.join("oauth2")

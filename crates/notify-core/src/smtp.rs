@@ -360,18 +360,27 @@ fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Message) -
     Ok(())
 }
 
-/// The DATA payload without the final CRLF that [`Line`] adds: lines starting with '.' get
-/// another '.' (RFC 5321 section 4.5.2), then the end-of-data line '.'.
+/// The DATA payload without the final CRLF that [`Line`] adds: every line break (CRLF, a
+/// bare CR, a bare LF) becomes CRLF (RFC 5321 section 2.3.8: no bare CR or LF on the wire),
+/// lines starting with '.' get another '.' (section 4.5.2), then the end-of-data line '.'.
+/// One pass over the text.
 fn dot_stuffed(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    for line in text.split_inclusive('\n') {
+    let mut out = String::with_capacity(text.len() + text.len() / 32 + 16);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, tail) = match rest.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                (&rest[..i], Some(&rest[i + skip..]))
+            }
+            None => (rest, None),
+        };
         if line.starts_with('.') {
             out.push('.');
         }
         out.push_str(line);
-    }
-    if !out.is_empty() && !out.ends_with("\r\n") {
         out.push_str("\r\n");
+        rest = tail.unwrap_or("");
     }
     out.push('.');
     out
@@ -389,5 +398,15 @@ mod tests {
         );
         assert_eq!(dot_stuffed(".x"), "..x\r\n.");
         assert_eq!(dot_stuffed(""), ".");
+    }
+
+    #[test]
+    fn bare_cr_and_lf_become_crlf() {
+        assert_eq!(
+            dot_stuffed("a\rb\nc\r\n\r.d\n\ne"),
+            "a\r\nb\r\nc\r\n\r\n..d\r\n\r\ne\r\n."
+        );
+        let wire = dot_stuffed("x\ry\r\r\nz\n");
+        assert!(!wire.replace("\r\n", "").contains(['\r', '\n']), "{wire:?}");
     }
 }

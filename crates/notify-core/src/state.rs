@@ -1,12 +1,27 @@
 //! Per-target OAuth2 state files: `<state>/oauth2/<target>.json`, 0600 in a 0700 directory,
 //! replaced atomically. Only this library writes them; [`TargetLock`] serialises writers.
+//!
+//! Nothing the provider issued is dropped:
+//! - every save increments the state's `generation`; the temp file of a save is named
+//!   `.tmp-<target>~<random>`, so a writer killed between writing it and renaming it leaves a
+//!   complete, identifiable newer state behind;
+//! - a save that fails (read-only directory, full file system) is retried, then the state is
+//!   written to a recovery file beside the state (`<target>.recovery.json` in the state's
+//!   directory, else `<target>.oauth2-recovery.json` one level up) and kept in this process's
+//!   memory ([`SaveOutcome::Kept`]);
+//! - [`StateStore::load_locked`] (every access under the lock) takes over the newest of the
+//!   state file, complete temp files, recovery files and the memory copy (highest generation,
+//!   same target), writes it as the state and removes the rest.
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FileLock};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Current state-file format version.
 pub const STATE_VERSION: u32 = 1;
@@ -26,6 +41,9 @@ pub struct LastError {
     pub message: String,
     /// When it happened (Unix seconds).
     pub time: i64,
+    /// What must happen next (absent in states written by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::error::ErrorKind>,
 }
 
 /// What we keep per OAuth2 target. Timestamps are Unix seconds.
@@ -71,6 +89,14 @@ pub struct OAuth2State {
     /// ([`crate::binding::Binding::delivery`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_binding: Option<String>,
+    /// Incremented by every save: of two copies of a target's state, the higher generation is
+    /// the newer (crash leftovers and recovery files are compared by it).
+    #[serde(default)]
+    pub generation: u64,
+    /// The target this state belongs to (written by every save; a leftover temp or recovery
+    /// file is taken over only by its own target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl OAuth2State {
@@ -105,9 +131,72 @@ impl OAuth2State {
         self.last_error = Some(LastError {
             message: message.to_string(),
             time: now(),
+            kind: None,
+        });
+    }
+
+    /// Record `e` with its kind, for the status report.
+    pub fn record_failure(&mut self, e: &crate::error::Error) {
+        self.last_error = Some(LastError {
+            message: e.to_string(),
+            time: now(),
+            kind: Some(e.kind()),
         });
     }
 }
+
+/// Where a state that could not be saved is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptIn {
+    /// A recovery file (and this process's memory); taken over by the next access.
+    RecoveryFile(PathBuf),
+    /// Only this process's memory: lost when the process ends.
+    Memory,
+}
+
+impl std::fmt::Display for KeptIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeptIn::RecoveryFile(p) => write!(
+                f,
+                "the recovery file {} (taken over by the next access)",
+                p.display()
+            ),
+            KeptIn::Memory => f.write_str(
+                "this process's memory only (lost when it ends: fix the state directory now)",
+            ),
+        }
+    }
+}
+
+/// Result of [`StateStore::save_or_keep`].
+#[derive(Debug)]
+pub enum SaveOutcome {
+    /// Written as the state file.
+    Saved,
+    /// The state file could not be written (`error`); the state is kept in `kept_in`.
+    Kept {
+        /// Where the state is now.
+        kept_in: KeptIn,
+        /// Why the state file could not be written.
+        error: Error,
+    },
+}
+
+/// States that could not be written anywhere, by state-file path: a long-running process
+/// (the server) keeps using them, and saves them once the directory is writable again.
+static KEPT: Mutex<BTreeMap<PathBuf, OAuth2State>> = Mutex::new(BTreeMap::new());
+
+fn kept() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, OAuth2State>> {
+    KEPT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Pauses between the attempts of a state save (a transiently full disk may clear).
+const SAVE_RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
+
+/// Temp files of writers without a per-target prefix (older versions) are removed once they
+/// are this old: no live writer keeps a temp file that long.
+const LEGACY_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Exclusive per-target lock: refreshes (which may rotate the refresh token) and state
 /// writes happen only while it is held.
@@ -152,44 +241,357 @@ impl StateStore {
         .map(TargetLock)
     }
 
-    /// The state of `target`, `None` if it has none. A corrupt file is an error and is left
-    /// untouched.
+    /// The state of `target` as the state file holds it, `None` if it has none. A corrupt
+    /// file is an error and is left untouched. Without the lock (status display, read-only
+    /// fallback); accesses that may write use [`StateStore::load_locked`].
     pub fn load(&self, target: &str) -> Result<Option<OAuth2State>> {
+        read_state(&self.settings.oauth2_state_file(target))
+    }
+
+    /// The newest state of `target` this process can see without the lock and without
+    /// writing: the state file, a recovery file or the memory copy, by generation. For the
+    /// read-only fallback (the lock file cannot be created).
+    pub fn load_unlocked_newest(&self, target: &str) -> Result<Option<OAuth2State>> {
         let path = self.settings.oauth2_state_file(target);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| Error::CorruptState {
-                        path,
-                        // serde_json's message names line/column and the kind of problem, not data
-                        message: format!("invalid JSON at line {} column {}", e.line(), e.column()),
-                    })
+        let mut best = read_state(&path)?;
+        let mut others: Vec<OAuth2State> = self
+            .recovery_files(target)
+            .iter()
+            .filter_map(|r| read_state(r).ok().flatten())
+            .collect();
+        others.extend(kept().get(&path).cloned());
+        for cand in others {
+            if cand.target.as_deref() == Some(target)
+                && best.as_ref().is_none_or(|b| cand.generation > b.generation)
+            {
+                best = Some(cand);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
         }
+        Ok(best)
+    }
+
+    /// The state of `target` under its lock, after taking over what a crash or a failed save
+    /// left: the newest (highest generation) of the state file, complete `.tmp-<target>~*`
+    /// files, recovery files and this process's memory copy. A newer copy is written as the
+    /// state (if that fails it is still returned); leftover temp and recovery files are
+    /// removed once nothing newer than the state file remains in them.
+    pub fn load_locked(&self, target: &str, lock: &TargetLock) -> Result<Option<OAuth2State>> {
+        let path = self.settings.oauth2_state_file(target);
+        let current = read_state(&path);
+        let base = match &current {
+            Ok(Some(s)) => Some(s.generation),
+            _ => None,
+        };
+        let temps = self.temp_files(target);
+        let mut best: Option<OAuth2State> = None;
+        let mut consider = |cand: OAuth2State| {
+            let ours = cand.target.as_deref() == Some(target);
+            let newer = base.is_none_or(|g| cand.generation > g);
+            if ours && newer && best.as_ref().is_none_or(|b| cand.generation > b.generation) {
+                best = Some(cand);
+            }
+        };
+        for t in &temps {
+            // an incomplete temp file does not parse: it never wins
+            if let Ok(Some(cand)) = read_state(t) {
+                consider(cand);
+            }
+        }
+        for r in self.recovery_files(target) {
+            if let Ok(Some(cand)) = read_state(&r) {
+                consider(cand);
+            }
+        }
+        if let Some(cand) = kept().get(&path).cloned() {
+            consider(cand);
+        }
+        let Some(mut newer) = best else {
+            let state = current?;
+            // nothing newer anywhere: what is left over is stale
+            self.remove_leftovers(&temps);
+            return Ok(state);
+        };
+        match self.save_next(target, &mut newer, lock) {
+            // save_next removed the leftovers
+            Ok(()) => {}
+            Err(_) => {
+                kept().insert(path, newer.clone());
+            }
+        }
+        Ok(Some(newer))
     }
 
     /// Replace the state of `target` atomically (0600). Requires the target's lock.
-    pub fn save(&self, target: &str, state: &OAuth2State, _lock: &TargetLock) -> Result<()> {
-        self.ensure_dirs()?;
+    pub fn save(&self, target: &str, state: &OAuth2State, lock: &TargetLock) -> Result<()> {
         let mut state = state.clone();
-        state.version = STATE_VERSION;
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::CorruptState {
-            path: self.settings.oauth2_state_file(target),
-            message: e.to_string(),
-        })?;
-        fsutil::write_atomic(&self.settings.oauth2_state_file(target), &json, 0o600)
+        self.save_next(target, &mut state, lock)
     }
 
-    /// Remove the state of `target` (when the target is deleted). Requires the lock.
+    /// [`StateStore::save`], with `state.generation` advanced to the saved generation. The
+    /// write is retried; on success every older copy (temp, recovery, memory) is removed.
+    pub fn save_next(
+        &self,
+        target: &str,
+        state: &mut OAuth2State,
+        _lock: &TargetLock,
+    ) -> Result<()> {
+        let path = self.settings.oauth2_state_file(target);
+        state.version = STATE_VERSION;
+        state.generation += 1;
+        state.target = Some(target.to_string());
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::CorruptState {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut attempt = 0;
+        loop {
+            let result = self.ensure_dirs().and_then(|()| {
+                fsutil::write_atomic_prefixed(&path, &json, 0o600, &temp_prefix(target))
+            });
+            match result {
+                Ok(()) => break,
+                Err(e) => match SAVE_RETRY_PAUSES.get(attempt) {
+                    Some(pause) => {
+                        std::thread::sleep(*pause);
+                        attempt += 1;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+        kept().remove(&path);
+        for r in self.recovery_files(target) {
+            let _ = std::fs::remove_file(r);
+        }
+        self.remove_leftovers(&self.temp_files(target));
+        Ok(())
+    }
+
+    /// [`StateStore::save_next`]; if the state file cannot be written, keep the state in a
+    /// recovery file (where one can be written) and in memory, and say where.
+    pub fn save_or_keep(
+        &self,
+        target: &str,
+        state: &mut OAuth2State,
+        lock: &TargetLock,
+    ) -> SaveOutcome {
+        let error = match self.save_next(target, state, lock) {
+            Ok(()) => return SaveOutcome::Saved,
+            Err(e) => e,
+        };
+        let path = self.settings.oauth2_state_file(target);
+        kept().insert(path, state.clone());
+        let mut kept_in = KeptIn::Memory;
+        if let Ok(json) = serde_json::to_vec_pretty(&state) {
+            for r in self.recovery_paths(target) {
+                if fsutil::write_atomic_prefixed(&r, &json, 0o600, &temp_prefix(target)).is_ok() {
+                    kept_in = KeptIn::RecoveryFile(r);
+                    break;
+                }
+            }
+        }
+        SaveOutcome::Kept { kept_in, error }
+    }
+
+    /// Remove the state of `target` (when the target is deleted), with any recovery file,
+    /// leftover and memory copy. Requires the lock.
     pub fn remove(&self, target: &str, _lock: &TargetLock) -> Result<()> {
         let path = self.settings.oauth2_state_file(target);
+        kept().remove(&path);
+        for r in self.recovery_files(target) {
+            let _ = std::fs::remove_file(r);
+        }
+        self.remove_leftovers(&self.temp_files(target));
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(path, e)),
         }
+    }
+
+    /// Where a state that cannot be saved goes, in order of preference: beside the state,
+    /// then one directory up (when the state's own directory is read-only or full).
+    pub fn recovery_paths(&self, target: &str) -> [PathBuf; 2] {
+        [
+            self.settings
+                .oauth2_state_dir()
+                .join(format!("{target}.recovery.json")),
+            self.settings
+                .state_dir
+                .join(format!("{target}.oauth2-recovery.json")),
+        ]
+    }
+
+    fn recovery_files(&self, target: &str) -> Vec<PathBuf> {
+        self.recovery_paths(target)
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// This target's temp files in the state directory (and the recovery directory).
+    fn temp_files(&self, target: &str) -> Vec<PathBuf> {
+        let prefix = temp_prefix(target);
+        let mut out = Vec::new();
+        for dir in [
+            self.settings.oauth2_state_dir(),
+            self.settings.state_dir.clone(),
+        ] {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// Remove `temps` (ours: we hold the target's lock, so no writer of this target is
+    /// alive) and old temp files of writers that did not name their target.
+    fn remove_leftovers(&self, temps: &[PathBuf]) {
+        for t in temps {
+            let _ = std::fs::remove_file(t);
+        }
+        let Ok(rd) = std::fs::read_dir(self.settings.oauth2_state_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let legacy = name.starts_with(".tmp-") && !name.contains('~');
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > LEGACY_TEMP_AGE);
+            if legacy && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The temp-file prefix of `target`'s state writes; `~` cannot occur in a target name, so no
+/// target's prefix is a prefix of another's.
+fn temp_prefix(target: &str) -> String {
+    format!(".tmp-{target}~")
+}
+
+fn read_state(path: &Path) -> Result<Option<OAuth2State>> {
+    match fsutil::read_regular(path)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::CorruptState {
+                path: path.to_path_buf(),
+                // serde_json's message names line/column and the kind of problem, not data
+                message: format!("invalid JSON at line {} column {}", e.line(), e.column()),
+            }),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+        (dir, StateStore::new(&settings))
+    }
+
+    fn with_token(rt: &str, generation: u64, target: &str) -> Vec<u8> {
+        let mut s = OAuth2State::authorized(Secret::new(rt));
+        s.generation = generation;
+        s.target = Some(target.to_string());
+        serde_json::to_vec(&s).unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_save_advances_the_generation_and_names_the_target() {
+        let (_d, st) = store();
+        let lock = st.lock("t").unwrap();
+        let mut s = OAuth2State::authorized(Secret::new("rt-1"));
+        st.save_next("t", &mut s, &lock).unwrap();
+        st.save_next("t", &mut s, &lock).unwrap();
+        let read = st.load("t").unwrap().unwrap();
+        assert_eq!(read.generation, 2);
+        assert_eq!(read.target.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn a_complete_newer_temp_file_is_adopted_and_the_rest_removed() {
+        let (_d, st) = store();
+        let dir = st.settings.oauth2_state_dir();
+        let lock = st.lock("t").unwrap();
+        let mut s = OAuth2State::authorized(Secret::new("rt-old"));
+        s.generation = 2;
+        st.save_next("t", &mut s, &lock).unwrap(); // generation 3
+        std::fs::write(dir.join(".tmp-t~aaaa"), with_token("rt-new", 4, "t")).unwrap();
+        // torn write of an even newer one: never adopted
+        let torn = with_token("rt-torn", 9, "t");
+        std::fs::write(dir.join(".tmp-t~bbbb"), &torn[..torn.len() / 2]).unwrap();
+        std::fs::write(dir.join(".tmp-t~cccc"), with_token("rt-older", 1, "t")).unwrap();
+        // a file named for this target but holding another's state: not adopted
+        std::fs::write(dir.join(".tmp-t~dddd"), with_token("rt-x", 8, "x")).unwrap();
+        // another target's leftover: not ours to touch
+        std::fs::write(dir.join(".tmp-t.b~eeee"), with_token("rt-b", 7, "t.b")).unwrap();
+        let got = st.load_locked("t", &lock).unwrap().unwrap();
+        assert_eq!(got.refresh_token.as_ref().unwrap().expose(), "rt-new");
+        let on_disk = st.load("t").unwrap().unwrap();
+        assert_eq!(on_disk.refresh_token.unwrap().expose(), "rt-new");
+        assert_eq!(on_disk.generation, 5);
+        assert_eq!(names(&dir), [".tmp-t.b~eeee", "t.json", "t.lock"]);
+    }
+
+    #[test]
+    fn stale_leftovers_are_removed_without_changing_the_state() {
+        let (_d, st) = store();
+        let dir = st.settings.oauth2_state_dir();
+        let lock = st.lock("t").unwrap();
+        let mut s = OAuth2State::authorized(Secret::new("rt-cur"));
+        s.generation = 4;
+        st.save_next("t", &mut s, &lock).unwrap();
+        std::fs::write(dir.join(".tmp-t~old1"), with_token("rt-older", 3, "t")).unwrap();
+        std::fs::write(dir.join(".tmp-t~old2"), b"{\"version\":1,\"refre").unwrap();
+        let got = st.load_locked("t", &lock).unwrap().unwrap();
+        assert_eq!(got.refresh_token.unwrap().expose(), "rt-cur");
+        assert_eq!(got.generation, 5);
+        assert_eq!(names(&dir), ["t.json", "t.lock"]);
+    }
+
+    #[test]
+    fn a_recovery_file_is_taken_over_by_the_next_access() {
+        let (_d, st) = store();
+        let lock = st.lock("t").unwrap();
+        let mut s = OAuth2State::authorized(Secret::new("rt-cur"));
+        st.save_next("t", &mut s, &lock).unwrap();
+        let rec = st.recovery_paths("t")[1].clone();
+        std::fs::write(&rec, with_token("rt-rotated", 2, "t")).unwrap();
+        let got = st.load_locked("t", &lock).unwrap().unwrap();
+        assert_eq!(got.refresh_token.unwrap().expose(), "rt-rotated");
+        assert!(!rec.exists());
+        assert_eq!(
+            st.load("t")
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .unwrap()
+                .expose(),
+            "rt-rotated"
+        );
     }
 }

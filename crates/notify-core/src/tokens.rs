@@ -2,6 +2,10 @@
 //! expiry, otherwise refreshed under the per-target lock. A rotated refresh token is written
 //! to the state file (atomically, fsynced) before the new access token is used, so no rotation
 //! is ever lost, even with providers that revoke the grant when an old token is replayed.
+//! If the state cannot be written (read-only or full state directory), the new tokens are
+//! kept in a recovery file or in memory ([`crate::state::SaveOutcome`]), the send goes on
+//! with the new access token, and the failure is reported loudly ([`Error::StateNotSaved`]:
+//! the error of a refresh, a warning on stderr for a send).
 
 use crate::binding::Binding;
 use crate::config::smtp::{SmtpSecrets, SmtpTarget};
@@ -9,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
 use crate::settings::Settings;
-use crate::state::{now, OAuth2State, StateStore, TargetLock};
+use crate::state::{now, OAuth2State, SaveOutcome, StateStore, TargetLock};
 use std::time::Instant;
 
 /// An access token and where it came from.
@@ -71,10 +75,35 @@ impl<'a> TokenManager<'a> {
         secrets: &SmtpSecrets,
         force_refresh: bool,
     ) -> Result<AccessToken> {
-        let lock = self.lock(&target.name)?;
         let binding = Binding::of(target);
-        let mut state = self.load_authorized(target, &binding)?;
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
+        let lock = match self.lock(&target.name) {
+            Ok(lock) => lock,
+            // The lock file cannot be created: the state directory is read-only or full. The
+            // lock serialises writers of the state, and no process can write it now, so
+            // reading it unlocked races with nothing, and a valid cached access token is safe
+            // to use. A refresh is not: unlocked, two processes could redeem the same refresh
+            // token, which providers with reuse detection punish by revoking the grant.
+            Err(e) if !force_refresh && lock_file_unavailable(&e) => {
+                let cached = self
+                    .store
+                    .load_unlocked_newest(&target.name)
+                    .ok()
+                    .flatten()
+                    // a state bound elsewhere is not used here either
+                    .filter(|s| check_binding(&target.name, s, &binding).is_ok())
+                    .and_then(|s| s.cached_access_token(margin).cloned());
+                return match cached {
+                    Some(token) => Ok(AccessToken {
+                        token,
+                        from_cache: true,
+                    }),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let mut state = self.load_authorized(target, &binding, &lock)?;
         if !force_refresh {
             if let Some(t) = state.cached_access_token(margin) {
                 return Ok(AccessToken {
@@ -83,7 +112,11 @@ impl<'a> TokenManager<'a> {
                 });
             }
         }
-        let (tokens, _) = self.refresh_locked(target, secrets, &mut state, &lock)?;
+        let (tokens, _, not_saved) = self.refresh_locked(target, secrets, &mut state, &lock)?;
+        if let Some(e) = not_saved {
+            // the send goes on with the good access token; say loudly what is at stake
+            eprintln!("oxnotify: {e}");
+        }
         Ok(AccessToken {
             token: tokens.access_token,
             from_cache: false,
@@ -94,9 +127,12 @@ impl<'a> TokenManager<'a> {
     pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
         let lock = self.lock(&target.name)?;
         let binding = Binding::of(target);
-        let mut state = self.load_authorized(target, &binding)?;
-        self.refresh_locked(target, secrets, &mut state, &lock)
-            .map(|(_, r)| r)
+        let mut state = self.load_authorized(target, &binding, &lock)?;
+        match self.refresh_locked(target, secrets, &mut state, &lock)? {
+            (_, r, None) => Ok(r),
+            // refreshed, but not saved: that is what the daily job must report
+            (_, _, Some(not_saved)) => Err(not_saved),
+        }
     }
 
     /// Store a newly obtained refresh token (and the access token that came with it) as the
@@ -107,21 +143,39 @@ impl<'a> TokenManager<'a> {
             .clone()
             .ok_or_else(|| Error::param("refresh-token", "no refresh token to store"))?;
         let binding = Binding::of(target);
-        let lock = self.lock(&target.name)?;
+        let name = &target.name;
+        let lock = self.lock(name)?;
+        // continue the generation count, so that no older leftover outranks this state
+        let previous = self.store.load_locked(name, &lock).ok().flatten();
         let mut state = OAuth2State::authorized(rt);
+        state.generation = previous.map_or(0, |p| p.generation);
         state.registration_binding = binding.registration.clone();
         state.delivery_binding = Some(binding.delivery.clone());
         cache_access_token(&mut state, tokens);
-        self.store.save(&target.name, &state, &lock)
+        match self.store.save_or_keep(name, &mut state, &lock) {
+            SaveOutcome::Saved => Ok(()),
+            SaveOutcome::Kept { kept_in, error } => Err(Error::StateNotSaved {
+                target: name.to_string(),
+                what: "the new authorization".into(),
+                path: self.settings.oauth2_state_file(name),
+                reason: error.to_string(),
+                kept_in: kept_in.to_string(),
+            }),
+        }
     }
 
     /// The state of `target`, if it holds an authorization obtained for the target as
     /// configured now (its registration, and the server, mode and identity its tokens go to).
     /// A state bound to anything else is never used: its tokens stay where they are and the
     /// admin must authorize again.
-    fn load_authorized(&self, target: &SmtpTarget, binding: &Binding) -> Result<OAuth2State> {
+    fn load_authorized(
+        &self,
+        target: &SmtpTarget,
+        binding: &Binding,
+        lock: &TargetLock,
+    ) -> Result<OAuth2State> {
         let name = &target.name;
-        let mut state = self.store.load(name)?.unwrap_or_default();
+        let mut state = self.store.load_locked(name, lock)?.unwrap_or_default();
         if state.refresh_token.is_none() {
             return Err(Error::NeedsReauthorization {
                 target: name.to_string(),
@@ -133,29 +187,7 @@ impl<'a> TokenManager<'a> {
             state.registration_binding = binding.registration.clone();
             state.delivery_binding = Some(binding.delivery.clone());
         }
-        let same_registration =
-            binding.registration.is_some() && state.registration_binding == binding.registration;
-        let same_delivery = state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
-        match (same_registration, same_delivery) {
-            (true, true) => {}
-            (false, _) => {
-                return Err(Error::NeedsReauthorization {
-                    target: name.to_string(),
-                    reason: "its OAuth2 settings (auth method, client ID, tenant, endpoints or \
-                             scope) changed since it was authorized, so the stored \
-                             authorization is not used with them"
-                        .into(),
-                })
-            }
-            (true, false) => {
-                return Err(Error::NeedsReauthorization {
-                    target: name.to_string(),
-                    reason: "its SMTP server, port, mode or identity changed since it was \
-                             authorized, so its tokens are not sent there"
-                        .into(),
-                })
-            }
-        }
+        check_binding(name, &state, binding)?;
         Ok(state)
     }
 
@@ -165,7 +197,7 @@ impl<'a> TokenManager<'a> {
         secrets: &SmtpSecrets,
         state: &mut OAuth2State,
         lock: &TargetLock,
-    ) -> Result<(TokenSet, Refreshed)> {
+    ) -> Result<(TokenSet, Refreshed, Option<Error>)> {
         let name = &target.name;
         let old = state
             .refresh_token
@@ -183,7 +215,7 @@ impl<'a> TokenManager<'a> {
                 if matches!(e, Error::NeedsReauthorization { .. }) {
                     state.needs_reauthorization = true;
                 }
-                state.record_error(&e.to_string());
+                state.record_failure(&e);
                 if let Err(save) = self.store.save(name, state, lock) {
                     return Err(match e {
                         Error::Token {
@@ -217,19 +249,59 @@ impl<'a> TokenManager<'a> {
         state.last_error = None;
         state.needs_reauthorization = false;
         cache_access_token(state, &tokens);
-        self.store.save(name, state, lock).map_err(|e| Error::Io {
-            path: self.settings.oauth2_state_file(name),
-            source: std::io::Error::other(if rotated == Refreshed::Rotated {
-                format!(
-                    "the provider rotated the refresh token but it could not be saved ({e}); \
-                     fix the state directory and re-authorize if the next refresh fails"
-                )
-            } else {
-                format!("saving the refreshed token failed: {e}")
-            }),
-        })?;
-        Ok((tokens, rotated))
+        // the provider has issued these tokens: they are kept whatever the file system says
+        match self.store.save_or_keep(name, state, lock) {
+            SaveOutcome::Saved => Ok((tokens, rotated, None)),
+            SaveOutcome::Kept { kept_in, error } => {
+                let what = match rotated {
+                    Refreshed::Rotated => {
+                        "the rotated refresh token (the old one is no longer valid) and the new \
+                         access token"
+                    }
+                    Refreshed::InPlace => "the new access token",
+                };
+                let not_saved = Error::StateNotSaved {
+                    target: name.clone(),
+                    what: what.into(),
+                    path: self.settings.oauth2_state_file(name),
+                    reason: error.to_string(),
+                    kept_in: kept_in.to_string(),
+                };
+                Ok((tokens, rotated, Some(not_saved)))
+            }
+        }
     }
+}
+
+/// `Ok` if `state`'s tokens were obtained for `binding` (the target as configured now), or if
+/// the state predates bindings; otherwise the reason why they must not be used.
+fn check_binding(name: &str, state: &OAuth2State, binding: &Binding) -> Result<()> {
+    if state.registration_binding.is_none() && state.delivery_binding.is_none() {
+        return Ok(());
+    }
+    let same_registration =
+        binding.registration.is_some() && state.registration_binding == binding.registration;
+    let same_delivery = state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
+    let reason = match (same_registration, same_delivery) {
+        (true, true) => return Ok(()),
+        (false, _) => {
+            "its OAuth2 settings (auth method, client ID, tenant, endpoints or scope) changed \
+             since it was authorized, so the stored authorization is not used with them"
+        }
+        (true, false) => {
+            "its SMTP server, port, mode or identity changed since it was authorized, so its \
+             tokens are not sent there"
+        }
+    };
+    Err(Error::NeedsReauthorization {
+        target: name.to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// True if `e` is the failure to open a lock file in a read-only or full directory.
+fn lock_file_unavailable(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if crate::fsutil::is_unwritable(source))
 }
 
 /// Cache the access token only when we know when it expires; without `expires_in` it is used

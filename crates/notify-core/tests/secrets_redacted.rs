@@ -52,6 +52,17 @@ fn debug_output_is_redacted() {
     // the challenge is in the URL, the verifier is not
     assert!(req.url.as_str().contains("code_challenge="));
     assert!(!req.url.as_str().contains(req.pkce_verifier.expose()));
+    // a proxy URL with credentials (OXNOTIFY_HTTP_PROXY) is shown without them
+    let mut settings = Settings::with_dirs("/etc/x", "/var/x");
+    settings.http_proxy = Some("http://proxyuser:PASSWORD-xyz@proxy.example.com:3128".into());
+    let dbg = format!("{settings:?}");
+    assert_clean("Settings", &dbg);
+    assert!(
+        dbg.contains("proxy.example.com:3128") && !dbg.contains("proxyuser"),
+        "{dbg}"
+    );
+    let n = Notifier::new(settings).unwrap();
+    assert_clean("Notifier", &format!("{n:?}"));
     let xo = smtp::xoauth2_response("a@example.com", &Secret::new("ACCESS-TOKEN-xyz"));
     assert_clean("xoauth2 response", &format!("{xo:?}"));
 }
@@ -59,7 +70,9 @@ fn debug_output_is_redacted() {
 #[test]
 fn errors_from_secret_handling_paths_are_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    // the closed port is transient: retried until this deadline
+    settings.http_timeout = std::time::Duration::from_secs(2);
     let n = Notifier::new(settings).unwrap();
     // an exchange against an endpoint that does not exist, with every secret in play
     let port = std::net::TcpListener::bind("127.0.0.1:0")

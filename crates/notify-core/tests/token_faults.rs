@@ -247,7 +247,9 @@ fn http_500_html() {
     assert_eq!(state_rt(&s), RT);
     // the failure is recorded in the state for the status report
     let st = n.target_status("faulty").unwrap();
-    assert!(st.last_error.unwrap().message.contains("HTTP 500"));
+    let last = st.last_error.unwrap();
+    assert!(last.message.contains("HTTP 500"));
+    assert_eq!(last.kind, Some(ErrorKind::Transient));
 }
 
 #[test]
@@ -499,4 +501,33 @@ fn a_token_endpoint_echoing_the_request_leaks_no_secret() {
             "leaked {f} in last_error: {last}"
         );
     }
+}
+
+/// The daily job must not hold the config lock through its token requests: an admin's edit
+/// (or a second daily run's config read) would wait for the slowest token endpoint.
+#[test]
+fn the_daily_refresh_holds_the_config_lock_only_while_reading() {
+    let fake = FaultInjectingTokenEndpoint::start(None); // hangs until the 2 s timeout
+    let (_d, n, mut s) = setup(&fake.url());
+    s.lock_timeout = Duration::from_millis(500);
+    std::thread::scope(|scope| {
+        let daily = scope.spawn(|| api::refresh_targets_locked(&n, Duration::from_secs(1)));
+        // wait until the token request is under way, then edit the config
+        let t0 = Instant::now();
+        while fake.requests().is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!fake.requests().is_empty(), "the refresh never started");
+        let lock = ConfigLock::acquire(&s);
+        assert!(
+            lock.is_ok(),
+            "the config lock is held by the daily refresh: {lock:?}"
+        );
+        drop(lock);
+        // a second daily run meanwhile gives up cleanly
+        let second = api::refresh_targets_locked(&n, Duration::from_millis(200)).unwrap();
+        assert!(second.is_none());
+        let reports = daily.join().unwrap().unwrap().unwrap();
+        assert_eq!(reports[0].outcome, RefreshOutcome::Transient);
+    });
 }

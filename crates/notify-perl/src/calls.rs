@@ -207,14 +207,21 @@ struct RefreshParams {
     lock_timeout: Option<u64>,
 }
 
-/// `refresh_targets({lock-timeout?})` -> `{locked: bool, reports: [...]}`; takes the config
-/// lock; `locked: true` means another holder kept it for the whole timeout.
+/// `refresh_targets({lock-timeout?})` -> `{locked: bool, reports: [...], problems: [...]}`;
+/// `locked: true` means another run went on for the whole timeout; `problems` are malformed
+/// config lines that belong to no target (file and line, never their text).
 pub fn refresh_targets(params: Value) -> Result<Value, CallError> {
     let p: RefreshParams = parse("refresh_targets", params)?;
     let timeout = Duration::from_secs(p.lock_timeout.unwrap_or(60));
-    Ok(match api::refresh_targets_locked(&*notifier()?, timeout)? {
-        Some(reports) => json!({ "locked": false, "reports": reports }),
-        None => json!({ "locked": true, "reports": [] }),
+    let n = notifier()?;
+    // lines of the config that belong to no target: reported, never fatal
+    let problems: Vec<String> = n
+        .load_config()
+        .map(|c| c.problems().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    Ok(match api::refresh_targets_locked(&n, timeout)? {
+        Some(reports) => json!({ "locked": false, "reports": reports, "problems": problems }),
+        None => json!({ "locked": true, "reports": [], "problems": problems }),
     })
 }
 
@@ -257,7 +264,10 @@ pub fn send(params: Value) -> Result<Value, CallError> {
             .into_iter()
             .map(|r| match r.result {
                 Ok(()) => json!({ "target": r.target, "ok": true }),
-                Err(e) => json!({ "target": r.target, "ok": false, "message": e.to_string(), "code": e.http_code() }),
+                Err(e) => json!({
+                    "target": r.target, "ok": false, "message": e.to_string(), "code": e.http_code(),
+                    "kind": e.kind().as_str(), "transient": e.is_transient(),
+                }),
             })
             .collect(),
     ))

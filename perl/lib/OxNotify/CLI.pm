@@ -38,7 +38,7 @@ my %HELP = (
         . "  the code and stores the authorization. Register that redirect URI with the provider\n"
         . "  (Microsoft and Google ignore the port for loopback addresses).",
     send => "oxnotify send NAME... --title TITLE [--body TEXT] [--severity info|notice|warning|error]\n"
-        . "  Send a notification; exit 1 if a target failed.",
+        . "  Send a notification; exit 1 if a target failed, 75 if every failure was temporary.",
     status => "oxnotify status [NAME]\n  OAuth2 health of one or all OAuth2 targets.",
     refresh => "oxnotify refresh\n  Refresh all OAuth2 targets now (what the daily job does).",
     token => "oxnotify token NAME [--format bearer|xoauth2|xoauth2-b64]\n"
@@ -217,6 +217,9 @@ sub _authorize {
     _die("no redirect arrived within " . ($opts->{timeout} // 300) . " seconds; run `oxnotify authorize $name` again", 408);
 }
 
+# sysexits.h: a temporary failure, worth retrying later
+my $EX_TEMPFAIL = 75;
+
 # Run a command line; returns the exit code.
 sub run {
     my (@args) = @_;
@@ -278,8 +281,11 @@ sub run {
             my $o = _options(\@args, undef, map { $_ => { type => 'string' } } qw(title body severity));
             _die('--title is required') if !defined $o->{title};
             $result = OxNotify::Core::send({ targets => \@targets, %$o });
-            $exit = (grep { !$_->{ok} } @$result) ? 1 : 0;
-            $text = sub { print $_->{ok} ? "$_->{target}: sent\n" : "$_->{target}: FAILED ($_->{code}): $_->{message}\n" for @$result };
+            my @failed = grep { !$_->{ok} } @$result;
+            # only temporary failures: EX_TEMPFAIL, so a caller (cron, an MTA) knows to retry
+            $exit = !@failed ? 0 : (grep { !$_->{transient} } @failed) ? 1 : $EX_TEMPFAIL;
+            $text = sub { print $_->{ok} ? "$_->{target}: sent\n"
+                : "$_->{target}: FAILED ($_->{code}, $_->{kind}): $_->{message}\n" for @$result };
         } elsif ($cmd eq 'status') {
             my @names = @args ? @args : map { $_->{name} } grep { ($_->{'auth-method'} // '') =~ /oauth2$/ }
                 @{ _call('get_smtp_endpoints', {}) };
@@ -289,19 +295,23 @@ sub run {
         } elsif ($cmd eq 'refresh') {
             my $res = OxNotify::Core::refresh_targets({});
             $result = $res->{reports};
-            $exit = (grep { $_->{outcome} =~ /failed|needs/ } @$result) ? 1 : 0;
+            my @bad = grep { $_->{outcome} =~ /failed|needs|transient/ } @$result;
+            $exit = !@bad ? 0 : (grep { $_->{outcome} ne 'transient' } @bad) ? 1 : $EX_TEMPFAIL;
             $text = sub { print "$_->{target}: $_->{outcome}" . ($_->{error} ? " - $_->{error}" : '') . "\n" for @$result };
         }
         1;
     };
     if (!$ok) {
         my $err = $@;
-        my $code = ref($err) && $err->isa('OxNotify::Core::Error') ? $err->code : 500;
+        my $core = ref($err) && $err->isa('OxNotify::Core::Error');
+        my $code = $core ? $err->code : 500;
+        my $kind = $core ? $err->kind : undef;
         if ($format eq 'json') {
-            print $JSON->encode({ error => { message => "$err", code => $code } });
+            print $JSON->encode({ error => { message => "$err", code => $code, (defined $kind ? (kind => $kind) : ()) } });
         } else {
             print STDERR "oxnotify: $err" . ("$err" =~ /\n$/ ? '' : "\n");
         }
+        return $EX_TEMPFAIL if ($kind // '') eq 'transient';
         return $code == 404 ? 4 : ($code >= 500 ? 3 : 2);
     }
     if ($format eq 'json') {

@@ -235,9 +235,9 @@ C<{ 'refresh-token' }>; with C<target> the authorization is stored in its state 
 
 =item refresh_targets({ 'lock-timeout'? })
 
-Refresh every enabled OAuth2 target under the config lock (waits up to C<lock-timeout>
-seconds, default 60). Returns C<{ locked, reports }>: C<locked> is true if another process
-held the lock the whole time; each report has C<target>, C<outcome> (C<refreshed>,
+Refresh every enabled OAuth2 target, one run at a time (waits up to C<lock-timeout>
+seconds, default 60, for another run). Returns C<{ locked, reports }>: C<locked> is true if
+another run went on the whole time; each report has C<target>, C<outcome> (C<refreshed>,
 C<rotated>, C<needs-reauthorization>, C<failed>), C<error> and C<status>.
 
 =item send({ targets => [...], title, body?, 'html-body'?, severity?, fields? })

@@ -31,9 +31,11 @@ sub refresh {
         return { exit_code => 2, lines => \@lines, locked => 0, reports => [] };
     }
     if ($res->{locked}) {
-        $log->('notice', 'another instance holds the notification config lock; nothing done');
+        $log->('notice', 'another instance of the daily refresh is running; nothing done');
         return { exit_code => 0, lines => \@lines, locked => 1, reports => [] };
     }
+    # malformed lines outside any target do not stop the job, but the admin must see them
+    $log->('warning', "WARNING config: $_") for @{ $res->{problems} // [] };
     my $failed = 0;
     my %warned;
     for my $r (@{ $res->{reports} }) {
@@ -92,7 +94,8 @@ OxNotify::Daily - the daily OAuth2 refresh of all notification targets, as a lib
 
 =head1 DESCRIPTION
 
-Refreshes every enabled OAuth2 SMTP target under the notification config lock, so that unused
+Refreshes every enabled OAuth2 SMTP target (one run at a time; the config lock is held only while
+the config is read, never through token requests), so that unused
 targets do not expire (Microsoft refresh tokens live 90 days from issue, Google's die after 6
 months unused). Produces one line per target, warns when a refresh token is within 14 days of
 its estimated expiry or needs re-authorization, warns about targets that authenticate without
@@ -109,7 +112,7 @@ unknown outcomes.
 
 Safe to run concurrently with sends and with itself: token refreshes take a per-target lock
 and persist rotated refresh tokens immediately; a second daily run waits up to
-C<lock_timeout> seconds for the config lock and then does nothing (exit code 0).
+C<lock_timeout> seconds for the first to end and then does nothing (exit code 0).
 
 =head1 FUNCTIONS
 

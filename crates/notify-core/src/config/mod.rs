@@ -2,9 +2,12 @@
 //! `priv/notifications.cfg` holding secrets.
 //!
 //! Reading is lenient per target: a broken SMTP section makes that target fail with a clear
-//! error naming file, line and key, while the others keep working. Writing replaces both
-//! files atomically; sections of types we do not handle (`sendmail:`, `matcher:`, ...) and
-//! comments are kept verbatim. Callers that modify the config must hold [`ConfigLock`].
+//! error naming file, line and key (never a value), while the others keep working; a
+//! malformed line elsewhere (in a `sendmail:` or `matcher:` section, or outside any section)
+//! is kept verbatim and reported by [`NotificationConfig::problems`]. Writing replaces both
+//! files atomically; sections of types we do not handle and comments are kept verbatim, and
+//! a write refuses to touch a file it could not reproduce or a target with malformed lines.
+//! Callers that modify the config must hold [`ConfigLock`].
 
 pub mod section;
 pub mod smtp;
@@ -13,7 +16,7 @@ pub mod validate;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FileLock};
 use crate::settings::Settings;
-use section::{Section, SectionFile};
+use section::{problem_error, Section, SectionFile, ValueMode};
 use sha2::{Digest, Sha256};
 use smtp::{Invalid, SmtpSecrets, SmtpTarget, SMTP_TYPE};
 use std::path::Path;
@@ -38,7 +41,7 @@ impl ConfigLock {
     }
 }
 
-/// Both config files, parsed.
+/// Both config files, parsed. `Debug` shows section names and keys, never values.
 #[derive(Debug, Clone)]
 pub struct NotificationConfig {
     public: SectionFile,
@@ -64,17 +67,33 @@ fn digest_of(text: &str) -> String {
 }
 
 impl NotificationConfig {
-    /// Read both files (missing files are empty). Syntax errors fail here; value errors of
-    /// a target fail when that target is used.
+    /// Read both files (missing files are empty). Only unreadable files fail here (not a
+    /// regular file, not UTF-8, I/O errors); malformed lines and invalid values of a target
+    /// fail when that target is used, other malformed lines are in [`Self::problems`].
     pub fn load(settings: &Settings) -> Result<Self> {
-        let public = SectionFile::read(&settings.config_file())?;
-        let private = SectionFile::read(&settings.private_config_file())?;
+        let public = SectionFile::read(&settings.config_file(), ValueMode::Trimmed)?;
+        // secrets are read byte-exact (a leading or trailing blank is part of the value)
+        let private = SectionFile::read(&settings.private_config_file(), ValueMode::Exact)?;
         let digest = digest_of(&public.render());
         Ok(NotificationConfig {
             public,
             private,
             digest,
         })
+    }
+
+    /// Malformed lines that belong to no target (a bad header, a duplicate section name,
+    /// lines outside any section), in both files: file and line, never the line's text.
+    /// Malformed lines inside an SMTP section are reported by that target instead.
+    pub fn problems(&self) -> Vec<Error> {
+        [&self.public, &self.private]
+            .into_iter()
+            .flat_map(|f| {
+                f.stray_problems()
+                    .into_iter()
+                    .map(|p| problem_error(&f.path, None, &p))
+            })
+            .collect()
     }
 
     /// SHA-256 of the public file as read; API callers pass it back to detect concurrent edits.
@@ -117,6 +136,9 @@ impl NotificationConfig {
             .section(name)
             .filter(|s| s.section_type == SMTP_TYPE)
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        if let Some(p) = section.problems().first() {
+            return Err(problem_error(&self.public.path, Some(name), p));
+        }
         SmtpTarget::from_section(section)
             .map_err(|(line, inv)| config_error(&self.public.path, name, line, inv))
     }
@@ -125,6 +147,11 @@ impl NotificationConfig {
     /// target's auth method). Used when updating, so nothing stored is lost.
     pub fn stored_smtp_secrets(&self, name: &str) -> Result<SmtpSecrets> {
         match self.private.section(name) {
+            Some(s) if !s.problems().is_empty() => Err(problem_error(
+                &self.private.path,
+                Some(name),
+                &s.problems()[0],
+            )),
             Some(s) => SmtpSecrets::from_section(s)
                 .map_err(|(line, inv)| config_error(&self.private.path, name, line, inv)),
             None => Ok(SmtpSecrets::default()),
@@ -157,6 +184,19 @@ impl NotificationConfig {
     /// Replace target `target.name` (404 if missing); key order and comments are kept.
     pub fn update_smtp_target(&mut self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<()> {
         Self::check_new(target, secrets)?;
+        // a section with malformed lines cannot be rewritten without losing them
+        for file in [&self.public, &self.private] {
+            if let Some(p) = file
+                .section(&target.name)
+                .and_then(|s| s.problems().first())
+            {
+                let mut e = problem_error(&file.path, Some(&target.name), p);
+                if let Error::Config { message, .. } = &mut e {
+                    message.push_str("; fix this line by hand before changing the target");
+                }
+                return Err(e);
+            }
+        }
         let section = self
             .public
             .section_mut(&target.name)
@@ -205,15 +245,44 @@ impl NotificationConfig {
     /// Write both files atomically: the private one first (0600, directory 0700), then the
     /// public one (0644). The caller must hold the [`ConfigLock`].
     pub fn save(&mut self, settings: &Settings, _lock: &ConfigLock) -> Result<()> {
+        for file in [&self.public, &self.private] {
+            if !file.round_trips() {
+                return Err(Error::Config {
+                    file: file.path.clone(),
+                    line: None,
+                    section: None,
+                    key: None,
+                    message: "the file cannot be written back without changing parts oxnotify \
+                              does not understand; fix it by hand first"
+                        .into(),
+                });
+            }
+        }
         let priv_file = settings.private_config_file();
         if let Some(dir) = priv_file.parent() {
             fsutil::ensure_dir(dir, 0o700, true)?;
+            // a writer killed mid-save left its temp file (secrets included): every writer
+            // holds the config lock, so none of these belongs to a live one
+            remove_temp_files(dir);
         }
+        remove_temp_files(&settings.config_dir);
         fsutil::write_atomic(&priv_file, self.private.render().as_bytes(), 0o600)?;
         fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
         let text = self.public.render();
         fsutil::write_atomic(&settings.config_file(), text.as_bytes(), 0o644)?;
         self.digest = digest_of(&text);
         Ok(())
+    }
+}
+
+/// Remove the `.tmp-*` files [`fsutil::write_atomic`] leaves in `dir` when killed.
+fn remove_temp_files(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }

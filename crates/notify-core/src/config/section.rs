@@ -15,12 +15,41 @@
 //! section; repeated keys form a list. This module knows nothing about SMTP: it keeps every
 //! line so a file round-trips byte for byte, and sections that are not modified (including
 //! types we do not handle) are written back verbatim.
+//!
+//! Reading is lenient, like the stack's own section-config parser: a malformed line does not
+//! fail the file. A section with a bad line is kept verbatim and carries a [`Problem`] (its
+//! owner decides: an SMTP target with a problem is unusable, a `matcher:` section is none of
+//! our business); lines that belong to no section are kept verbatim as a broken block. Problem
+//! messages name the line but never contain its text (the private file holds secrets, and a
+//! lost indentation or a `password=VALUE` typo must not put the value into an error).
 
 use crate::error::{Error, Result};
+use crate::fsutil;
 use std::path::{Path, PathBuf};
 
-/// One `key value` line of a section.
+/// How the value after a key is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueMode {
+    /// Blanks between key and value and at the end of the line are not part of the value
+    /// (as the stack's parser reads hand-aligned public files).
+    #[default]
+    Trimmed,
+    /// Exactly one blank separates key and value; everything after it, leading and trailing
+    /// blanks included, is the value. For the private file: secrets stay byte-exact.
+    Exact,
+}
+
+/// A malformed line: where it is and what is wrong (never the line's text).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// One `key value` line of a section.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The key.
     pub key: String,
@@ -30,15 +59,27 @@ pub struct Entry {
     pub line: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+// values may be secrets (private file): Debug shows the key only
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &self.key)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 enum BodyLine {
     Comment(String),
     Entry(Entry),
+    /// A line that is neither a comment nor an indented entry (lost indentation).
+    Invalid(String),
 }
 
 /// A section: header plus body. `original` holds the exact text it was read from, written
 /// back unchanged unless the section was modified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Section {
     /// Section type (`smtp`, `sendmail`, `matcher`, ...).
     pub section_type: String,
@@ -48,6 +89,20 @@ pub struct Section {
     pub line: usize,
     body: Vec<BodyLine>,
     original: Option<Vec<String>>,
+    problems: Vec<Problem>,
+}
+
+// the body may hold secrets: Debug shows type, name, keys and problems only
+impl std::fmt::Debug for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Section")
+            .field("section_type", &self.section_type)
+            .field("name", &self.name)
+            .field("line", &self.line)
+            .field("entries", &self.entries().collect::<Vec<_>>())
+            .field("problems", &self.problems)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Section {
@@ -59,6 +114,7 @@ impl Section {
             line: 0,
             body: Vec::new(),
             original: None,
+            problems: Vec::new(),
         }
     }
 
@@ -66,8 +122,13 @@ impl Section {
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.body.iter().filter_map(|l| match l {
             BodyLine::Entry(e) => Some(e),
-            BodyLine::Comment(_) => None,
+            _ => None,
         })
+    }
+
+    /// The malformed lines of this section (empty for a well-formed one).
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
     }
 
     /// Replace the entries with `new` (key, value) pairs. Keys that stay keep their position
@@ -78,7 +139,7 @@ impl Section {
         let mut body = Vec::with_capacity(old.len() + new.len());
         for line in old.iter().cloned() {
             match line {
-                BodyLine::Comment(c) => body.push(BodyLine::Comment(c)),
+                BodyLine::Comment(_) | BodyLine::Invalid(_) => body.push(line),
                 BodyLine::Entry(e) => {
                     // the next pending pair with this key takes this line's place
                     if let Some(slot) = pending
@@ -121,8 +182,10 @@ impl Section {
         out.push_str(&format!("{}: {}\n", self.section_type, self.name));
         for line in &self.body {
             match line {
-                BodyLine::Comment(c) => out.push_str(c),
+                BodyLine::Comment(c) | BodyLine::Invalid(c) => out.push_str(c),
                 BodyLine::Entry(e) if e.value.is_empty() => out.push_str(&format!("\t{}", e.key)),
+                // one blank: read back exactly in both value modes as long as the value
+                // has no outer blanks (the private file, read exactly, keeps those too)
                 BodyLine::Entry(e) => out.push_str(&format!("\t{} {}", e.key, e.value)),
             }
             out.push('\n');
@@ -130,19 +193,51 @@ impl Section {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Lines that belong to no section (a malformed header and what follows it up to the next
+/// blank line or header), kept verbatim.
+#[derive(Clone, PartialEq, Eq)]
+struct Broken {
+    problem: Problem,
+    lines: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
 enum Item {
     /// Blank lines and comments between sections, verbatim.
     Text(String),
     Section(Section),
+    Broken(Broken),
 }
 
 /// A parsed section-config file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct SectionFile {
     /// The file it was read from (for error messages).
     pub path: PathBuf,
     items: Vec<Item>,
+    mode: ValueMode,
+    /// False if rendering would not reproduce the text it was read from: writes refuse.
+    round_trips: bool,
+}
+
+// the file may hold secrets: Debug shows the sections' names and keys only
+impl std::fmt::Debug for SectionFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("SectionFile");
+        d.field("path", &self.path);
+        if self.mode == ValueMode::Exact {
+            // the private file: even a key may be a secret (`password=VALUE`)
+            let names: Vec<_> = self
+                .sections()
+                .map(|s| (&s.section_type, &s.name, s.line))
+                .collect();
+            d.field("sections", &names);
+        } else {
+            d.field("sections", &self.sections().collect::<Vec<_>>());
+        }
+        d.field("problems", &self.problems())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SectionFile {
@@ -151,21 +246,40 @@ impl SectionFile {
         SectionFile {
             path: path.to_path_buf(),
             items: Vec::new(),
+            mode: ValueMode::Trimmed,
+            round_trips: true,
         }
     }
 
-    /// Parse `text` read from `path`. Errors name the file and line.
+    /// An empty file read in `mode` (the private file reads values exactly).
+    pub fn empty_with(path: &Path, mode: ValueMode) -> Self {
+        SectionFile {
+            mode,
+            ..Self::empty(path)
+        }
+    }
+
+    /// Parse `text` read from `path` strictly: the first malformed line is an error naming
+    /// the file and line (not its text).
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let err = |line: usize, message: String| Error::Config {
-            file: path.to_path_buf(),
-            line: Some(line),
-            section: None,
-            key: None,
-            message,
+        let file = Self::parse_lenient(path, text, ValueMode::Trimmed);
+        match file.problems().into_iter().next() {
+            Some(p) => Err(problem_error(path, None, &p)),
+            None => Ok(file),
+        }
+    }
+
+    /// Parse `text` read from `path`, keeping malformed parts verbatim (see
+    /// [`SectionFile::problems`] and [`Section::problems`]).
+    pub fn parse_lenient(path: &Path, text: &str, mode: ValueMode) -> Self {
+        let mut p = Parser {
+            mode,
+            items: Vec::new(),
+            current: None,
+            broken: None,
+            seen: Vec::new(),
+            last_section: None,
         };
-        let mut items = Vec::new();
-        let mut current: Option<Section> = None;
-        let mut seen: Vec<(String, usize)> = Vec::new();
         // the final newline terminates the last line; it does not start another one
         let lines = text.strip_suffix('\n').unwrap_or(text);
         let lines = (!text.is_empty())
@@ -173,100 +287,27 @@ impl SectionFile {
             .into_iter()
             .flatten();
         for (idx, raw) in lines.enumerate() {
-            let lineno = idx + 1;
-            let is_blank = raw.trim().is_empty();
-            let is_comment = raw.trim_start().starts_with('#');
-            let indented = raw.starts_with([' ', '\t']);
-            if let Some(sec) = current.as_mut() {
-                if is_blank {
-                    items.push(Item::Section(current.take().expect("checked above")));
-                    items.push(Item::Text(raw.to_string()));
-                    continue;
-                }
-                if is_comment {
-                    sec.body.push(BodyLine::Comment(raw.to_string()));
-                    push_original(sec, raw);
-                    continue;
-                }
-                if indented {
-                    let t = raw.trim_start_matches([' ', '\t']);
-                    let (key, value) = match t.find([' ', '\t']) {
-                        Some(i) => (&t[..i], t[i..].trim_start_matches([' ', '\t'])),
-                        None => (t, ""),
-                    };
-                    // trailing blanks are not part of a value (CR is, and validation rejects it)
-                    let value = value.trim_end_matches([' ', '\t']);
-                    sec.body.push(BodyLine::Entry(Entry {
-                        key: key.to_string(),
-                        value: value.to_string(),
-                        line: lineno,
-                    }));
-                    push_original(sec, raw);
-                    continue;
-                }
-                // a new header right after a section: close the old one
-                items.push(Item::Section(current.take().expect("checked above")));
-            }
-            if is_blank || is_comment {
-                items.push(Item::Text(raw.to_string()));
-                continue;
-            }
-            if indented {
-                return Err(err(
-                    lineno,
-                    "indented 'key value' line outside of a section (expected '<type>: <name>' first)"
-                        .into(),
-                ));
-            }
-            let Some((ty, name)) = raw.split_once(':') else {
-                return Err(err(
-                    lineno,
-                    format!(
-                        "expected a section header '<type>: <name>', got '{}'",
-                        shorten(raw)
-                    ),
-                ));
-            };
-            let (ty, name) = (ty.trim(), name.trim());
-            let word = |s: &str| {
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            };
-            if !word(ty) || !word(name) {
-                return Err(err(
-                    lineno,
-                    format!("malformed section header '{}'", shorten(raw)),
-                ));
-            }
-            if let Some((_, first)) = seen.iter().find(|(n, _)| n == name) {
-                return Err(err(
-                    lineno,
-                    format!("duplicate section name '{name}' (first defined on line {first})"),
-                ));
-            }
-            seen.push((name.to_string(), lineno));
-            current = Some(Section {
-                section_type: ty.to_string(),
-                name: name.to_string(),
-                line: lineno,
-                body: Vec::new(),
-                original: Some(vec![raw.to_string()]),
-            });
+            p.line(idx + 1, raw);
         }
-        if let Some(sec) = current.take() {
-            items.push(Item::Section(sec));
-        }
-        Ok(SectionFile {
+        p.close();
+        let mut file = SectionFile {
             path: path.to_path_buf(),
-            items,
-        })
+            items: p.items,
+            mode,
+            round_trips: true,
+        };
+        let rendered = file.render();
+        // a missing final newline is the one change a write may make
+        file.round_trips =
+            rendered == text || (!text.ends_with('\n') && rendered == format!("{text}\n"));
+        file
     }
 
-    /// Read and parse `path`; a missing file is an empty config.
-    pub fn read(path: &Path) -> Result<Self> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
+    /// Read and parse `path` leniently; a missing file is an empty config. Anything but a
+    /// regular file (a FIFO would block every reader) is refused.
+    pub fn read(path: &Path, mode: ValueMode) -> Result<Self> {
+        match fsutil::read_regular(path)? {
+            Some(bytes) => {
                 let text = String::from_utf8(bytes).map_err(|e| Error::Config {
                     file: path.to_path_buf(),
                     line: None,
@@ -277,18 +318,48 @@ impl SectionFile {
                         e.utf8_error().valid_up_to()
                     ),
                 })?;
-                Self::parse(path, &text)
+                Ok(Self::parse_lenient(path, &text, mode))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::empty(path)),
-            Err(e) => Err(Error::io(path, e)),
+            None => Ok(Self::empty_with(path, mode)),
         }
+    }
+
+    /// Malformed lines outside any section, and every problem of every section, in file
+    /// order.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for item in &self.items {
+            match item {
+                Item::Broken(b) => out.push(b.problem.clone()),
+                Item::Section(s) => out.extend(s.problems.iter().cloned()),
+                Item::Text(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Malformed lines that belong to no section (a bad header, a duplicate name).
+    pub fn stray_problems(&self) -> Vec<Problem> {
+        self.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Broken(b) => Some(b.problem.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// False if writing the file back would change it in a way this parser cannot account
+    /// for; callers must then refuse to write.
+    pub fn round_trips(&self) -> bool {
+        self.round_trips
     }
 
     /// All sections in file order.
     pub fn sections(&self) -> impl Iterator<Item = &Section> {
         self.items.iter().filter_map(|i| match i {
             Item::Section(s) => Some(s),
-            Item::Text(_) => None,
+            _ => None,
         })
     }
 
@@ -307,7 +378,7 @@ impl SectionFile {
 
     /// Append a section (separated by a blank line).
     pub fn push(&mut self, section: Section) {
-        if matches!(self.items.last(), Some(Item::Section(_))) {
+        if matches!(self.items.last(), Some(Item::Section(_) | Item::Broken(_))) {
             self.items.push(Item::Text(String::new()));
         }
         self.items.push(Item::Section(section));
@@ -339,9 +410,200 @@ impl SectionFile {
                     out.push('\n');
                 }
                 Item::Section(s) => s.render(&mut out),
+                Item::Broken(b) => {
+                    for l in &b.lines {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
             }
         }
         out
+    }
+}
+
+/// The config error for `problem` in `file` (section name where it belongs to one).
+pub fn problem_error(file: &Path, section: Option<&str>, problem: &Problem) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        line: Some(problem.line),
+        section: section.map(str::to_string),
+        key: None,
+        message: problem.message.clone(),
+    }
+}
+
+struct Parser {
+    mode: ValueMode,
+    items: Vec<Item>,
+    current: Option<Section>,
+    broken: Option<Broken>,
+    /// Section names and the line they were first defined on.
+    seen: Vec<(String, usize)>,
+    /// Index in `items` of the last section closed, while only blank lines and comments
+    /// followed it.
+    last_section: Option<usize>,
+}
+
+enum Header {
+    Valid(String, String),
+    Malformed(&'static str),
+}
+
+fn header(raw: &str) -> Header {
+    let Some((ty, name)) = raw.split_once(':') else {
+        return Header::Malformed(
+            "expected a section header '<type>: <name>' (an entry that lost its indentation?)",
+        );
+    };
+    let (ty, name) = (ty.trim(), name.trim());
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !word(ty) || !word(name) {
+        return Header::Malformed(
+            "malformed section header (expected '<type>: <name>' of letters, digits, '-', '_', '.')",
+        );
+    }
+    Header::Valid(ty.to_string(), name.to_string())
+}
+
+impl Parser {
+    fn line(&mut self, lineno: usize, raw: &str) {
+        let is_blank = raw.trim().is_empty();
+        let is_comment = raw.trim_start().starts_with('#');
+        let indented = raw.starts_with([' ', '\t']);
+        if let Some(sec) = self.current.as_mut() {
+            if is_blank {
+                self.close();
+                self.items.push(Item::Text(raw.to_string()));
+                return;
+            }
+            if is_comment {
+                sec.body.push(BodyLine::Comment(raw.to_string()));
+                push_original(sec, raw);
+                return;
+            }
+            if indented {
+                let entry = self.entry(lineno, raw);
+                let sec = self.current.as_mut().expect("checked above");
+                sec.body.push(BodyLine::Entry(entry));
+                push_original(sec, raw);
+                return;
+            }
+            if let Header::Malformed(_) = header(raw) {
+                // inside a section: an entry that lost its indentation, part of this section
+                sec.problems.push(Problem {
+                    line: lineno,
+                    message: "line is not indented: entries of a section start with a blank \
+                              or tab (the line's text is not shown)"
+                        .into(),
+                });
+                sec.body.push(BodyLine::Invalid(raw.to_string()));
+                push_original(sec, raw);
+                return;
+            }
+            // a new header right after a section: close the old one
+            self.close();
+        }
+        if let Some(b) = self.broken.as_mut() {
+            let is_header = !indented && matches!(header(raw), Header::Valid(..));
+            if !is_blank && !is_header {
+                b.lines.push(raw.to_string());
+                return;
+            }
+            self.close();
+        }
+        if is_blank || is_comment {
+            self.items.push(Item::Text(raw.to_string()));
+            return;
+        }
+        if indented {
+            // a blank line inside a section split it: the part before must not be used
+            // without what follows (a lost `disable 1`)
+            if let Some(Item::Section(prev)) = self.last_section.and_then(|i| self.items.get_mut(i))
+            {
+                prev.problems.push(Problem {
+                    line: lineno,
+                    message: format!(
+                        "indented lines after a blank line (line {lineno} ff.) belong to no \
+                         section: a blank line ends a section; remove it or fix the indentation"
+                    ),
+                });
+            }
+            self.start_broken(
+                lineno,
+                raw,
+                "indented 'key value' line outside of a section (expected '<type>: <name>' first)",
+            );
+            return;
+        }
+        match header(raw) {
+            Header::Malformed(message) => self.start_broken(lineno, raw, message),
+            Header::Valid(ty, name) => {
+                if let Some((_, first)) = self.seen.iter().find(|(n, _)| *n == name) {
+                    let message =
+                        format!("duplicate section name (first defined on line {first}); this section is ignored");
+                    self.start_broken(lineno, raw, &message);
+                    return;
+                }
+                self.seen.push((name.clone(), lineno));
+                self.current = Some(Section {
+                    section_type: ty,
+                    name,
+                    line: lineno,
+                    body: Vec::new(),
+                    original: Some(vec![raw.to_string()]),
+                    problems: Vec::new(),
+                });
+            }
+        }
+    }
+
+    fn entry(&self, lineno: usize, raw: &str) -> Entry {
+        let t = raw.trim_start_matches([' ', '\t']);
+        let (key, value) = match t.find([' ', '\t']) {
+            Some(i) => match self.mode {
+                ValueMode::Trimmed => (
+                    &t[..i],
+                    // trailing blanks are not part of a value (CR is, and validation rejects it)
+                    t[i..]
+                        .trim_start_matches([' ', '\t'])
+                        .trim_end_matches([' ', '\t']),
+                ),
+                // the separator is one ASCII blank: skipping one byte stays on a char boundary
+                ValueMode::Exact => (&t[..i], &t[i + 1..]),
+            },
+            None => (t, ""),
+        };
+        Entry {
+            key: key.to_string(),
+            value: value.to_string(),
+            line: lineno,
+        }
+    }
+
+    fn start_broken(&mut self, lineno: usize, raw: &str, message: &str) {
+        self.broken = Some(Broken {
+            problem: Problem {
+                line: lineno,
+                message: message.to_string(),
+            },
+            lines: vec![raw.to_string()],
+        });
+    }
+
+    fn close(&mut self) {
+        if let Some(sec) = self.current.take() {
+            self.items.push(Item::Section(sec));
+            self.last_section = Some(self.items.len() - 1);
+        }
+        if let Some(b) = self.broken.take() {
+            self.items.push(Item::Broken(b));
+            self.last_section = None;
+        }
     }
 }
 
@@ -349,11 +611,6 @@ fn push_original(sec: &mut Section, raw: &str) {
     if let Some(orig) = sec.original.as_mut() {
         orig.push(raw.to_string());
     }
-}
-
-fn shorten(s: &str) -> String {
-    let s: String = s.chars().take(60).collect();
-    s.escape_debug().to_string()
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Section type of SMTP targets.
 pub const SMTP_TYPE: &str = "smtp";
 
+/// Most recipients (`mailto` and `mailto-user` together) one target may have: a notification
+/// is one message; larger audiences belong behind a mailing list address.
+pub const MAX_RECIPIENTS: usize = 100;
+
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -427,6 +431,21 @@ impl SmtpTarget {
                     .into(),
             ));
         }
+        let recipients = self.mailto.len() + self.mailto_user.len();
+        if recipients > MAX_RECIPIENTS {
+            return Err((
+                Some(if self.mailto.len() >= self.mailto_user.len() {
+                    "mailto"
+                } else {
+                    "mailto-user"
+                }),
+                format!(
+                    "{recipients} recipients (mailto and mailto-user): at most {} per target; \
+                     use a mailing list address, or several targets",
+                    MAX_RECIPIENTS
+                ),
+            ));
+        }
         for m in &self.mailto {
             validate::email(m).map_err(|e| (Some("mailto"), e))?;
         }
@@ -659,17 +678,18 @@ impl SmtpSecrets {
             let slot = match e.key.as_str() {
                 "password" => &mut s.password,
                 "oauth2-client-secret" => &mut s.oauth2_client_secret,
-                other => {
+                _ => {
                     return Err((
                         line,
                         (
                             None,
-                            format!(
-                                "unknown key '{}' in the private file (known keys: password, oauth2-client-secret)",
-                                other.escape_debug()
-                            ),
+                            // not the key's text: in this file a typo like `password=VALUE`
+                            // makes the secret the "key"
+                            "unknown key in the private file (known keys: password, \
+                             oauth2-client-secret); the line's text is not shown"
+                                .to_string(),
                         ),
-                    ))
+                    ));
                 }
             };
             if slot.is_some() {

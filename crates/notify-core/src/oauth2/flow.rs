@@ -290,7 +290,9 @@ where
         };
         let err = match send(&call) {
             Ok(r) => return Ok(r.into()),
-            Err(e) => token_error::classify(e, grant, reg, answer.get(), redactor),
+            Err(e) => {
+                token_error::classify(e, grant, reg.method, &reg.endpoints, answer.get(), redactor)
+            }
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let wait = err.retry_after().unwrap_or(backoff);

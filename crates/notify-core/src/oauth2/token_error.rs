@@ -6,8 +6,8 @@
 //!
 //! [`ErrorKind`]: crate::error::ErrorKind
 
-use super::flow::ClientRegistration;
 use super::http::HttpError;
+use super::provider::Endpoints;
 use crate::config::smtp::AuthMethod;
 use crate::error::{Error, TokenProblem};
 use crate::redact::Redactor;
@@ -135,11 +135,12 @@ fn google_hint(error: &str, description: &str) -> Option<&'static str> {
 pub(crate) fn classify(
     e: RequestTokenError<HttpError, BasicErrorResponse>,
     grant: Grant<'_>,
-    reg: &ClientRegistration,
+    method: AuthMethod,
+    endpoints: &Endpoints,
     answer: Answer,
     redactor: &Redactor,
 ) -> Error {
-    let url = reg.endpoints.token_url.as_str();
+    let url = endpoints.token_url.as_str();
     let (problem, message) = match e {
         RequestTokenError::ServerResponse(resp) => {
             let error = redactor.peer_text(resp.error().as_ref());
@@ -147,7 +148,7 @@ pub(crate) fn classify(
                 .error_description()
                 .map(|d| redactor.peer_text(d))
                 .unwrap_or_default();
-            return from_error_response(grant, reg, answer, &error, &description);
+            return from_error_response(grant, method, endpoints, answer, &error, &description);
         }
         RequestTokenError::Request(err) if err.is_timeout() => (
             TokenProblem::Timeout,
@@ -193,7 +194,8 @@ pub(crate) fn classify(
 
 fn from_error_response(
     grant: Grant<'_>,
-    reg: &ClientRegistration,
+    method: AuthMethod,
+    endpoints: &Endpoints,
     answer: Answer,
     error: &str,
     description: &str,
@@ -203,7 +205,7 @@ fn from_error_response(
     } else {
         format!(": {description}")
     };
-    let hint = match reg.method {
+    let hint = match method {
         AuthMethod::MicrosoftOAuth2 => aadsts(description).and_then(entra_hint),
         AuthMethod::GoogleOAuth2 => google_hint(error, description),
         _ => None,
@@ -234,7 +236,7 @@ fn from_error_response(
                 target: target.to_string(),
                 reason: format!(
                     "the provider no longer accepts the stored authorization ({error}{desc}); {}",
-                    with_hint(reg.endpoints.provider.reauth_hint.to_string())
+                    with_hint(endpoints.provider.reauth_hint.to_string())
                 ),
             };
         }
