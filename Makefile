@@ -25,6 +25,8 @@ demo: deps
 
 bench: deps
 	scripts/run-with-rig.sh cargo bench -p notify-core --bench send
+	cargo build --release -p notify-broker
+	scripts/run-with-rig.sh perl perl/bench/broker.pl
 
 clean:
 	cargo clean

@@ -16,7 +16,8 @@ for p in perl ca-certificates curl openssl libffi-platypus-perl libcpanel-json-x
          libmojolicious-perl libjson-validator-perl chromium debhelper dpkg-dev lintian systemd strace \
          libclone-perl libhttp-message-perl libencode-locale-perl libdevel-cycle-perl libnet-ip-perl \
          libjson-perl libfilesys-df-perl liblinux-inotify2-perl libstring-shellquote-perl \
-         libio-stringy-perl libyaml-libyaml-perl libanyevent-perl; do
+         libio-stringy-perl libyaml-libyaml-perl libanyevent-perl \
+         msmtp libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libdb5.3 libpcre2-8-0 libnsl2; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 command -v python3 >/dev/null || need+=(python3)
@@ -26,6 +27,20 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 RIG_WITH_POSTFIX=1 "$HERE/rig/install-rig-deps.sh"
+# the broker test (perl/t/85-broker.t) relays with exim4 and msmtp. msmtp is a plain client
+# (above). exim4-daemon-light conflicts with postfix (each is "the" mail-transport-agent), so
+# it is not installed: its binary is unpacked into scripts/rig/exim/ (libraries above) and the
+# test runs it with a private configuration (-C) and spool; its compiled-in user Debian-exim
+# is created as the package would create it
+if [ ! -x "$HERE/rig/exim/usr/sbin/exim4" ]; then
+  tmp=$(mktemp -d); chmod 755 "$tmp"
+  (cd "$tmp" && apt-get download exim4-daemon-light >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get download exim4-daemon-light; })
+  dpkg-deb -x "$tmp"/exim4-daemon-light_*.deb "$HERE/rig/exim"
+  rm -rf "$tmp"
+fi
+getent passwd Debian-exim >/dev/null || adduser --system --group --quiet --allow-bad-names --home /var/spool/exim4 \
+  --no-create-home Debian-exim
 # playwright-core (pinned in the lock file) drives Debian's chromium; it downloads no browser
 if [ ! -d "$HERE/../tests/browser/node_modules/playwright-core" ]; then
   (cd "$HERE/../tests/browser" && npm ci --no-audit --no-fund --silent)

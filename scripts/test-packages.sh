@@ -64,7 +64,10 @@ installed=1
 [ -L /etc/systemd/system/timers.target.wants/oxnotify-outbox.timer ] && ok "outbox timer enabled" || fail "outbox timer not enabled"
 [ -f /lib/systemd/system/oxnotify-server.service ] && [ ! -e /etc/systemd/system/multi-user.target.wants/oxnotify-server.service ] \
   && ok "oxnotify-server.service installed, not enabled" || fail "server unit"
-for u in oxnotify-daily oxnotify-outbox oxnotify-server; do
+[ -f /lib/systemd/system/oxnotify-broker.socket ] && [ -f /lib/systemd/system/oxnotify-broker.service ] \
+  && [ ! -e /etc/systemd/system/sockets.target.wants/oxnotify-broker.socket ] \
+  && ok "oxnotify-broker socket and service installed, not enabled" || fail "broker units"
+for u in oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker; do
   score=$(systemd-analyze security --offline=yes /lib/systemd/system/$u.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
   awk -v s="${score:-99}" 'BEGIN { exit !(s <= 4.5) }' && ok "installed $u.service: exposure $score (<= 4.5)" || fail "$u.service exposure ${score:-?}"
 done
@@ -102,6 +105,8 @@ $P -e 'my $r = OxNotify::Core::send({ targets => ["pkg"], title => $ARGV[0] }); 
 grep -lq "Subject: $SUBJECT" "$RIG_MAILDIR"/new/* && ok "mail sent with the installed module arrived" || fail "mail not found"
 out=$(/usr/bin/oxnotify status pkg 2>&1) && echo "$out" | grep -q "pkg (microsoft-oauth2): authorized" \
   && ok "installed oxnotify CLI reports the target authorized" || fail "cli: $out"
+tok=$(/usr/bin/oxnotify token pkg 2>&1) && [ ${#tok} -gt 10 ] && ok "installed oxnotify token prints the access token" \
+  || fail "oxnotify token: $(echo "$tok" | head -c 200)"
 # as the unit runs it: root without any capability, no new privileges
 NOCAPS=(setpriv --bounding-set=-all --inh-caps=-all --no-new-privs --)
 out=$("${NOCAPS[@]}" /usr/bin/oxnotify-daily --no-syslog 2>&1) || fail "installed oxnotify-daily: $out"

@@ -9,7 +9,9 @@ use RigTest;
 my $analyze = '/usr/bin/systemd-analyze';
 need(-x $analyze, "needs $analyze (package systemd)");
 
-for my $unit (qw(oxnotify-daily oxnotify-outbox oxnotify-server)) {
+# the broker only writes the state (refreshed tokens)
+my %writes = ('oxnotify-broker' => '/var/lib/oxnotify');
+for my $unit (qw(oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker)) {
     my $file = "debian/oxnotify.$unit.service";
     my $out = `$analyze security --offline=yes $file 2>&1`;
     my ($score) = $out =~ /Overall exposure level for \S+: (\d+(?:\.\d+)?)/;
@@ -17,8 +19,14 @@ for my $unit (qw(oxnotify-daily oxnotify-outbox oxnotify-server)) {
     cmp_ok($score // 99, '<=', 4.5, "$unit: exposure $score <= 4.5") or diag $out;
     open(my $fh, '<', $file) or die "$file: $!";
     my $text = do { local $/; <$fh> };
-    is_deeply([$text =~ /^ReadWritePaths=(.*)$/mg], ['/etc/oxnotify /var/lib/oxnotify'], "$unit: writes only our directories");
+    is_deeply([$text =~ /^ReadWritePaths=(.*)$/mg], [$writes{$unit} // '/etc/oxnotify /var/lib/oxnotify'], "$unit: writes only our directories");
     like($text, qr/^CapabilityBoundingSet=$/m, "$unit: no capabilities");
     like($text, qr/^ProtectSystem=strict$/m, "$unit: the rest of the system is read-only");
 }
+
+# the broker's peer check needs the real UIDs: no user namespace
+my $broker = do { local (@ARGV, $/) = 'debian/oxnotify.oxnotify-broker.service'; <> };
+unlike($broker, qr/^PrivateUsers=yes/m, 'oxnotify-broker: no PrivateUsers (SO_PEERCRED would map other users to nobody)');
+my $socket = do { local (@ARGV, $/) = 'debian/oxnotify.oxnotify-broker.socket'; <> };
+like($socket, qr{^ListenStream=/run/oxnotify/broker\.sock$}m, 'broker socket at /run/oxnotify/broker.sock');
 done_testing();

@@ -83,7 +83,12 @@ fn push_value(entries: &mut Vec<(String, String)>, key: &str, v: &Value) -> Resu
         Value::String(s) => entries.push((key.into(), s.clone())),
         Value::Number(num) => entries.push((key.into(), num.to_string())),
         Value::Bool(b) => entries.push((key.into(), if *b { "1" } else { "0" }.into())),
-        Value::Array(items) if key == "mailto" || key == "mailto-user" => {
+        Value::Array(items)
+            if matches!(
+                key,
+                "mailto" | "mailto-user" | "broker-allow-user" | "broker-allow-group"
+            ) =>
+        {
             for item in items {
                 match item {
                     Value::String(s) => entries.push((key.into(), s.clone())),

@@ -2,7 +2,8 @@
 //!
 //! A refresh token (and the client secret that goes with it) is valid for one app
 //! registration: auth method, client ID, tenant, token and authorize URL, scope. A cached
-//! access token is, in addition, only meant for one SMTP server, port, mode and identity.
+//! access token is, in addition, only meant for one SMTP server, port, mode and identity, and
+//! for the local accounts the token broker may hand it to (`broker-allow-user/-group`).
 //! Someone who may edit a target must not be able to send these secrets somewhere new by
 //! changing one of those keys, so:
 //!
@@ -41,8 +42,18 @@ impl Binding {
         } else {
             None
         };
+        // the local accounts the token broker hands the token to are destinations too
+        let mut allowed: Vec<String> = target
+            .broker_allow
+            .users
+            .iter()
+            .map(|u| format!("u:{u}"))
+            .chain(target.broker_allow.groups.iter().map(|g| format!("g:{g}")))
+            .collect();
+        allowed.sort();
+        allowed.dedup();
         let delivery = fingerprint(&[
-            "delivery-v1",
+            "delivery-v2",
             target.auth_method.as_str(),
             &target.server,
             &target.effective_port().to_string(),
@@ -50,6 +61,7 @@ impl Binding {
             if target.allow_insecure_auth { "1" } else { "0" },
             target.auth_identity(),
             registration.as_deref().unwrap_or(""),
+            &allowed.join(","),
         ]);
         Binding {
             registration,
@@ -104,6 +116,7 @@ mod tests {
             oauth2_token_url: Some("https://idp.example.com/token".into()),
             oauth2_authorize_url: Some("https://idp.example.com/auth".into()),
             oauth2_scope: Some("smtp".into()),
+            broker_allow: Default::default(),
             ..SmtpTarget::new(
                 "t",
                 "smtp.example.com",
@@ -137,6 +150,8 @@ mod tests {
             |t| t.mode = SmtpMode::Insecure,
             |t| t.allow_insecure_auth = true,
             |t| t.username = Some("other@example.com".into()),
+            |t| t.broker_allow.groups.push("mail".into()),
+            |t| t.broker_allow.users.push("nobody".into()),
         ];
         for change in delivery_keys {
             let mut t = target();

@@ -86,6 +86,7 @@ fn errors_from_secret_handling_paths_are_clean() {
         oauth2_client_id: Some("cid".into()),
         oauth2_token_url: Some(token_url.clone()),
         oauth2_scope: Some("smtp".into()),
+        broker_allow: Default::default(),
         ..SmtpTarget::new(
             "x",
             "127.0.0.1",

@@ -320,6 +320,7 @@ fn code_exchange_without_state_is_limited_to_known_endpoints_and_targets() {
         oauth2_client_id: Some("cid".into()),
         oauth2_token_url: Some("https://idp.example.com/token".into()),
         oauth2_scope: Some("smtp".into()),
+        broker_allow: Default::default(),
         ..SmtpTarget::new(
             "real",
             "127.0.0.1",

@@ -150,6 +150,7 @@ fn setup_as(method: AuthMethod, token_url: &str) -> (tempfile::TempDir, Notifier
         oauth2_client_id: Some("cid".into()),
         oauth2_token_url: Some(token_url.into()),
         oauth2_scope: (method == AuthMethod::OAuth2).then(|| "smtp".into()),
+        broker_allow: Default::default(),
         oauth2_tenant_id: (method == AuthMethod::MicrosoftOAuth2)
             .then(|| "11111111-2222-3333-4444-555555555555".into()),
         ..SmtpTarget::new(

@@ -49,6 +49,9 @@ my %HELP = (
     status => "oxnotify status [NAME]\n  OAuth2 health of one or all OAuth2 targets, and the outbox of each (queue depth,\n"
         . "  oldest age, messages given up); other targets are listed when their outbox needs attention.",
     refresh => "oxnotify refresh\n  Refresh all OAuth2 targets now (what the daily job does).",
+    token => "oxnotify token NAME [--format bearer|xoauth2|xoauth2-b64]\n"
+        . "  Print target NAME's access token (cached, or refreshed as a send would) for msmtp's\n"
+        . "  passwordeval and scripts; root only. Served by oxnotify-token without loading Perl modules.",
 );
 
 sub usage {
@@ -287,6 +290,9 @@ sub run {
     $cmd .= ' ' . shift(@args) if ($cmd eq 'target' || $cmd eq 'outbox') && @args;
     if (!$HELP{$cmd}) { print STDERR "unknown command '$cmd'\n" . usage(); return 2 }
     if (grep { $_ eq '--help' || $_ eq '-h' } @args) { print "$HELP{$cmd}\n"; return 0 }
+
+    # bin/oxnotify hands `token` to oxnotify-token before loading this module
+    if ($cmd eq 'token') { print STDERR "oxnotify: run `oxnotify token` through bin/oxnotify\n"; return 2 }
 
     my ($result, $text, $exit) = (undef, undef, 0);
     my $ok = eval {

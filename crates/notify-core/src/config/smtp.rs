@@ -162,6 +162,30 @@ pub struct SmtpTarget {
     /// processes); `None` = [`DEFAULT_MAX_CONNECTIONS`]. Microsoft 365 allows 3 per mailbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Who may fetch this target's access token from the token broker.
+    #[serde(flatten)]
+    pub broker_allow: BrokerAllow,
+}
+
+/// The local users and groups the token broker (`oxnotify-broker`) serves a target's access
+/// token to (`broker-allow-user`, `broker-allow-group`; names or numeric IDs). Empty: root only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BrokerAllow {
+    /// User names or UIDs.
+    #[serde(
+        default,
+        rename = "broker-allow-user",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub users: Vec<String>,
+    /// Group names or GIDs.
+    #[serde(
+        default,
+        rename = "broker-allow-group",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub groups: Vec<String>,
 }
 
 /// Simultaneous SMTP sessions per target when `max-connections` is not set (below Microsoft
@@ -199,6 +223,8 @@ const PUBLIC_KEYS: &[&str] = &[
     "oauth2-token-url",
     "oauth2-scope",
     "max-connections",
+    "broker-allow-user",
+    "broker-allow-group",
 ];
 const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret"];
 
@@ -210,6 +236,13 @@ pub fn public_keys() -> &'static [&'static str] {
 /// Keys of the private section.
 pub fn private_keys() -> &'static [&'static str] {
     PRIVATE_KEYS
+}
+
+/// The items of a list value (separated by commas or blanks).
+fn list(v: &str) -> impl Iterator<Item = String> + '_ {
+    v.split([',', ' ', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, Invalid> {
@@ -244,6 +277,7 @@ impl SmtpTarget {
             oauth2_token_url: None,
             oauth2_scope: None,
             max_connections: None,
+            broker_allow: BrokerAllow::default(),
         }
     }
 
@@ -286,7 +320,10 @@ impl SmtpTarget {
             };
             let fail = |m: String| (line, (Some(key), m));
             validate::no_control_chars(&e.value).map_err(fail)?;
-            if key != "mailto" && key != "mailto-user" {
+            if !matches!(
+                key,
+                "mailto" | "mailto-user" | "broker-allow-user" | "broker-allow-group"
+            ) {
                 if seen.contains(&key) {
                     return Err(fail("key given more than once".into()));
                 }
@@ -347,6 +384,8 @@ impl SmtpTarget {
                             .ok_or_else(|| fail(format!("'{v}' is not a number from 1 to 100")))?,
                     )
                 }
+                "broker-allow-user" => t.broker_allow.users.extend(list(&v)),
+                "broker-allow-group" => t.broker_allow.groups.extend(list(&v)),
                 _ => unreachable!("key comes from PUBLIC_KEYS"),
             }
         }
@@ -444,6 +483,21 @@ impl SmtpTarget {
         }
         for u in &self.mailto_user {
             validate::user_id(u).map_err(|e| (Some("mailto-user"), e))?;
+        }
+        for (key, names) in [
+            ("broker-allow-user", &self.broker_allow.users),
+            ("broker-allow-group", &self.broker_allow.groups),
+        ] {
+            for n in names {
+                validate::account_name(n).map_err(|e| (Some(key), e))?;
+            }
+            if !names.is_empty() && !self.auth_method.is_oauth2() {
+                return Err((
+                    Some(key),
+                    "only valid with an OAuth2 auth-method (the broker serves access tokens)"
+                        .into(),
+                ));
+            }
         }
         let oauth2 = self.auth_method.is_oauth2();
         if let Some(u) = &self.username {
@@ -635,6 +689,12 @@ impl SmtpTarget {
             "max-connections",
             self.max_connections.map(|n| n.to_string()),
         );
+        for u in &self.broker_allow.users {
+            put("broker-allow-user", Some(u.clone()));
+        }
+        for g in &self.broker_allow.groups {
+            put("broker-allow-group", Some(g.clone()));
+        }
         put("comment", self.comment.clone());
         put("disable", self.disable.then(|| "1".to_string()));
         put(

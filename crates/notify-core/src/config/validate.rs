@@ -67,6 +67,27 @@ pub fn user_id(value: &str) -> Result<(), String> {
     }
 }
 
+/// A local user or group name (as `useradd` allows, plus Debian's `Debian-exim` style) or a
+/// numeric ID: what `broker-allow-user` and `broker-allow-group` list.
+pub fn account_name(value: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&value.len())
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a user or group name (letters, digits, '_', '-', '.'; at most 32) or ID",
+            value.escape_debug()
+        ))
+    }
+}
+
 /// No control characters at all (CR/LF would allow header or protocol injection).
 pub fn no_control_chars(value: &str) -> Result<(), String> {
     if let Some(c) = value.chars().find(|c| c.is_control()) {
