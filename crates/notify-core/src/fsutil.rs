@@ -40,6 +40,19 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 /// [`write_atomic`] with the temp file named `<prefix><random>`, so that leftovers of a killed
 /// writer can be told apart (the state files use one prefix per target).
 pub fn write_atomic_prefixed(path: &Path, data: &[u8], mode: u32, prefix: &str) -> Result<()> {
+    write_atomic_with(path, data, mode, prefix, true)
+}
+
+/// [`write_atomic_prefixed`]; with `durable` false there is no fsync (a cluster file system
+/// such as pmxcfs has none: its replication, not the local disk, makes a write durable), so
+/// only the rename's atomicity is relied on.
+pub fn write_atomic_with(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    prefix: &str,
+    durable: bool,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(prefix)
@@ -50,6 +63,12 @@ pub fn write_atomic_prefixed(path: &Path, data: &[u8], mode: u32, prefix: &str) 
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(tmp.path(), e))?;
     tmp.write_all(data).map_err(|e| Error::io(path, e))?;
+    if !durable {
+        return tmp
+            .persist(path)
+            .map(|_| ())
+            .map_err(|e| Error::io(path, e.error));
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     File::open(dir)

@@ -20,6 +20,7 @@ pub mod binding;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod lock;
 pub mod notification;
 pub mod oauth2;
 pub mod pending;
@@ -77,6 +78,8 @@ pub enum RefreshOutcome {
     Refreshed,
     /// Refreshed; the provider rotated the refresh token and the new one is stored.
     Rotated,
+    /// Cluster store: a node refreshed it within the refresh window; nothing to do.
+    NotDue,
     /// The provider rejected the refresh token: the admin must authorize again.
     NeedsReauthorization,
     /// The app registration, the target's config or the provider settings need an admin's fix
@@ -313,12 +316,13 @@ impl Notifier {
     fn refresh_one(&self, config: &NotificationConfig, name: &str) -> RefreshReport {
         let result = config.smtp_target(name).and_then(|t| {
             let secrets = config.smtp_secrets(name)?;
-            Ok((self.tokens().refresh(&t, &secrets), t))
+            Ok((self.tokens().refresh_if_due(&t, &secrets), t))
         });
         let (outcome, error, target) = match result {
             Err(e) => (RefreshOutcome::of_error(&e), Some(e), None),
             Ok((Ok(Refreshed::InPlace), t)) => (RefreshOutcome::Refreshed, None, Some(t)),
             Ok((Ok(Refreshed::Rotated), t)) => (RefreshOutcome::Rotated, None, Some(t)),
+            Ok((Ok(Refreshed::NotDue), t)) => (RefreshOutcome::NotDue, None, Some(t)),
             Ok((Err(e), t)) => (RefreshOutcome::of_error(&e), Some(e), Some(t)),
         };
         let status = target.and_then(|t| self.status_of(&t).ok());
@@ -348,7 +352,11 @@ impl Notifier {
 
     fn status_of(&self, target: &SmtpTarget) -> Result<TargetStatus> {
         let state = StateStore::new(&self.settings).load(&target.name)?;
-        Ok(TargetStatus::of(target, state.as_ref()))
+        let mut status = TargetStatus::of(target, state.as_ref());
+        if self.settings.store == settings::StoreKind::Cluster {
+            status.note_cluster_writable(lock::cluster::probe_writable(&self.settings));
+        }
+        Ok(status)
     }
 
     /// The authorize URL for configured target `name`, with fresh `state` and PKCE verifier.

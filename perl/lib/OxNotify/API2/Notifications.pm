@@ -118,6 +118,8 @@ my $STATUS = {
         last_error => { type => 'object', optional => 1, description => 'Last error.', properties => {
             message => { type => 'string' }, time => { type => 'integer' } } },
         warning => { type => 'string', optional => 1, description => 'What the admin should do, if anything.' },
+        last_refresh_by => { type => 'string', optional => 1, description => 'Node that made the last refresh (cluster store).' },
+        store_writable => { type => 'boolean', optional => 1, description => 'Cluster store: the shared file system takes writes (false: no quorum?).' },
     },
 };
 
