@@ -94,8 +94,10 @@ impl ClusterLock {
                 let path = dir.join(name);
                 return Err(Error::LockTimeout {
                     what: what.to_string(),
-                    holder: read_owner(&path)
-                        .map(|o| format!("node {} pid {} since {}", o.node, o.pid, o.time)),
+                    holder: read_owner(&path).map(|o| {
+                        let age = unix_now().saturating_sub(o.time);
+                        format!("node {} pid {}, taken {age} s ago", o.node, o.pid)
+                    }),
                     path,
                 });
             }
