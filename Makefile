@@ -25,6 +25,7 @@ demo: deps
 
 bench: deps
 	scripts/run-with-rig.sh cargo bench -p notify-core --bench send
+	scripts/run-with-rig.sh cargo bench -p notify-core --bench cluster
 
 clean:
 	cargo clean

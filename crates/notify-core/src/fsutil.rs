@@ -1,6 +1,7 @@
 //! Atomic, private file writes and inter-process locks.
 
 use crate::error::{Error, Result};
+use crate::settings::StoreKind;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -28,6 +29,19 @@ pub fn ensure_dir(dir: &Path, mode: u32, tighten: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`ensure_dir`] for a directory of `store`: on a cluster file system a directory is created
+/// without a chmod and never tightened (pmxcfs decides modes itself and refuses most chmods).
+pub fn ensure_store_dir(store: StoreKind, dir: &Path, mode: u32, tighten: bool) -> Result<()> {
+    match store {
+        StoreKind::Local => ensure_dir(dir, mode, tighten),
+        StoreKind::Cluster => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .map_err(|e| Error::io(dir, e)),
+    }
 }
 
 /// Replace `path` atomically with `data`: write a temp file in the same directory (mode

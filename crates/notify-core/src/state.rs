@@ -252,10 +252,9 @@ impl StateStore {
     }
 
     fn ensure_dirs(&self) -> Result<()> {
-        fsutil::ensure_dir(&self.settings.state_dir, 0o700, false)?;
-        // a cluster file system may refuse chmod (pmxcfs permits only its own modes)
-        let tighten = self.settings.store == StoreKind::Local;
-        fsutil::ensure_dir(&self.settings.oauth2_state_dir(), 0o700, tighten)
+        let store = self.settings.store;
+        fsutil::ensure_store_dir(store, &self.settings.state_dir, 0o700, false)?;
+        fsutil::ensure_store_dir(store, &self.settings.oauth2_state_dir(), 0o700, true)
     }
 
     /// Local store: fsync every write. Cluster store: temp file + rename only.

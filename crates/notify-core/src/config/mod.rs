@@ -47,6 +47,7 @@ impl ConfigLock {
         if settings.store == StoreKind::Local {
             fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
         }
+        // the cluster store's lock directories are in the state directory
         StoreLock::acquire_until(
             settings,
             &settings.config_lock_file(),
@@ -277,17 +278,28 @@ impl NotificationConfig {
         }
         let priv_file = settings.private_config_file();
         if let Some(dir) = priv_file.parent() {
-            // a cluster file system may refuse chmod (pmxcfs: 0700 directories under priv/)
-            fsutil::ensure_dir(dir, 0o700, settings.store == StoreKind::Local)?;
+            fsutil::ensure_store_dir(settings.store, dir, 0o700, true)?;
             // a writer killed mid-save left its temp file (secrets included): every writer
             // holds the config lock, so none of these belongs to a live one
             remove_temp_files(dir);
         }
         remove_temp_files(&settings.config_dir);
-        fsutil::write_atomic(&priv_file, self.private.render().as_bytes(), 0o600)?;
-        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
+        // cluster store: no fsync (pmxcfs has none), and pmxcfs allows 0640 outside priv/
+        let (durable, public_mode) = match settings.store {
+            StoreKind::Local => (true, 0o644),
+            StoreKind::Cluster => (false, 0o640),
+        };
+        let private = self.private.render();
+        fsutil::write_atomic_with(&priv_file, private.as_bytes(), 0o600, ".tmp-", durable)?;
+        fsutil::ensure_store_dir(settings.store, &settings.config_dir, 0o755, false)?;
         let text = self.public.render();
-        fsutil::write_atomic(&settings.config_file(), text.as_bytes(), 0o644)?;
+        fsutil::write_atomic_with(
+            &settings.config_file(),
+            text.as_bytes(),
+            public_mode,
+            ".tmp-",
+            durable,
+        )?;
         self.digest = digest_of(&text);
         Ok(())
     }

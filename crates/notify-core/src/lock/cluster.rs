@@ -118,7 +118,12 @@ impl ClusterLock {
                 std::io::ErrorKind::AlreadyExists => {}
                 _ if fsutil::is_unwritable(&e) => return Err(not_writable(dir, &e)),
                 _ => {
-                    fsutil::ensure_dir(dir, 0o700, false)?;
+                    fsutil::ensure_store_dir(
+                        crate::settings::StoreKind::Cluster,
+                        dir,
+                        0o700,
+                        false,
+                    )?;
                 }
             }
         }
