@@ -13,7 +13,9 @@
 //!
 //! Locking: config writers hold [`config::ConfigLock`]; token refreshes and state writes hold
 //! the per-target lock inside [`tokens::TokenManager`], so any number of processes may send
-//! and refresh at once without losing a rotated refresh token.
+//! and refresh at once without losing a rotated refresh token. Both locks are [`lock::StoreLock`]s:
+//! `flock` in the local store, lock directories in the cluster store (several nodes sharing one
+//! state directory; see [`state`] for its guarantees and the window no client can close).
 
 pub mod api;
 pub mod binding;
