@@ -4,11 +4,12 @@
 //! token), written by temp file + rename, so a waiter can name the holder.
 //!
 //! A lock whose owner time (or, without an owner file, whose directory time) is older than
-//! the stale time belongs to a dead or hung holder and is taken over: the stale directory is
-//! renamed to a unique grave name (atomic: of several contenders exactly one moves it), the
-//! grave's owner is compared with the one seen stale, and only then is a new lock created with
-//! `mkdir` (which again exactly one contender wins). A taker that finds it moved a lock other
-//! than the stale one (a new holder's, created in between) puts it back. Holders keep their
+//! the stale time belongs to a dead or hung holder and is taken over: one taker at a time
+//! (a guard directory, itself created with `mkdir`) checks again that the lock is still the
+//! stale one, renames it to a unique grave name (atomic) and removes the grave; then every
+//! contender tries `mkdir` again, which exactly one wins. Nothing is removed by path
+//! (`rm` + `mkdir` would race with a new holder). A taker that finds it moved a lock other than
+//! the stale one (possible only if a taker stalled past the stale time) puts it back. Holders keep their
 //! work well under the stale time ([`crate::settings::Settings::cluster_lock_work_limit`]);
 //! every state write is also a compare-and-swap on the state's generation
 //! ([`crate::state::StateStore::save_next`]), so even a holder that outlived its lock never
@@ -154,7 +155,7 @@ impl ClusterLock {
                     if !is_stale(&path, seen.as_ref(), stale) {
                         return Ok(None);
                     }
-                    take_over(dir, name, &path, seen.as_ref(), node);
+                    take_over(dir, name, &path, seen.as_ref(), node, stale);
                 }
                 Err(e) if fsutil::is_unwritable(&e) => return Err(not_writable(&path, &e)),
                 Err(e) => return Err(Error::io(&path, e)),
@@ -233,16 +234,56 @@ fn is_stale(path: &Path, owner: Option<&Owner>, stale: Duration) -> bool {
     age > stale
 }
 
-/// Move the stale lock `path` (whose owner was `seen`) out of the way. Of several contenders
-/// exactly one rename succeeds; if what it moved is not the lock seen stale (it was freed and
-/// taken anew in between), it is put back.
-fn take_over(dir: &Path, name: &str, path: &Path, seen: Option<&Owner>, node: &str) {
+/// Move the stale lock `path` (whose owner was `seen`) out of the way. One taker at a time:
+/// the takeover itself is guarded by a second lock directory (`.takeover~<name>`), under which
+/// the lock is checked again (still the stale one?) before it is renamed away; a stale guard
+/// (a taker that died) is renamed away in turn. Should a rename still catch a lock other than
+/// the stale one (only possible if a taker stalled longer than the stale time), it is put back.
+fn take_over(
+    dir: &Path,
+    name: &str,
+    path: &Path,
+    seen: Option<&Owner>,
+    node: &str,
+    stale: Duration,
+) {
+    let guard = dir.join(format!(".takeover~{name}"));
+    match std::fs::create_dir(&guard) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if is_stale(&guard, None, stale) {
+                remove_by_rename(dir, name, &guard, node, |_| true);
+            }
+            return;
+        }
+        Err(_) => return,
+    }
+    let now_seen = read_owner(path);
+    if now_seen.as_ref().map(|o| &o.token) == seen.map(|o| &o.token)
+        && is_stale(path, now_seen.as_ref(), stale)
+    {
+        let seen_token = seen.map(|o| o.token.clone());
+        remove_by_rename(dir, name, path, node, |moved| {
+            moved.map(|o| o.token.clone()) == seen_token
+        });
+    }
+    let _ = std::fs::remove_dir(&guard);
+}
+
+/// Rename `path` to a unique grave name (atomic: of several contenders one succeeds), then
+/// remove the grave if `expected` accepts its owner; otherwise put it back.
+fn remove_by_rename(
+    dir: &Path,
+    name: &str,
+    path: &Path,
+    node: &str,
+    expected: impl Fn(Option<&Owner>) -> bool,
+) {
     let grave = dir.join(format!(".stale-{name}~{}", unique_token(node)));
     if std::fs::rename(path, &grave).is_err() {
         return; // another contender moved it first, or it was released
     }
-    let moved = read_owner(&grave);
-    if moved.as_ref().map(|o| &o.token) == seen.map(|o| &o.token) {
+    if expected(read_owner(&grave).as_ref()) {
         let _ = std::fs::remove_dir_all(&grave);
         return;
     }
@@ -337,6 +378,45 @@ mod tests {
             .unwrap();
         let l = ClusterLock::try_acquire(d.path(), "t", "n", STALE).unwrap();
         assert!(l.is_some_and(|l| l.still_held()));
+    }
+
+    #[test]
+    fn of_many_contenders_for_a_stale_lock_exactly_one_gets_it() {
+        for round in 0..30 {
+            let d = tempfile::tempdir().unwrap();
+            let dead = ClusterLock::try_acquire(d.path(), "t", "dead", STALE)
+                .unwrap()
+                .unwrap();
+            let mut o = read_owner(&d.path().join("t")).unwrap();
+            o.time -= 121;
+            write_owner(&d.path().join("t"), &o).unwrap();
+            std::mem::forget(dead); // killed: never released
+            let barrier = std::sync::Barrier::new(8);
+            let held: Vec<ClusterLock> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let (dir, barrier) = (d.path(), &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            ClusterLock::try_acquire(dir, "t", &format!("n{i}"), STALE).unwrap()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            assert_eq!(held.len(), 1, "round {round}");
+            assert!(held[0].still_held());
+            drop(held);
+            // nothing left behind: no grave, no guard, no lock
+            assert_eq!(
+                std::fs::read_dir(d.path()).unwrap().count(),
+                0,
+                "round {round}"
+            );
+        }
     }
 
     #[test]
