@@ -51,6 +51,24 @@ impl StoreLock {
         }
     }
 
+    /// Take the lock if it is free (or, in the cluster store, stale); `Ok(None)` if it is held.
+    pub fn try_acquire(
+        settings: &Settings,
+        local_file: &Path,
+        name: &str,
+    ) -> Result<Option<StoreLock>> {
+        match settings.store {
+            StoreKind::Local => Ok(FileLock::try_exclusive(local_file)?.map(Self::Local)),
+            StoreKind::Cluster => Ok(ClusterLock::try_acquire(
+                &settings.cluster_lock_dir(),
+                name,
+                &settings.node_name,
+                settings.cluster_lock_stale,
+            )?
+            .map(Self::Cluster)),
+        }
+    }
+
     /// Until when work under this lock must be done: a cluster lock is acquired time plus
     /// [`Settings::cluster_lock_work_limit`] (so no other node takes it over meanwhile); a local
     /// lock has no limit of its own.

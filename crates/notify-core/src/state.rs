@@ -285,6 +285,19 @@ impl StateStore {
         .map(TargetLock)
     }
 
+    /// Take the lock of `target` if it is free, `Ok(None)` if another process holds it.
+    pub fn try_lock(&self, target: &str) -> Result<Option<TargetLock>> {
+        if self.settings.store == StoreKind::Local {
+            self.ensure_dirs()?;
+        }
+        Ok(StoreLock::try_acquire(
+            &self.settings,
+            &self.settings.oauth2_lock_file(target),
+            &format!("oauth2-{target}"),
+        )?
+        .map(TargetLock))
+    }
+
     /// The state of `target` as the state file holds it, `None` if it has none. A corrupt
     /// file is an error and is left untouched. Without the lock (status display, read-only
     /// fallback); accesses that may write use [`StateStore::load_locked`].

@@ -84,31 +84,35 @@ impl<'a> TokenManager<'a> {
         // the shared file system, which has no quorum at times). Only a refresh takes the
         // lock, and looks at the cache again under it: a burst of sends from several nodes
         // after expiry costs one token request, the others wait for the lock and reuse it.
-        if self.settings.store == StoreKind::Cluster && !force_refresh {
-            if let Some(token) = self.cached_unlocked(target, &binding, margin) {
-                return Ok(AccessToken {
-                    token,
-                    from_cache: true,
-                });
-            }
-        }
-        let lock = match self.lock(&target.name) {
-            Ok(lock) => lock,
-            // The lock file cannot be created: the state directory is read-only or full. The
-            // lock serialises writers of the state, and no process can write it now, so
-            // reading it unlocked races with nothing, and a valid cached access token is safe
-            // to use. A refresh is not: unlocked, two processes could redeem the same refresh
-            // token, which providers with reuse detection punish by revoking the grant.
-            Err(e) if !force_refresh && lock_file_unavailable(&e) => {
-                return match self.cached_unlocked(target, &binding, margin) {
-                    Some(token) => Ok(AccessToken {
+        let lock = if self.settings.store == StoreKind::Cluster && !force_refresh {
+            match self.cached_or_cluster_lock(target, &binding, margin)? {
+                Ok(token) => {
+                    return Ok(AccessToken {
                         token,
                         from_cache: true,
-                    }),
-                    None => Err(e),
-                };
+                    })
+                }
+                Err(lock) => lock,
             }
-            Err(e) => return Err(e),
+        } else {
+            match self.lock(&target.name) {
+                Ok(lock) => lock,
+                // The lock file cannot be created: the state directory is read-only or full. The
+                // lock serialises writers of the state, and no process can write it now, so
+                // reading it unlocked races with nothing, and a valid cached access token is safe
+                // to use. A refresh is not: unlocked, two processes could redeem the same refresh
+                // token, which providers with reuse detection punish by revoking the grant.
+                Err(e) if !force_refresh && lock_file_unavailable(&e) => {
+                    return match self.cached_unlocked(target, &binding, margin) {
+                        Some(token) => Ok(AccessToken {
+                            token,
+                            from_cache: true,
+                        }),
+                        None => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
         };
         let mut state = self.load_authorized(target, &binding, &lock)?;
         if !force_refresh {
@@ -128,6 +132,37 @@ impl<'a> TokenManager<'a> {
             token: tokens.access_token,
             from_cache: false,
         })
+    }
+
+    /// Cluster store: the valid cached token (`Ok`), else the target's lock (`Err`). While
+    /// another node holds the lock (refreshing), the cache is looked at again between the
+    /// attempts, so waiters take the new token as soon as it is stored instead of queueing for
+    /// the lock one by one. Bounded like [`TokenManager::lock`].
+    fn cached_or_cluster_lock(
+        &self,
+        target: &SmtpTarget,
+        binding: &Binding,
+        margin: i64,
+    ) -> Result<std::result::Result<Secret, TargetLock>> {
+        let deadline = self
+            .deadline
+            .min(Instant::now() + self.settings.lock_timeout);
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            if let Some(token) = self.cached_unlocked(target, binding, margin) {
+                return Ok(Ok(token));
+            }
+            if let Some(lock) = self.store.try_lock(&target.name)? {
+                return Ok(Err(lock));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // one last attempt, which names the holder when it fails
+                return self.store.lock_until(&target.name, deadline).map(Err);
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     /// The cached access token of `target`, read without the lock and without writing (state
