@@ -174,8 +174,16 @@ impl Settings {
                 ),
             }
         }
-        if let Some(node) = var("OXNOTIFY_NODE_NAME").filter(|n| valid_node_name(n)) {
-            s.node_name = node;
+        if let Some(node) = var("OXNOTIFY_NODE_NAME") {
+            if valid_node_name(&node) {
+                s.node_name = node;
+            } else {
+                eprintln!(
+                    "oxnotify: OXNOTIFY_NODE_NAME may hold letters, digits, '-', '.', '_' (at \
+                     most 64); using '{}'",
+                    s.node_name
+                );
+            }
         }
         if let Some(t) = secs("OXNOTIFY_CLUSTER_LOCK_STALE") {
             s.cluster_lock_stale = Duration::from_secs(t);

@@ -248,7 +248,8 @@ target does not stop the others.
 =item target_status({ name })
 
 OAuth2 health: C<authorized>, C<last_refresh>, C<refresh_token_age_days>,
-C<estimated_expiry>, C<needs_reauthorization>, C<last_error>, C<warning>.
+C<estimated_expiry>, C<needs_reauthorization>, C<last_error>, C<warning>; with the cluster
+store also C<last_refresh_by> (the node) and C<store_writable> (false without quorum).
 
 =item selftest($params)
 
