@@ -6,6 +6,9 @@
 //! kept in a recovery file or in memory ([`crate::state::SaveOutcome`]), the send goes on
 //! with the new access token, and the failure is reported loudly ([`Error::StateNotSaved`]:
 //! the error of a refresh, a warning on stderr for a send).
+//! In the cluster store ([`crate::settings::StoreKind::Cluster`]) the cache is read without
+//! the lock, the lock is a lock directory and bounds the token request's deadline, and the
+//! daily job's [`TokenManager::refresh_if_due`] refreshes a target once per window cluster-wide.
 
 use crate::binding::Binding;
 use crate::config::smtp::{SmtpSecrets, SmtpTarget};
@@ -84,7 +87,7 @@ impl<'a> TokenManager<'a> {
         // the shared file system, which has no quorum at times). Only a refresh takes the
         // lock, and looks at the cache again under it: a burst of sends from several nodes
         // after expiry costs one token request, the others wait for the lock and reuse it.
-        let lock = if self.settings.store == StoreKind::Cluster && !force_refresh {
+        let cluster_lock = if self.settings.store == StoreKind::Cluster && !force_refresh {
             match self.cached_or_cluster_lock(target, &binding, margin)? {
                 Ok(token) => {
                     return Ok(AccessToken {
@@ -92,27 +95,28 @@ impl<'a> TokenManager<'a> {
                         from_cache: true,
                     })
                 }
-                Err(lock) => lock,
+                Err(lock) => Some(lock),
             }
         } else {
-            match self.lock(&target.name) {
-                Ok(lock) => lock,
-                // The lock file cannot be created: the state directory is read-only or full. The
-                // lock serialises writers of the state, and no process can write it now, so
-                // reading it unlocked races with nothing, and a valid cached access token is safe
-                // to use. A refresh is not: unlocked, two processes could redeem the same refresh
-                // token, which providers with reuse detection punish by revoking the grant.
-                Err(e) if !force_refresh && lock_file_unavailable(&e) => {
-                    return match self.cached_unlocked(target, &binding, margin) {
-                        Some(token) => Ok(AccessToken {
-                            token,
-                            from_cache: true,
-                        }),
-                        None => Err(e),
-                    };
-                }
-                Err(e) => return Err(e),
+            None
+        };
+        let lock = match cluster_lock.map_or_else(|| self.lock(&target.name), Ok) {
+            Ok(lock) => lock,
+            // The lock file cannot be created: the state directory is read-only or full. The
+            // lock serialises writers of the state, and no process can write it now, so
+            // reading it unlocked races with nothing, and a valid cached access token is safe
+            // to use. A refresh is not: unlocked, two processes could redeem the same refresh
+            // token, which providers with reuse detection punish by revoking the grant.
+            Err(e) if !force_refresh && lock_file_unavailable(&e) => {
+                return match self.cached_unlocked(target, &binding, margin) {
+                    Some(token) => Ok(AccessToken {
+                        token,
+                        from_cache: true,
+                    }),
+                    None => Err(e),
+                };
             }
+            Err(e) => return Err(e),
         };
         let mut state = self.load_authorized(target, &binding, &lock)?;
         if !force_refresh {

@@ -128,7 +128,7 @@ impl Cluster {
                 "OXNOTIFY_CLUSTER_LOCK_STALE",
                 s.cluster_lock_stale.as_secs().to_string(),
             )
-            .env("OXNOTIFY_HTTP_TIMEOUT", "10")
+            .env("OXNOTIFY_HTTP_TIMEOUT", "20")
             .env("OXNOTIFY_DELIVERY_DEADLINE", "30")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
