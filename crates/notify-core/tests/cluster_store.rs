@@ -90,6 +90,8 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("shared"));
         settings.store = StoreKind::Cluster;
+        // PVE-like: secrets apart from the public file (as /etc/pve/priv/oxnotify)
+        settings.private_config_dir = Some(dir.path().join("shared-priv/oxnotify"));
         settings.node_name = "node0".into();
         settings.cluster_lock_stale = stale;
         settings.http_timeout = Duration::from_secs(10);
@@ -122,6 +124,10 @@ impl Cluster {
             .env(CHILD_ENV, mode)
             .env("OXNOTIFY_CONFIG_DIR", &s.config_dir)
             .env("OXNOTIFY_STATE_DIR", &s.state_dir)
+            .env(
+                "OXNOTIFY_PRIVATE_CONFIG_DIR",
+                s.private_config_dir.as_ref().unwrap(),
+            )
             .env("OXNOTIFY_STATE_STORE", "cluster")
             .env("OXNOTIFY_NODE_NAME", node)
             .env(
@@ -141,6 +147,15 @@ impl Cluster {
     }
 
     /// Let the cached access token expire (as an hour without sends would).
+    /// What is left in the lock directory (nothing once every node released its locks).
+    fn locks_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.env.settings.cluster_lock_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect()
+    }
+
     fn expire_access_token(&self) {
         let mut v = self.state();
         v["access_token_expires_at"] = serde_json::json!(0);
@@ -194,6 +209,10 @@ fn three_daily_jobs_on_three_nodes_rotate_once_and_the_grant_survives() {
     // and a daily run on any node the same day leaves the target alone
     let again = results(c.node("node3", "daily"));
     assert!(again[0].contains(" not-due "), "{again:?}");
+    assert_eq!(c.locks_left(), Vec::<String>::new());
+    // the secret went to the private directory, not beside the public file
+    assert!(c.env.settings.private_config_file().exists());
+    assert!(!c.env.settings.config_dir.join("priv").exists());
 }
 
 #[test]
@@ -224,6 +243,7 @@ fn three_nodes_times_ten_senders_after_expiry_cost_one_token_request() {
     for i in 1..=3 {
         assert!(rig.find_mail(&format!("{subject}-n{i}-9")).is_some());
     }
+    assert_eq!(c.locks_left(), Vec::<String>::new(), "every lock released");
 }
 
 #[test]
@@ -256,6 +276,11 @@ fn a_lock_holder_killed_with_sigkill_is_taken_over_after_the_stale_time() {
     assert!(rig.find_mail(&format!("{subject}-0")).is_some());
     assert_eq!(c.proxy.requests() - before, 1);
     assert!(!lock_dir.exists(), "node2 released the lock it took over");
+    assert_eq!(
+        c.locks_left(),
+        Vec::<String>::new(),
+        "no grave or guard left"
+    );
 }
 
 fn is_root() -> bool {
