@@ -454,3 +454,75 @@ fn state_of_an_older_generation_never_replaces_a_newer_one() {
     let got = b.load_locked("t", &l).unwrap().unwrap();
     assert_eq!(got.refresh_token.unwrap().expose(), "rt-2");
 }
+
+/// FAKE token endpoint for fault injection (no real server hangs on demand): accepts
+/// connections and never answers. Loopback only.
+fn fault_injecting_hanging_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    url
+}
+
+#[test]
+fn work_under_a_cluster_lock_ends_well_before_the_lock_goes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("shared"));
+    settings.store = StoreKind::Cluster;
+    // a token request may take 30 s, but a lock that goes stale after 8 s allows 3 s of work
+    settings.http_timeout = Duration::from_secs(30);
+    settings.cluster_lock_stale = Duration::from_secs(8);
+    let target = SmtpTarget {
+        port: Some(1),
+        mode: SmtpMode::Starttls,
+        auth_method: AuthMethod::OAuth2,
+        oauth2_client_id: Some("cid".into()),
+        oauth2_token_url: Some(fault_injecting_hanging_endpoint()),
+        oauth2_scope: Some("smtp".into()),
+        ..SmtpTarget::new(
+            "hang",
+            "127.0.0.1",
+            "a@example.com",
+            vec!["b@example.com".into()],
+        )
+    };
+    let env = Env::with_settings(dir, settings);
+    env.add_target(&target, &SmtpSecrets::default());
+    let store = StateStore::new(&env.settings);
+    let l = store.lock("hang").unwrap();
+    let mut s = state::OAuth2State::authorized(Secret::new("rt"));
+    store.save_next("hang", &mut s, &l).unwrap();
+    drop(l);
+    let t0 = std::time::Instant::now();
+    let r = env.notifier.refresh_targets().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r[0].outcome, RefreshOutcome::Transient, "{:?}", r[0].error);
+    assert!(
+        r[0].error
+            .as_deref()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{:?}",
+        r[0].error
+    );
+    // 3 s of work (3/8 of the stale time) plus slack; the HTTP timeout alone would be 30 s
+    assert!(
+        took < Duration::from_secs(10),
+        "not bounded by the lock: {took:?}"
+    );
+    assert_eq!(
+        store
+            .load("hang")
+            .unwrap()
+            .unwrap()
+            .refresh_token
+            .unwrap()
+            .expose(),
+        "rt"
+    );
+}
