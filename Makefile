@@ -27,6 +27,7 @@ bench: deps
 	scripts/run-with-rig.sh cargo bench -p notify-core --bench send
 	cargo build --release -p notify-broker
 	scripts/run-with-rig.sh perl perl/bench/broker.pl
+	scripts/run-with-rig.sh cargo bench -p notify-core --bench cluster
 
 clean:
 	cargo clean

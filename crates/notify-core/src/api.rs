@@ -9,8 +9,10 @@ use crate::config::smtp::{private_keys, public_keys, SmtpSecrets, SmtpTarget, SM
 use crate::config::{validate, ConfigLock};
 use crate::error::{Error, Result};
 use crate::fsutil::FileLock;
+use crate::lock::StoreLock;
 use crate::notification::{Notification, Severity};
 use crate::secret::Secret;
+use crate::settings::StoreKind;
 use crate::state::StateStore;
 use crate::{Notifier, RefreshReport};
 use serde_json::{Map, Value};
@@ -334,17 +336,35 @@ pub fn refresh_targets_locked(
     n: &Notifier,
     lock_timeout: Duration,
 ) -> Result<Option<Vec<RefreshReport>>> {
-    let run_lock = n.settings().daily_lock_file();
-    crate::fsutil::ensure_dir(&n.settings().state_dir, 0o700, false)?;
+    let settings = n.settings();
     let deadline = Instant::now() + lock_timeout;
-    let _run = loop {
-        if let Some(l) = FileLock::try_exclusive(&run_lock)? {
-            break l;
+    let _run = match settings.store {
+        StoreKind::Local => {
+            let run_lock = settings.daily_lock_file();
+            crate::fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
+            loop {
+                if let Some(l) = FileLock::try_exclusive(&run_lock)? {
+                    break StoreLock::Local(l);
+                }
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        // one run per node (the other nodes' runs skip what was refreshed within the
+        // window); a read-only cluster file system fails here, before any token request
+        StoreKind::Cluster => match StoreLock::acquire_until(
+            settings,
+            &settings.daily_lock_file(),
+            &format!("daily-{}", settings.node_name),
+            deadline,
+            "the daily refresh of this node",
+        ) {
+            Ok(l) => l,
+            Err(Error::LockTimeout { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        },
     };
     let config = {
         let _read = ConfigLock::acquire(n.settings())?;

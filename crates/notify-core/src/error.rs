@@ -208,6 +208,28 @@ pub enum Error {
         /// Where the tokens are now (a recovery file, or this process's memory).
         kept_in: String,
     },
+    /// The cluster store's file system refuses writes (503): without quorum pmxcfs is
+    /// read-only. Nothing stored was changed; sends still use a valid cached access token.
+    #[error("the cluster filesystem is not writable (no quorum?): {} ({reason}); nothing stored was changed; sends use the cached access token while it is valid, a refresh has to wait until the node is quorate (writable) again", .path.display())]
+    StoreNotWritable {
+        /// What could not be written (a lock directory, a state file).
+        path: PathBuf,
+        /// The OS error (secret-free).
+        reason: String,
+    },
+    /// A state write was refused because the stored state is newer than the one it was based
+    /// on (409): another node or process saved in between. The newer state stays.
+    #[error("target '{target}': not saving its OAuth2 state (generation {ours}): {} already holds a newer one (generation {stored}) written by another node or process; the newer state is kept", .path.display())]
+    NewerStateStored {
+        /// Target name.
+        target: String,
+        /// The state file.
+        path: PathBuf,
+        /// The generation this write would have replaced at most.
+        ours: u64,
+        /// The generation found in the file.
+        stored: u64,
+    },
     /// A state file exists but cannot be parsed (500); it is left untouched.
     #[error("state file {} is corrupt ({message}); it was left untouched: fix or remove it and re-authorize", .path.display())]
     CorruptState {
@@ -269,7 +291,8 @@ impl Error {
             } => 400,
             Error::NotFound(_) => 404,
             Error::DigestMismatch => 409,
-            Error::LockTimeout { .. } => 503,
+            Error::LockTimeout { .. } | Error::StoreNotWritable { .. } => 503,
+            Error::NewerStateStored { .. } => 409,
             Error::Token {
                 problem: TokenProblem::Setup,
                 ..
@@ -306,7 +329,8 @@ impl Error {
                 ..
             } => ErrorKind::InvalidInput,
             Error::Smtp { .. } => ErrorKind::NeedsAdminFix,
-            Error::LockTimeout { .. } => ErrorKind::Transient,
+            Error::LockTimeout { .. } | Error::StoreNotWritable { .. } => ErrorKind::Transient,
+            Error::NewerStateStored { .. } => ErrorKind::Conflict,
             Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => {
                 ErrorKind::Internal
             }

@@ -1,6 +1,7 @@
 //! Atomic, private file writes and inter-process locks.
 
 use crate::error::{Error, Result};
+use crate::settings::StoreKind;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -30,6 +31,19 @@ pub fn ensure_dir(dir: &Path, mode: u32, tighten: bool) -> Result<()> {
     Ok(())
 }
 
+/// [`ensure_dir`] for a directory of `store`: on a cluster file system a directory is created
+/// without a chmod and never tightened (pmxcfs decides modes itself and refuses most chmods).
+pub fn ensure_store_dir(store: StoreKind, dir: &Path, mode: u32, tighten: bool) -> Result<()> {
+    match store {
+        StoreKind::Local => ensure_dir(dir, mode, tighten),
+        StoreKind::Cluster => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .map_err(|e| Error::io(dir, e)),
+    }
+}
+
 /// Replace `path` atomically with `data`: write a temp file in the same directory (mode
 /// `mode`), fsync it, rename it over `path`, fsync the directory. A crash leaves either the old
 /// or the new content, never a torn file.
@@ -40,6 +54,19 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 /// [`write_atomic`] with the temp file named `<prefix><random>`, so that leftovers of a killed
 /// writer can be told apart (the state files use one prefix per target).
 pub fn write_atomic_prefixed(path: &Path, data: &[u8], mode: u32, prefix: &str) -> Result<()> {
+    write_atomic_with(path, data, mode, prefix, true)
+}
+
+/// [`write_atomic_prefixed`]; with `durable` false there is no fsync (a cluster file system
+/// such as pmxcfs has none: its replication, not the local disk, makes a write durable), so
+/// only the rename's atomicity is relied on.
+pub fn write_atomic_with(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    prefix: &str,
+    durable: bool,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(prefix)
@@ -50,6 +77,12 @@ pub fn write_atomic_prefixed(path: &Path, data: &[u8], mode: u32, prefix: &str) 
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(tmp.path(), e))?;
     tmp.write_all(data).map_err(|e| Error::io(path, e))?;
+    if !durable {
+        return tmp
+            .persist(path)
+            .map(|_| ())
+            .map_err(|e| Error::io(path, e.error));
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     File::open(dir)

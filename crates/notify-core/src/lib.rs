@@ -14,7 +14,9 @@
 //!
 //! Locking: config writers hold [`config::ConfigLock`]; token refreshes and state writes hold
 //! the per-target lock inside [`tokens::TokenManager`], so any number of processes may send
-//! and refresh at once without losing a rotated refresh token.
+//! and refresh at once without losing a rotated refresh token. Both locks are [`lock::StoreLock`]s:
+//! `flock` in the local store, lock directories in the cluster store (several nodes sharing one
+//! state directory; see [`state`] for its guarantees and the window no client can close).
 
 pub mod api;
 pub mod binding;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fsutil;
+pub mod lock;
 pub mod notification;
 pub mod oauth2;
 pub mod outbox;
@@ -81,6 +84,8 @@ pub enum RefreshOutcome {
     Refreshed,
     /// Refreshed; the provider rotated the refresh token and the new one is stored.
     Rotated,
+    /// Cluster store: a node refreshed it within the refresh window; nothing to do.
+    NotDue,
     /// The provider rejected the refresh token: the admin must authorize again.
     NeedsReauthorization,
     /// The app registration, the target's config or the provider settings need an admin's fix
@@ -207,12 +212,13 @@ impl Notifier {
     fn refresh_one(&self, config: &NotificationConfig, name: &str) -> RefreshReport {
         let result = config.smtp_target(name).and_then(|t| {
             let secrets = config.smtp_secrets(name)?;
-            Ok((self.tokens().refresh(&t, &secrets), t))
+            Ok((self.tokens().refresh_if_due(&t, &secrets), t))
         });
         let (outcome, error, target) = match result {
             Err(e) => (RefreshOutcome::of_error(&e), Some(e), None),
             Ok((Ok(Refreshed::InPlace), t)) => (RefreshOutcome::Refreshed, None, Some(t)),
             Ok((Ok(Refreshed::Rotated), t)) => (RefreshOutcome::Rotated, None, Some(t)),
+            Ok((Ok(Refreshed::NotDue), t)) => (RefreshOutcome::NotDue, None, Some(t)),
             Ok((Err(e), t)) => (RefreshOutcome::of_error(&e), Some(e), Some(t)),
         };
         let status = target.and_then(|t| self.status_of(&t).ok());
@@ -243,6 +249,9 @@ impl Notifier {
     fn status_of(&self, target: &SmtpTarget) -> Result<TargetStatus> {
         let state = StateStore::new(&self.settings).load(&target.name)?;
         let mut status = TargetStatus::of(target, state.as_ref());
+        if self.settings.store == settings::StoreKind::Cluster {
+            status.note_cluster_writable(lock::cluster::probe_writable(&self.settings));
+        }
         let outbox = outbox::status(&self.settings, &target.name);
         // a waiting or lost notification matters more than a later token expiry
         if let Some(w) = &outbox.warning {

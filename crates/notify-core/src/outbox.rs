@@ -162,7 +162,7 @@ pub struct OutboxStatus {
 }
 
 fn root(settings: &Settings) -> PathBuf {
-    settings.state_dir.join("outbox")
+    settings.local_dir().join("outbox")
 }
 
 /// The spool directory of `target`.
@@ -173,7 +173,7 @@ pub fn dir(settings: &Settings, target: &str) -> PathBuf {
 /// Beside the spool, not in it: the spool holds nothing but waiting messages, so the timer's
 /// `ConditionDirectoryNotEmpty` sees exactly whether anything waits.
 fn meta_dir(settings: &Settings) -> PathBuf {
-    settings.state_dir.join("outbox.meta")
+    settings.local_dir().join("outbox.meta")
 }
 
 /// The lock file that makes one flush per target run at a time.
@@ -187,7 +187,7 @@ fn given_up_file(settings: &Settings, target: &str) -> PathBuf {
 
 /// Create the directory of the flush locks and given-up records.
 pub fn ensure_meta_dir(settings: &Settings) -> Result<()> {
-    fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
+    fsutil::ensure_dir(&settings.local_dir(), 0o700, false)?;
     fsutil::ensure_dir(&meta_dir(settings), 0o700, true)
 }
 
@@ -233,7 +233,7 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 fn ensure_dirs(settings: &Settings, target: &str) -> Result<()> {
-    fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
+    fsutil::ensure_dir(&settings.local_dir(), 0o700, false)?;
     fsutil::ensure_dir(&root(settings), 0o700, true)?;
     fsutil::ensure_dir(&dir(settings, target), 0o700, true)
 }

@@ -42,8 +42,8 @@ fn file(settings: &Settings, state: &str) -> PathBuf {
 
 /// Remember `pending` under `state`; also drops expired entries.
 pub fn store(settings: &Settings, state: &str, pending: &Pending) -> Result<()> {
-    fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
-    fsutil::ensure_dir(&dir(settings), 0o700, true)?;
+    fsutil::ensure_store_dir(settings.store, &settings.state_dir, 0o700, false)?;
+    fsutil::ensure_store_dir(settings.store, &dir(settings), 0o700, true)?;
     if let Ok(rd) = std::fs::read_dir(dir(settings)) {
         for e in rd.flatten() {
             let old = e
@@ -58,7 +58,8 @@ pub fn store(settings: &Settings, state: &str, pending: &Pending) -> Result<()> 
         }
     }
     let json = serde_json::to_vec(pending).map_err(|e| Error::param("state", e.to_string()))?;
-    fsutil::write_atomic(&file(settings, state), &json, 0o600)
+    let durable = settings.store == crate::settings::StoreKind::Local;
+    fsutil::write_atomic_with(&file(settings, state), &json, 0o600, ".tmp-", durable)
 }
 
 /// Take the authorization stored under `state`: it is removed, so a replay fails. Unknown,

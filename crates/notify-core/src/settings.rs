@@ -36,6 +36,47 @@ pub struct Settings {
     pub outbox_max_age: Duration,
     /// HTTP(S) proxy for token requests (`http://host:port`); `None` uses no proxy.
     pub http_proxy: Option<String>,
+    /// Directory of the private file (`notifications.cfg` with the secrets); `None`:
+    /// `<config_dir>/priv`. On PVE: `/etc/pve/priv/oxnotify` (pmxcfs allows 0600 files only
+    /// under `priv/`).
+    pub private_config_dir: Option<PathBuf>,
+    /// How the OAuth2 state is stored and locked ([`StoreKind`]).
+    pub store: StoreKind,
+    /// This node's name in cluster lock owners and in the state (who refreshed last).
+    pub node_name: String,
+    /// A cluster lock directory older than this is stale and may be taken over (pmxcfs
+    /// expires its own lock directories after 120 s).
+    pub cluster_lock_stale: Duration,
+    /// Cluster store: the daily job skips a target that any node refreshed within this window.
+    pub refresh_window: Duration,
+    /// Directory of what belongs to this host only: the outbox spool and the connection
+    /// slots (they need `flock` and may be large). `None`: the state directory with the local
+    /// store, [`DEFAULT_STATE_DIR`] with the cluster store (never the shared file system).
+    pub node_local_dir: Option<PathBuf>,
+}
+
+/// Where the OAuth2 state lives and how writers are serialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A node-local directory: `flock` per target, fsynced writes (the default).
+    Local,
+    /// A directory on a shared file system (pmxcfs `/etc/pve`, NFS, CephFS) that several
+    /// nodes use at once: locks are directories created with `mkdir` (stale after
+    /// [`Settings::cluster_lock_stale`]), writes are temp file + rename without fsync, a
+    /// generation compare-and-swap guards every write, and the daily job refreshes each target
+    /// once per [`Settings::refresh_window`] across all nodes.
+    Cluster,
+}
+
+impl StoreKind {
+    /// Parse `local` / `cluster`.
+    pub fn parse(s: &str) -> Option<StoreKind> {
+        match s {
+            "local" => Some(StoreKind::Local),
+            "cluster" => Some(StoreKind::Cluster),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -49,6 +90,12 @@ impl std::fmt::Debug for Settings {
             .field("lock_timeout", &self.lock_timeout)
             .field("hello_name", &self.hello_name)
             .field("outbox_max_age", &self.outbox_max_age)
+            .field("private_config_dir", &self.private_config_dir)
+            .field("store", &self.store)
+            .field("node_name", &self.node_name)
+            .field("cluster_lock_stale", &self.cluster_lock_stale)
+            .field("refresh_window", &self.refresh_window)
+            .field("node_local_dir", &self.node_local_dir)
             .field(
                 "http_proxy",
                 &self.http_proxy.as_deref().map(proxy_without_credentials),
@@ -90,13 +137,33 @@ impl Settings {
             hello_name: hello_name(),
             outbox_max_age: Duration::from_secs(2 * 86_400),
             http_proxy: None,
+            private_config_dir: None,
+            store: StoreKind::Local,
+            node_name: hello_name(),
+            cluster_lock_stale: Duration::from_secs(120),
+            refresh_window: Duration::from_secs(20 * 3600),
+            node_local_dir: None,
+        }
+    }
+
+    /// Where this host's own files go: the outbox and the connection slots
+    /// ([`Settings::node_local_dir`]).
+    pub fn local_dir(&self) -> PathBuf {
+        match (&self.node_local_dir, self.store) {
+            (Some(d), _) => d.clone(),
+            (None, StoreKind::Local) => self.state_dir.clone(),
+            (None, StoreKind::Cluster) => PathBuf::from(DEFAULT_STATE_DIR),
         }
     }
 
     /// Defaults, overridden by the environment: `OXNOTIFY_CONFIG_DIR`, `OXNOTIFY_STATE_DIR`,
     /// `OXNOTIFY_HTTP_TIMEOUT`, `OXNOTIFY_SMTP_TIMEOUT`, `OXNOTIFY_DELIVERY_DEADLINE`,
     /// `OXNOTIFY_LOCK_TIMEOUT` and `OXNOTIFY_OUTBOX_MAX_AGE` (seconds), `OXNOTIFY_HTTP_PROXY`
-    /// (falls back to `https_proxy` / `HTTPS_PROXY`).
+    /// (falls back to `https_proxy` / `HTTPS_PROXY`); the cluster store:
+    /// `OXNOTIFY_STATE_STORE` (`local` or `cluster`; anything else is ignored with a warning
+    /// on stderr), `OXNOTIFY_NODE_NAME` (default: the host name),
+    /// `OXNOTIFY_CLUSTER_LOCK_STALE` and `OXNOTIFY_REFRESH_WINDOW` (seconds),
+    /// `OXNOTIFY_PRIVATE_CONFIG_DIR`, `OXNOTIFY_LOCAL_STATE_DIR` (outbox and slots).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut s = Settings::with_dirs(
@@ -123,6 +190,33 @@ impl Settings {
         if let Some(t) = secs("OXNOTIFY_OUTBOX_MAX_AGE") {
             s.outbox_max_age = Duration::from_secs(t);
         }
+        if let Some(kind) = var("OXNOTIFY_STATE_STORE") {
+            match StoreKind::parse(&kind) {
+                Some(k) => s.store = k,
+                None => eprintln!(
+                    "oxnotify: OXNOTIFY_STATE_STORE must be 'local' or 'cluster'; using 'local'"
+                ),
+            }
+        }
+        if let Some(node) = var("OXNOTIFY_NODE_NAME") {
+            if valid_node_name(&node) {
+                s.node_name = node;
+            } else {
+                eprintln!(
+                    "oxnotify: OXNOTIFY_NODE_NAME may hold letters, digits, '-', '.', '_' (at \
+                     most 64); using '{}'",
+                    s.node_name
+                );
+            }
+        }
+        if let Some(t) = secs("OXNOTIFY_CLUSTER_LOCK_STALE") {
+            s.cluster_lock_stale = Duration::from_secs(t);
+        }
+        if let Some(t) = secs("OXNOTIFY_REFRESH_WINDOW") {
+            s.refresh_window = Duration::from_secs(t);
+        }
+        s.private_config_dir = var("OXNOTIFY_PRIVATE_CONFIG_DIR").map(PathBuf::from);
+        s.node_local_dir = var("OXNOTIFY_LOCAL_STATE_DIR").map(PathBuf::from);
         s.http_proxy = var("OXNOTIFY_HTTP_PROXY")
             .or_else(|| var("https_proxy"))
             .or_else(|| var("HTTPS_PROXY"));
@@ -136,7 +230,21 @@ impl Settings {
 
     /// The private (root-only) config file holding secrets.
     pub fn private_config_file(&self) -> PathBuf {
-        self.config_dir.join("priv").join("notifications.cfg")
+        match &self.private_config_dir {
+            Some(dir) => dir.join("notifications.cfg"),
+            None => self.config_dir.join("priv").join("notifications.cfg"),
+        }
+    }
+
+    /// Directory of the cluster store's lock directories.
+    pub fn cluster_lock_dir(&self) -> PathBuf {
+        self.state_dir.join("lock")
+    }
+
+    /// How long work under a cluster lock may take: well under half the stale time (PVE's
+    /// lock helper allows 60 s of pmxcfs's 120 s), so a live holder is never taken over.
+    pub fn cluster_lock_work_limit(&self) -> Duration {
+        self.cluster_lock_stale * 3 / 8
     }
 
     /// The lock file serialising config writers (and the daily job).
@@ -164,6 +272,14 @@ impl Settings {
     pub fn oauth2_lock_file(&self, target: &str) -> PathBuf {
         self.oauth2_state_dir().join(format!("{target}.lock"))
     }
+}
+
+/// Node names go into lock directory names: host-name characters only.
+fn valid_node_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
 }
 
 fn hello_name() -> String {

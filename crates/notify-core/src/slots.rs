@@ -22,7 +22,7 @@ pub struct Slot {
 }
 
 fn dir(settings: &Settings) -> PathBuf {
-    settings.state_dir.join("slots")
+    settings.local_dir().join("slots")
 }
 
 /// Wait for one of the `limit` slots of `target` until `deadline`; a wait that runs out is a
@@ -34,7 +34,7 @@ pub fn acquire(settings: &Settings, target: &str, limit: u32, deadline: Instant)
         _lock: None,
         index: None,
     };
-    if fsutil::ensure_dir(&settings.state_dir, 0o700, false).is_err()
+    if fsutil::ensure_dir(&settings.local_dir(), 0o700, false).is_err()
         || fsutil::ensure_dir(&dir(settings), 0o700, false).is_err()
     {
         return Ok(unlimited);

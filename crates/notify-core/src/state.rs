@@ -12,11 +12,34 @@
 //! - [`StateStore::load_locked`] (every access under the lock) takes over the newest of the
 //!   state file, complete temp files, recovery files and the memory copy (highest generation,
 //!   same target), writes it as the state and removes the rest.
+//!
+//! Two stores ([`crate::settings::StoreKind`]): `local` (flock per target, fsynced writes) and
+//! `cluster`, a directory on a shared file system that several nodes use at once (pmxcfs,
+//! NFS, CephFS). There the lock is a directory created with `mkdir`
+//! ([`crate::lock::cluster::ClusterLock`]: owner node/pid/time, stale after 120 s and then
+//! taken over by an atomic rename), work under it ends within
+//! [`Settings::cluster_lock_work_limit`] (token requests included), writes are temp file +
+//! rename without fsync, and files stay small (a state is under 4 KiB; pmxcfs allows 1 MiB).
+//!
+//! **Compare-and-swap on the generation** (both stores): a save is refused
+//! ([`Error::NewerStateStored`]) if the state file already holds a higher generation than the
+//! one the saved state was based on, so an older state never replaces a newer one, even if a
+//! lock was lost (a holder that outlived the stale time, a taken-over lock). The check and the
+//! rename are two steps; under the lock no other writer runs between them.
+//!
+//! **The inherent window**: a refresh grant rotates the refresh token at the provider the
+//! moment the provider answers. A process killed (or a node that loses power or quorum)
+//! after the provider answered and before the new state is written loses the new refresh
+//! token, and with reuse detection (Okta, Auth0, Keycloak, oidc-provider; not Microsoft) the
+//! grant: no client can close this window, only keep it short (the write follows the answer
+//! at once, under the lock, and a complete temp file of a killed writer is taken over).
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, FileLock};
+use crate::fsutil;
+use crate::lock::StoreLock;
 use crate::secret::Secret;
 use crate::settings::Settings;
+use crate::settings::StoreKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +116,10 @@ pub struct OAuth2State {
     /// the newer (crash leftovers and recovery files are compared by it).
     #[serde(default)]
     pub generation: u64,
+    /// The node that made the last successful refresh (cluster store: the daily job of the
+    /// other nodes skips the target within the refresh window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_by: Option<String>,
     /// The target this state belongs to (written by every save; a leftover temp or recovery
     /// file is taken over only by its own target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,9 +226,16 @@ const SAVE_RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(20), Duration::f
 const LEGACY_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Exclusive per-target lock: refreshes (which may rotate the refresh token) and state
-/// writes happen only while it is held.
+/// writes happen only while it is held (an `flock`, or a lock directory in the cluster store).
 #[derive(Debug)]
-pub struct TargetLock(#[allow(dead_code)] FileLock);
+pub struct TargetLock(StoreLock);
+
+impl TargetLock {
+    /// Until when work under this lock must be done ([`StoreLock::work_deadline`]).
+    pub fn work_deadline(&self, settings: &Settings) -> Option<std::time::Instant> {
+        self.0.work_deadline(settings)
+    }
+}
 
 /// Reads and writes the state files.
 #[derive(Debug, Clone)]
@@ -218,8 +252,14 @@ impl StateStore {
     }
 
     fn ensure_dirs(&self) -> Result<()> {
-        fsutil::ensure_dir(&self.settings.state_dir, 0o700, false)?;
-        fsutil::ensure_dir(&self.settings.oauth2_state_dir(), 0o700, true)
+        let store = self.settings.store;
+        fsutil::ensure_store_dir(store, &self.settings.state_dir, 0o700, false)?;
+        fsutil::ensure_store_dir(store, &self.settings.oauth2_state_dir(), 0o700, true)
+    }
+
+    /// Local store: fsync every write. Cluster store: temp file + rename only.
+    fn durable(&self) -> bool {
+        self.settings.store == StoreKind::Local
     }
 
     /// Wait for the lock of `target`, at most the configured lock timeout.
@@ -232,13 +272,30 @@ impl StateStore {
 
     /// Wait for the lock of `target` until `deadline` at the latest ([`Error::LockTimeout`]).
     pub fn lock_until(&self, target: &str, deadline: std::time::Instant) -> Result<TargetLock> {
-        self.ensure_dirs()?;
-        FileLock::exclusive_until(
+        if self.settings.store == StoreKind::Local {
+            self.ensure_dirs()?;
+        }
+        StoreLock::acquire_until(
+            &self.settings,
             &self.settings.oauth2_lock_file(target),
+            &format!("oauth2-{target}"),
             deadline,
             &format!("the OAuth2 state of target '{target}'"),
         )
         .map(TargetLock)
+    }
+
+    /// Take the lock of `target` if it is free, `Ok(None)` if another process holds it.
+    pub fn try_lock(&self, target: &str) -> Result<Option<TargetLock>> {
+        if self.settings.store == StoreKind::Local {
+            self.ensure_dirs()?;
+        }
+        Ok(StoreLock::try_acquire(
+            &self.settings,
+            &self.settings.oauth2_lock_file(target),
+            &format!("oauth2-{target}"),
+        )?
+        .map(TargetLock))
     }
 
     /// The state of `target` as the state file holds it, `None` if it has none. A corrupt
@@ -329,6 +386,8 @@ impl StateStore {
 
     /// [`StateStore::save`], with `state.generation` advanced to the saved generation. The
     /// write is retried; on success every older copy (temp, recovery, memory) is removed.
+    /// Refused with [`Error::NewerStateStored`] if the state file holds a higher generation
+    /// than `state` (compare-and-swap: an older state never replaces a newer one).
     pub fn save_next(
         &self,
         target: &str,
@@ -336,6 +395,16 @@ impl StateStore {
         _lock: &TargetLock,
     ) -> Result<()> {
         let path = self.settings.oauth2_state_file(target);
+        if let Ok(Some(stored)) = read_state(&path) {
+            if stored.generation > state.generation {
+                return Err(Error::NewerStateStored {
+                    target: target.to_string(),
+                    path,
+                    ours: state.generation,
+                    stored: stored.generation,
+                });
+            }
+        }
         state.version = STATE_VERSION;
         state.generation += 1;
         state.target = Some(target.to_string());
@@ -346,10 +415,17 @@ impl StateStore {
         let mut attempt = 0;
         loop {
             let result = self.ensure_dirs().and_then(|()| {
-                fsutil::write_atomic_prefixed(&path, &json, 0o600, &temp_prefix(target))
+                fsutil::write_atomic_with(&path, &json, 0o600, &temp_prefix(target), self.durable())
             });
             match result {
                 Ok(()) => break,
+                // a file system that refuses writes will not change its mind in 100 ms
+                Err(e) if self.settings.store == StoreKind::Cluster && unwritable(&e) => {
+                    return Err(Error::StoreNotWritable {
+                        path,
+                        reason: e.to_string(),
+                    })
+                }
                 Err(e) => match SAVE_RETRY_PAUSES.get(attempt) {
                     Some(pause) => {
                         std::thread::sleep(*pause);
@@ -384,7 +460,14 @@ impl StateStore {
         let mut kept_in = KeptIn::Memory;
         if let Ok(json) = serde_json::to_vec_pretty(&state) {
             for r in self.recovery_paths(target) {
-                if fsutil::write_atomic_prefixed(&r, &json, 0o600, &temp_prefix(target)).is_ok() {
+                let written = fsutil::write_atomic_with(
+                    &r,
+                    &json,
+                    0o600,
+                    &temp_prefix(target),
+                    self.durable(),
+                );
+                if written.is_ok() {
                     kept_in = KeptIn::RecoveryFile(r);
                     break;
                 }
@@ -478,6 +561,11 @@ impl StateStore {
 /// target's prefix is a prefix of another's.
 fn temp_prefix(target: &str) -> String {
     format!(".tmp-{target}~")
+}
+
+/// True for an I/O error of a file system that refuses writes (read-only, no quorum, full).
+fn unwritable(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if fsutil::is_unwritable(source))
 }
 
 fn read_state(path: &Path) -> Result<Option<OAuth2State>> {

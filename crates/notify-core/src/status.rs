@@ -42,6 +42,12 @@ pub struct TargetStatus {
     pub warning: Option<String>,
     /// The target's outbox: queue depth, oldest age, messages given up.
     pub outbox: Option<crate::outbox::OutboxStatus>,
+    /// The node that made the last successful refresh (cluster store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh_by: Option<String>,
+    /// Cluster store: whether the shared file system takes writes now (absent: local store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_writable: Option<bool>,
 }
 
 impl TargetStatus {
@@ -111,6 +117,27 @@ impl TargetStatus {
             last_error: s.last_error.clone(),
             warning,
             outbox: None,
+            last_refresh_by: s.refreshed_by.clone(),
+            store_writable: None,
+        }
+    }
+
+    /// Cluster store: record whether the shared file system takes writes (`probe`); if not,
+    /// the warning says so first (refreshes wait, sends use the cached token while it lasts).
+    pub fn note_cluster_writable(&mut self, probe: crate::error::Result<()>) {
+        self.store_writable = Some(probe.is_ok());
+        if let Err(e) = probe {
+            let until = match self.access_token_valid_until {
+                Some(t) if t > now() => {
+                    format!("the cached access token is valid {}s more", t - now())
+                }
+                _ => "no valid cached access token, so sends fail until then".into(),
+            };
+            let msg = format!("{e}; {until}");
+            self.warning = Some(match self.warning.take() {
+                Some(w) => format!("{msg}; also: {w}"),
+                None => msg,
+            });
         }
     }
 }

@@ -6,13 +6,16 @@
 //! kept in a recovery file or in memory ([`crate::state::SaveOutcome`]), the send goes on
 //! with the new access token, and the failure is reported loudly ([`Error::StateNotSaved`]:
 //! the error of a refresh, a warning on stderr for a send).
+//! In the cluster store ([`crate::settings::StoreKind::Cluster`]) the cache is read without
+//! the lock, the lock is a lock directory and bounds the token request's deadline, and the
+//! daily job's [`TokenManager::refresh_if_due`] refreshes a target once per window cluster-wide.
 
 use crate::binding::Binding;
 use crate::config::smtp::{SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
-use crate::settings::Settings;
+use crate::settings::{Settings, StoreKind};
 use crate::state::{now, OAuth2State, SaveOutcome, StateStore, TargetLock};
 use std::time::Instant;
 
@@ -32,6 +35,9 @@ pub enum Refreshed {
     InPlace,
     /// The provider rotated the refresh token; the new one is stored.
     Rotated,
+    /// Cluster store: another node (or this one) refreshed within the refresh window; no
+    /// request was made.
+    NotDue,
 }
 
 /// Gets access tokens for targets. Every lock wait and token request it makes ends by its
@@ -77,7 +83,24 @@ impl<'a> TokenManager<'a> {
     ) -> Result<AccessToken> {
         let binding = Binding::of(target);
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
-        let lock = match self.lock(&target.name) {
+        // Cluster store: a valid cached token needs no lock (a lock directory is a write to
+        // the shared file system, which has no quorum at times). Only a refresh takes the
+        // lock, and looks at the cache again under it: a burst of sends from several nodes
+        // after expiry costs one token request, the others wait for the lock and reuse it.
+        let cluster_lock = if self.settings.store == StoreKind::Cluster && !force_refresh {
+            match self.cached_or_cluster_lock(target, &binding, margin)? {
+                Ok(token) => {
+                    return Ok(AccessToken {
+                        token,
+                        from_cache: true,
+                    })
+                }
+                Err(lock) => Some(lock),
+            }
+        } else {
+            None
+        };
+        let lock = match cluster_lock.map_or_else(|| self.lock(&target.name), Ok) {
             Ok(lock) => lock,
             // The lock file cannot be created: the state directory is read-only or full. The
             // lock serialises writers of the state, and no process can write it now, so
@@ -85,15 +108,7 @@ impl<'a> TokenManager<'a> {
             // to use. A refresh is not: unlocked, two processes could redeem the same refresh
             // token, which providers with reuse detection punish by revoking the grant.
             Err(e) if !force_refresh && lock_file_unavailable(&e) => {
-                let cached = self
-                    .store
-                    .load_unlocked_newest(&target.name)
-                    .ok()
-                    .flatten()
-                    // a state bound elsewhere is not used here either
-                    .filter(|s| check_binding(&target.name, s, &binding).is_ok())
-                    .and_then(|s| s.cached_access_token(margin).cloned());
-                return match cached {
+                return match self.cached_unlocked(target, &binding, margin) {
                     Some(token) => Ok(AccessToken {
                         token,
                         from_cache: true,
@@ -121,6 +136,77 @@ impl<'a> TokenManager<'a> {
             token: tokens.access_token,
             from_cache: false,
         })
+    }
+
+    /// Cluster store: the valid cached token (`Ok`), else the target's lock (`Err`). While
+    /// another node holds the lock (refreshing), the cache is looked at again between the
+    /// attempts, so waiters take the new token as soon as it is stored instead of queueing for
+    /// the lock one by one. Bounded like [`TokenManager::lock`].
+    fn cached_or_cluster_lock(
+        &self,
+        target: &SmtpTarget,
+        binding: &Binding,
+        margin: i64,
+    ) -> Result<std::result::Result<Secret, TargetLock>> {
+        let deadline = self
+            .deadline
+            .min(Instant::now() + self.settings.lock_timeout);
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            if let Some(token) = self.cached_unlocked(target, binding, margin) {
+                return Ok(Ok(token));
+            }
+            if let Some(lock) = self.store.try_lock(&target.name)? {
+                return Ok(Err(lock));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // one last attempt, which names the holder when it fails
+                return self.store.lock_until(&target.name, deadline).map(Err);
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The cached access token of `target`, read without the lock and without writing (state
+    /// file, recovery file or memory copy, the newest), if it is bound to the target as
+    /// configured now and valid for longer than `margin` seconds.
+    fn cached_unlocked(
+        &self,
+        target: &SmtpTarget,
+        binding: &Binding,
+        margin: i64,
+    ) -> Option<Secret> {
+        self.store
+            .load_unlocked_newest(&target.name)
+            .ok()
+            .flatten()
+            // a state bound elsewhere is not used here either
+            .filter(|s| check_binding(&target.name, s, binding).is_ok())
+            .and_then(|s| s.cached_access_token(margin).cloned())
+    }
+
+    /// The daily job's refresh: [`TokenManager::refresh`], except that in the cluster store a
+    /// target that any node refreshed within [`Settings::refresh_window`] is left alone
+    /// ([`Refreshed::NotDue`]), so a cluster rotates each refresh token once a day, not once per
+    /// node. The check is made under the target's lock, so concurrent daily jobs on several
+    /// nodes refresh it exactly once.
+    pub fn refresh_if_due(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
+        if self.settings.store != StoreKind::Cluster {
+            return self.refresh(target, secrets);
+        }
+        let lock = self.lock(&target.name)?;
+        let binding = Binding::of(target);
+        let mut state = self.load_authorized(target, &binding, &lock)?;
+        let window = self.settings.refresh_window.as_secs() as i64;
+        if state.last_refresh.is_some_and(|t| now() - t < window) && !state.needs_reauthorization {
+            return Ok(Refreshed::NotDue);
+        }
+        match self.refresh_locked(target, secrets, &mut state, &lock)? {
+            (_, r, None) => Ok(r),
+            (_, _, Some(not_saved)) => Err(not_saved),
+        }
     }
 
     /// Run a refresh grant now (the daily job), whatever the cache says.
@@ -206,8 +292,12 @@ impl<'a> TokenManager<'a> {
                 target: name.clone(),
                 reason: "no refresh token stored".into(),
             })?;
+        // a cluster lock bounds the work under it (a token request included)
+        let deadline = lock
+            .work_deadline(self.settings)
+            .map_or(self.deadline, |d| d.min(self.deadline));
         let result = ClientRegistration::of_target(target, secrets)
-            .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name, self.deadline));
+            .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name, deadline));
         let tokens = match result {
             Ok(t) => t,
             Err(e) => {
@@ -246,6 +336,7 @@ impl<'a> TokenManager<'a> {
             _ => Refreshed::InPlace,
         };
         state.last_refresh = Some(t);
+        state.refreshed_by = Some(self.settings.node_name.clone());
         state.last_error = None;
         state.needs_reauthorization = false;
         cache_access_token(state, &tokens);
@@ -258,7 +349,7 @@ impl<'a> TokenManager<'a> {
                         "the rotated refresh token (the old one is no longer valid) and the new \
                          access token"
                     }
-                    Refreshed::InPlace => "the new access token",
+                    Refreshed::InPlace | Refreshed::NotDue => "the new access token",
                 };
                 let not_saved = Error::StateNotSaved {
                     target: name.clone(),

@@ -281,7 +281,8 @@ C<queued>, C<oldest_age_secs>, C<last_error>, C<given_up> and C<warning> of a ta
 =item target_status({ name })
 
 OAuth2 health: C<authorized>, C<last_refresh>, C<refresh_token_age_days>,
-C<estimated_expiry>, C<needs_reauthorization>, C<last_error>, C<warning>.
+C<estimated_expiry>, C<needs_reauthorization>, C<last_error>, C<warning>; with the cluster
+store also C<last_refresh_by> (the node) and C<store_writable> (false without quorum).
 
 =item selftest($params)
 

@@ -11,8 +11,8 @@ our $VERSION = '0.2.0';
 
 # Syslog level per refresh outcome: transient problems are retried tomorrow (warning);
 # everything else needs the admin (err).
-my %LEVEL = (refreshed => 'info', rotated => 'info', transient => 'warning');
-my %OK = (refreshed => 1, rotated => 1);
+my %LEVEL = (refreshed => 'info', rotated => 'info', 'not-due' => 'info', transient => 'warning');
+my %OK = (refreshed => 1, rotated => 1, 'not-due' => 1);    # not-due: another node refreshed it today
 
 sub _when {
     my ($t) = @_;
@@ -134,7 +134,8 @@ It hands lines to the caller's C<logger> (default: standard error) or returns th
 C<bin/oxnotify-daily> is the stand-alone job: it opens syslog as C<oxnotify-daily> (facility
 daemon) itself and passes a logger writing there and to standard error.
 
-Levels: C<info> for C<refreshed>/C<rotated>, C<warning> for C<transient> (retried next run)
+Levels: C<info> for C<refreshed>/C<rotated>/C<not-due> (cluster store: another node refreshed
+it within the refresh window), C<warning> for C<transient> (retried next run)
 and for warnings, C<err> for C<needs-reauthorization>, C<needs-admin-fix>, C<failed> and
 unknown outcomes.
 

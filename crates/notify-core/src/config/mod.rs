@@ -14,30 +14,48 @@ pub mod smtp;
 pub mod validate;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, FileLock};
-use crate::settings::Settings;
+use crate::fsutil;
+use crate::lock::StoreLock;
+use crate::settings::{Settings, StoreKind};
 use section::{problem_error, Section, SectionFile, ValueMode};
 use sha2::{Digest, Sha256};
 use smtp::{Invalid, SmtpSecrets, SmtpTarget, SMTP_TYPE};
 use std::path::Path;
 
-/// Exclusive lock over the notification config (and the daily refresh), held until dropped.
+/// Exclusive lock over the notification config (and the daily refresh), held until dropped:
+/// an `flock`, or in the cluster store the lock directory `config` (all nodes).
 #[derive(Debug)]
-pub struct ConfigLock(#[allow(dead_code)] FileLock);
+pub struct ConfigLock(#[allow(dead_code)] StoreLock);
 
 impl ConfigLock {
     /// Wait for the config lock.
     pub fn acquire(settings: &Settings) -> Result<ConfigLock> {
-        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
         let deadline = std::time::Instant::now() + settings.lock_timeout;
-        FileLock::exclusive_until(&settings.config_lock_file(), deadline, "the configuration")
-            .map(ConfigLock)
+        Self::acquire_until(settings, deadline)
     }
 
     /// Take the config lock if free, `None` if another process holds it.
     pub fn try_acquire(settings: &Settings) -> Result<Option<ConfigLock>> {
-        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
-        Ok(FileLock::try_exclusive(&settings.config_lock_file())?.map(ConfigLock))
+        match Self::acquire_until(settings, std::time::Instant::now()) {
+            Ok(l) => Ok(Some(l)),
+            Err(Error::LockTimeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn acquire_until(settings: &Settings, deadline: std::time::Instant) -> Result<ConfigLock> {
+        if settings.store == StoreKind::Local {
+            fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
+        }
+        // the cluster store's lock directories are in the state directory
+        StoreLock::acquire_until(
+            settings,
+            &settings.config_lock_file(),
+            "config",
+            deadline,
+            "the configuration",
+        )
+        .map(ConfigLock)
     }
 }
 
@@ -260,16 +278,28 @@ impl NotificationConfig {
         }
         let priv_file = settings.private_config_file();
         if let Some(dir) = priv_file.parent() {
-            fsutil::ensure_dir(dir, 0o700, true)?;
+            fsutil::ensure_store_dir(settings.store, dir, 0o700, true)?;
             // a writer killed mid-save left its temp file (secrets included): every writer
             // holds the config lock, so none of these belongs to a live one
             remove_temp_files(dir);
         }
         remove_temp_files(&settings.config_dir);
-        fsutil::write_atomic(&priv_file, self.private.render().as_bytes(), 0o600)?;
-        fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
+        // cluster store: no fsync (pmxcfs has none), and pmxcfs allows 0640 outside priv/
+        let (durable, public_mode) = match settings.store {
+            StoreKind::Local => (true, 0o644),
+            StoreKind::Cluster => (false, 0o640),
+        };
+        let private = self.private.render();
+        fsutil::write_atomic_with(&priv_file, private.as_bytes(), 0o600, ".tmp-", durable)?;
+        fsutil::ensure_store_dir(settings.store, &settings.config_dir, 0o755, false)?;
         let text = self.public.render();
-        fsutil::write_atomic(&settings.config_file(), text.as_bytes(), 0o644)?;
+        fsutil::write_atomic_with(
+            &settings.config_file(),
+            text.as_bytes(),
+            public_mode,
+            ".tmp-",
+            durable,
+        )?;
         self.digest = digest_of(&text);
         Ok(())
     }

@@ -3,6 +3,8 @@
 //! counting wrapper around the real HTTP client.
 #![allow(dead_code)]
 
+pub mod counting_proxy;
+
 use notify_core::config::ConfigLock;
 use notify_core::oauth2::{HttpError, TokenHttpClient, UreqClient};
 use notify_core::*;

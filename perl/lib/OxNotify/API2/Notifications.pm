@@ -138,6 +138,8 @@ my $STATUS = {
                     count => { type => 'integer' }, last_at => { type => 'integer', optional => 1 },
                     last_title => { type => 'string', optional => 1 }, last_reason => { type => 'string', optional => 1 } } },
             } },
+        last_refresh_by => { type => 'string', optional => 1, description => 'Node that made the last refresh (cluster store).' },
+        store_writable => { type => 'boolean', optional => 1, description => 'Cluster store: the shared file system takes writes (false: no quorum?).' },
     },
 };
 
