@@ -1,8 +1,12 @@
 // oidc-rig.mjs — configuration-only launcher for panva/oidc-provider (the AS itself is the npm package).
-// env: OIDC_PORT (required), AT_TTL (s, default 3600), SHORT_TTL (s, access-token TTL of client
+// env: OIDC_PORT (required), OIDC_SA_KEYFILE (the Google-style service-account JSON key file of the
+// JWT-bearer rig extension; without it that extension is off), AT_TTL (s, default 3600), SHORT_TTL (s, access-token TTL of client
 // 'rig-short', default 3), RT_TTL (s, default 86400), OIDC_ROTATE (1 = rotate refresh tokens on every
 // use, the default; 0 = oidc-provider's own policy)
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+import { readFileSync } from 'node:fs';
+import { createPublicKey, createVerify } from 'node:crypto';
+import * as querystring from 'node:querystring';
 
 const port = Number(process.env.OIDC_PORT);
 const issuer = `http://127.0.0.1:${port}`;
@@ -12,6 +16,16 @@ const RT_TTL = Number(process.env.RT_TTL || 86400);
 const ROTATE = (process.env.OIDC_ROTATE ?? '1') === '1';
 const GRANTS = ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'];
 // application_type 'native' => RFC 8252 loopback redirect: any port on http://127.0.0.1/callback matches
+// Microsoft app-only (client credentials): the app 'rig-app' was granted one mailbox (Exchange's
+// Add-MailboxPermission); its tokens carry that mailbox as `sub`, so Dovecot (username_attribute
+// sub) accepts them for that mailbox only, as Exchange refuses an app for a mailbox never granted.
+const APP_MAILBOX = 'app-mailbox@example.test';
+const APP_SCOPE = 'https://outlook.office365.com/.default';
+// Google service account with domain-wide delegation (rig extension, see below)
+const SA = process.env.OIDC_SA_KEYFILE ? JSON.parse(readFileSync(process.env.OIDC_SA_KEYFILE, 'utf8')) : null;
+const SA_DOMAIN = 'example.test';                 // the Workspace domain the delegation covers
+const SA_SCOPES = ['https://mail.google.com/'];   // scopes the admin delegated to the client ID
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const appClient = (id, extra) => ({
   client_id: id, redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/oauth2/callback'], response_types: ['code'],
   grant_types: GRANTS, application_type: 'native', ...extra,
@@ -25,6 +39,14 @@ const provider = new Provider(issuer, {
     appClient('rig-short', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_basic' }),
     // Google-style: refresh tokens are NOT rotated for this client (refreshed in place)
     appClient('rig-inplace', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_post' }),
+    { // Microsoft app-only: client credentials with a client secret (Entra's "client secret")
+      client_id: 'rig-app', client_secret: 'rig-app-secret', redirect_uris: [], response_types: [],
+      grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: APP_SCOPE,
+    },
+    ...(SA ? [{ // the service account: Google authenticates the JWT-bearer request by the assertion alone
+      client_id: SA.client_email, redirect_uris: [], response_types: [], grant_types: [JWT_BEARER],
+      token_endpoint_auth_method: 'none', scope: SA_SCOPES.join(' '),
+    }] : []),
     { // the resource server (Dovecot) calling the introspection endpoint
       client_id: 'dovecot', client_secret: 'dovecot-secret', redirect_uris: [], response_types: [],
       grant_types: [], token_endpoint_auth_method: 'client_secret_post',
@@ -36,7 +58,15 @@ const provider = new Provider(issuer, {
   },
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   // the provider scopes oxnotify requests for Google / Microsoft are accepted as plain OAuth2 scopes
-  scopes: ['openid', 'offline_access', 'email', 'https://mail.google.com/', 'https://outlook.office.com/SMTP.Send'],
+  scopes: ['openid', 'offline_access', 'email', 'https://mail.google.com/', 'https://outlook.office.com/SMTP.Send', APP_SCOPE],
+  // app-only and service-account tokens name the mailbox they may send as (see APP_MAILBOX, the
+  // JWT-bearer extension); introspection returns extra claims, so Dovecot sees it as `sub`
+  extraTokenClaims: async (ctx, token) => {
+    if (token.kind !== 'ClientCredentials') return undefined;
+    if (ctx?.oidc?.rigSubject) return { sub: ctx.oidc.rigSubject };
+    if (token.clientId === 'rig-app') return { sub: APP_MAILBOX };
+    return undefined;
+  },
   features: {
     devInteractions: { enabled: true }, // stock login + consent HTML forms
     introspection: {
@@ -46,6 +76,7 @@ const provider = new Provider(issuer, {
     },
     revocation: { enabled: true },
     deviceFlow: { enabled: true },
+    clientCredentials: { enabled: true },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   ...(ROTATE ? { rotateRefreshToken: (ctx) => ctx.oidc.client.clientId !== 'rig-inplace' } : {}),
@@ -53,6 +84,7 @@ const provider = new Provider(issuer, {
   ttl: {
     AccessToken: (ctx, token, client) => (client?.clientId === 'rig-short' ? SHORT_TTL : AT_TTL),
     RefreshToken: RT_TTL, Grant: RT_TTL, Session: RT_TTL,
+    ClientCredentials: (ctx, token, client) => (client?.clientId === 'rig-short' ? SHORT_TTL : AT_TTL),
     AuthorizationCode: 60, DeviceCode: 600, Interaction: 600, IdToken: 3600,
   },
   cookies: { keys: ['peer-rig-cookie-key'] },
@@ -69,6 +101,68 @@ provider.use(async (ctx, next) => {
   }
   await next();
 });
+// ---- rig extension: Google's JWT-bearer grant (RFC 7523) for service accounts ----
+// Emulates https://oauth2.googleapis.com/token as Google documents it: the assertion is an RS256 JWT
+// signed with the service account's key (header kid = private_key_id), iss = client_email, sub = the
+// Workspace mailbox, scope, aud = the token URL, exp <= iat + 3600. No client authentication, no
+// refresh token. Errors as Google answers them: a bad signature or unknown key is invalid_grant
+// "Invalid JWT Signature.", iat/exp out of range is invalid_grant "Invalid JWT: Token must be a
+// short-lived token ...", a mailbox outside the delegated domain or an undelegated scope is
+// unauthorized_client.
+if (SA) {
+  const saKey = createPublicKey(SA.private_key);
+  let saKeyRevoked = false;
+  const googleError = (error, description) => new errors.CustomOIDCProviderError(error, description);
+  const b64json = (part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+  // oidc-provider authenticates a client on every token request; Google's endpoint has no client
+  // authentication for this grant, so the client is named by the assertion's iss
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.is('application/x-www-form-urlencoded')) {
+      const chunks = [];
+      for await (const c of ctx.req) chunks.push(c);
+      const params = querystring.parse(Buffer.concat(chunks).toString('utf8'));
+      if (params.grant_type === JWT_BEARER && !params.client_id && typeof params.assertion === 'string') {
+        try { params.client_id = b64json(params.assertion.split('.')[1]).iss; } catch { /* the grant reports it */ }
+      }
+      ctx.req.body = querystring.stringify(params);
+    }
+    await next();
+  });
+  provider.registerGrantType(JWT_BEARER, async (ctx) => {
+    const parts = String(ctx.oidc.params.assertion || '').split('.');
+    if (parts.length !== 3) throw googleError('invalid_grant', 'Invalid JWT Signature.');
+    let header; let claims;
+    try { header = b64json(parts[0]); claims = b64json(parts[1]); } catch { throw googleError('invalid_grant', 'Invalid JWT Signature.'); }
+    const verify = createVerify('RSA-SHA256');
+    verify.update(`${parts[0]}.${parts[1]}`);
+    if (saKeyRevoked || header.alg !== 'RS256' || (header.kid && header.kid !== SA.private_key_id)
+      || !verify.verify(saKey, Buffer.from(parts[2], 'base64url'))) {
+      throw googleError('invalid_grant', 'Invalid JWT Signature.');
+    }
+    const now = Math.floor(Date.now() / 1000);
+    if (claims.iss !== SA.client_email) throw googleError('invalid_grant', 'Invalid issuer.');
+    if (claims.aud !== `${issuer}/token`) throw googleError('invalid_grant', 'Invalid JWT audience.');
+    if (typeof claims.iat !== 'number' || typeof claims.exp !== 'number' || claims.exp - claims.iat > 3600
+      || claims.exp <= claims.iat || claims.iat > now + 300 || claims.exp < now - 300) {
+      throw googleError('invalid_grant', 'Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.');
+    }
+    const scopes = String(claims.scope || '').split(' ').filter(Boolean);
+    if (typeof claims.sub !== 'string' || !claims.sub.endsWith(`@${SA_DOMAIN}`) || scopes.length === 0
+      || !scopes.every((s) => SA_SCOPES.includes(s))) {
+      throw googleError('unauthorized_client', 'Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.');
+    }
+    const token = new provider.ClientCredentials({ client: ctx.oidc.client, scope: scopes.join(' ') });
+    ctx.oidc.rigSubject = claims.sub;
+    ctx.oidc.entity('ClientCredentials', token);
+    const value = await token.save();
+    ctx.body = { access_token: value, expires_in: token.expiration, token_type: 'Bearer' };
+  }, ['assertion', 'scope']);
+  // a test revokes the key (as deleting it in Google's console does): POST /rig/revoke-sa-key
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/rig/revoke-sa-key') { saKeyRevoked = true; ctx.body = { revoked: true }; return; }
+    await next();
+  });
+}
 // one line per issued token set: tests count token requests server-side from this log
 provider.on('grant.success', (ctx) => console.log('grant.success', ctx.oidc.params?.grant_type, ctx.oidc.client?.clientId));
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
