@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// Parameter that carries a refresh token into the target's state (never into the config).
 pub const REFRESH_TOKEN_PARAM: &str = "oauth2-refresh-token";
 
+/// Parameter that carries a private key: PEM, or a service account's JSON key file (whose
+/// `client_email`, `private_key_id` and `client_id` then fill `oauth2-service-account`,
+/// `oauth2-key-id` and `oauth2-client-id` unless the request gives them).
+pub const PRIVATE_KEY_PARAM: &str = "oauth2-private-key";
+
 /// A target as GET returns it: its public keys plus the config digest. Never a secret.
 pub fn target_view(target: &SmtpTarget, digest: &str) -> Value {
     let mut v = serde_json::to_value(target).unwrap_or_else(|_| Value::Object(Map::new()));
@@ -84,6 +89,7 @@ fn split_params(
     allowed_extra: &[&str],
 ) -> Result<(Vec<(String, String)>, Extra)> {
     let mut entries = Vec::new();
+    let mut derived = Vec::new();
     let mut extra = Extra {
         secrets: Vec::new(),
         refresh_token: None,
@@ -93,7 +99,31 @@ fn split_params(
         if allowed_extra.contains(&k) {
             continue;
         }
-        if private_keys().contains(&k) || k == REFRESH_TOKEN_PARAM {
+        if k == PRIVATE_KEY_PARAM {
+            // PEM or a JSON key file: several lines, stored as one
+            let input = match v {
+                Value::String(s) => Secret::new(s.clone()),
+                Value::Null => Secret::new(""),
+                _ => return Err(Error::param(k, "must be a string")),
+            };
+            if input.expose().trim().is_empty() {
+                extra.secrets.push((k.to_string(), None));
+                continue;
+            }
+            let key = crate::oauth2::private_key::parse_input(input.expose())?;
+            // a JSON key file also names the service account: its values fill the keys the
+            // request leaves out
+            for (pk, value) in [
+                ("oauth2-service-account", key.service_account),
+                ("oauth2-key-id", key.key_id),
+                ("oauth2-client-id", key.client_id),
+            ] {
+                if let Some(value) = value.filter(|_| !params.contains_key(pk)) {
+                    derived.push((pk.to_string(), value));
+                }
+            }
+            extra.secrets.push((k.to_string(), Some(key.stored)));
+        } else if private_keys().contains(&k) || k == REFRESH_TOKEN_PARAM {
             let s = match v {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
@@ -120,6 +150,7 @@ fn split_params(
             ));
         }
     }
+    entries.extend(derived);
     Ok((entries, extra))
 }
 
@@ -139,10 +170,10 @@ fn build_target(name: &str, entries: &[(String, String)]) -> Result<SmtpTarget> 
 
 fn apply_secrets(secrets: &mut SmtpSecrets, given: Vec<(String, Option<Secret>)>) {
     for (k, v) in given {
-        let slot = if k == "password" {
-            &mut secrets.password
-        } else {
-            &mut secrets.oauth2_client_secret
+        let slot = match k.as_str() {
+            "password" => &mut secrets.password,
+            "oauth2-private-key" => &mut secrets.oauth2_private_key,
+            _ => &mut secrets.oauth2_client_secret,
         };
         if v.is_some() {
             *slot = v;
@@ -229,22 +260,30 @@ pub fn update_target(
     if delete.iter().any(|d| d == "oauth2-client-secret") {
         secrets.oauth2_client_secret = None;
     }
+    if delete.iter().any(|d| d == PRIVATE_KEY_PARAM) {
+        secrets.oauth2_private_key = None;
+    }
     let (before, after) = (Binding::of(&current), Binding::of(&target));
     let registration_changed = before.registration_changed(&after);
     let delivery_changed = before.delivery_changed(&after);
     if registration_changed {
         secrets.oauth2_client_secret = None;
+        secrets.oauth2_private_key = None;
     }
-    if delivery_changed {
+    if delivery_changed || registration_changed {
+        // a password (plain, or the password grant's) goes only where it was set for
         secrets.password = None;
     }
     apply_secrets(&mut secrets, extra.secrets);
     // secrets that no longer fit the auth method go away with it
-    if target.auth_method != crate::AuthMethod::Plain {
+    let ropc = target.auth_method.is_oauth2()
+        && target.flow() == crate::config::smtp::OAuth2Flow::Password;
+    if target.auth_method != crate::AuthMethod::Plain && !ropc {
         secrets.password = None;
     }
     if !target.auth_method.is_oauth2() {
         secrets.oauth2_client_secret = None;
+        secrets.oauth2_private_key = None;
     }
     cfg.update_smtp_target(&target, &secrets)?;
     cfg.save(n.settings(), &lock)?;

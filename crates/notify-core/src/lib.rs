@@ -352,6 +352,7 @@ impl Notifier {
         let config = self.load_config()?;
         let target = config.smtp_target(name)?;
         let secrets = config.smtp_secrets(name)?;
+        oauth2::flow::interactive_flow_only(&target)?;
         let reg = ClientRegistration::of_target(&target, &secrets)?;
         oauth2::authorize_url(&reg, redirect_uri, Some(target.auth_identity()))
     }
@@ -437,6 +438,8 @@ impl Notifier {
             authorize_url: req.endpoints.authorize_url.or(configured.authorize_url),
             token_url: req.endpoints.token_url.or(configured.token_url),
             scope: req.endpoints.scope.or(configured.scope),
+            flow: configured.flow,
+            device_authorize_url: configured.device_authorize_url,
         };
         let client_id = if req.client_id.is_empty() {
             target.oauth2_client_id.as_deref().unwrap_or_default()

@@ -4,7 +4,7 @@
 //! is ever lost, even with providers that revoke the grant when an old token is replayed.
 
 use crate::binding::Binding;
-use crate::config::smtp::{SmtpSecrets, SmtpTarget};
+use crate::config::smtp::{OAuth2Flow, SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
@@ -73,6 +73,9 @@ impl<'a> TokenManager<'a> {
     ) -> Result<AccessToken> {
         let lock = self.lock(&target.name)?;
         let binding = Binding::of(target);
+        if target.flow().mints() {
+            return self.minted(target, secrets, &binding, force_refresh, &lock);
+        }
         let mut state = self.load_authorized(target, &binding)?;
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
         if !force_refresh {
@@ -90,10 +93,17 @@ impl<'a> TokenManager<'a> {
         })
     }
 
-    /// Run a refresh grant now (the daily job), whatever the cache says.
+    /// Run a refresh grant now (the daily job), whatever the cache says. Targets whose flow
+    /// mints tokens (no refresh token) mint one now, so a credential that stopped working
+    /// (an expired client secret, a deleted key) is noticed before a notification needs it.
     pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
         let lock = self.lock(&target.name)?;
         let binding = Binding::of(target);
+        if target.flow().mints() {
+            return self
+                .minted(target, secrets, &binding, true, &lock)
+                .map(|_| Refreshed::InPlace);
+        }
         let mut state = self.load_authorized(target, &binding)?;
         self.refresh_locked(target, secrets, &mut state, &lock)
             .map(|(_, r)| r)
@@ -157,6 +167,96 @@ impl<'a> TokenManager<'a> {
             }
         }
         Ok(state)
+    }
+
+    /// An access token of a flow that mints them (client credentials, service account,
+    /// password): the cached one unless `force` or it is close to expiry or bound to another
+    /// configuration, else a new one, cached in the state file with the current bindings.
+    fn minted(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        binding: &Binding,
+        force: bool,
+        lock: &TargetLock,
+    ) -> Result<AccessToken> {
+        let name = &target.name;
+        let mut state = self.store.load(name)?.unwrap_or_default();
+        let bound_here = binding.registration.is_some()
+            && state.registration_binding == binding.registration
+            && state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
+        if !bound_here {
+            // whatever is stored belongs to another configuration: it is never sent here
+            state = OAuth2State::default();
+        }
+        let margin = self.settings.token_expiry_margin.as_secs() as i64;
+        if !force {
+            if let Some(t) = state.cached_access_token(margin) {
+                return Ok(AccessToken {
+                    token: t.clone(),
+                    from_cache: true,
+                });
+            }
+        }
+        let minted = ClientRegistration::of_target(target, secrets)
+            .and_then(|reg| self.mint(target, secrets, &reg));
+        state.registration_binding = binding.registration.clone();
+        state.delivery_binding = Some(binding.delivery.clone());
+        let tokens = match minted {
+            Ok(t) => t,
+            Err(e) => {
+                state.drop_access_token();
+                state.record_error(&e.to_string());
+                // the credential's failure is what the admin must see; a failed save of the
+                // record must not hide it
+                let _ = self.store.save(name, &state, lock);
+                return Err(e);
+            }
+        };
+        if state.authorized_at.is_none() {
+            state.authorized_at = Some(now());
+        }
+        state.last_refresh = Some(now());
+        state.last_error = None;
+        state.needs_reauthorization = false;
+        cache_access_token(&mut state, &tokens);
+        self.store.save(name, &state, lock)?;
+        Ok(AccessToken {
+            token: tokens.access_token,
+            from_cache: false,
+        })
+    }
+
+    /// One token request of a minting flow.
+    fn mint(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        reg: &ClientRegistration,
+    ) -> Result<TokenSet> {
+        let name = &target.name;
+        match target.flow() {
+            OAuth2Flow::ServiceAccount => {
+                oauth2::service_account(self.http, reg, target.auth_identity(), name, self.deadline)
+            }
+            OAuth2Flow::Password => {
+                let password = secrets.password.as_ref().ok_or_else(|| {
+                    Error::param(
+                        "password",
+                        "oauth2-flow password needs the mailbox's password",
+                    )
+                })?;
+                oauth2::password(
+                    self.http,
+                    reg,
+                    target.auth_identity(),
+                    password,
+                    name,
+                    self.deadline,
+                )
+            }
+            _ => oauth2::client_credentials(self.http, reg, name, self.deadline),
+        }
     }
 
     fn refresh_locked(

@@ -166,6 +166,7 @@ fn setup_as(method: AuthMethod, token_url: &str) -> (tempfile::TempDir, Notifier
         &SmtpSecrets {
             password: None,
             oauth2_client_secret: Some(Secret::new(CLIENT_SECRET)),
+            oauth2_private_key: None,
         },
     )
     .unwrap();

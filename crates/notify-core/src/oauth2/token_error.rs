@@ -8,7 +8,7 @@
 
 use super::flow::ClientRegistration;
 use super::http::HttpError;
-use crate::config::smtp::AuthMethod;
+use crate::config::smtp::{AuthMethod, OAuth2Flow};
 use crate::error::{Error, TokenProblem};
 use crate::redact::Redactor;
 use oauth2::basic::BasicErrorResponse;
@@ -25,13 +25,21 @@ pub(crate) enum Grant<'a> {
         /// The target.
         target: &'a str,
     },
+    /// An access token minted from a stored credential (client credentials, service account,
+    /// password): a refusal means that credential needs an admin's fix.
+    Mint {
+        /// The target.
+        target: &'a str,
+        /// The flow.
+        flow: OAuth2Flow,
+    },
 }
 
 impl Grant<'_> {
     fn target(&self) -> Option<&str> {
         match self {
             Grant::Code => None,
-            Grant::Refresh { target } => Some(target),
+            Grant::Refresh { target } | Grant::Mint { target, .. } => Some(target),
         }
     }
 }
@@ -78,6 +86,25 @@ fn entra_hint(code: u32) -> Option<&'static str> {
              and set oauth2-client-secret"
         }
         7000218 => "the app needs a client secret: set oauth2-client-secret",
+        700027 | 700023 => {
+            "the client assertion was refused: upload the certificate of oauth2-private-key to \
+             the app registration (Certificates & secrets) and set \
+             oauth2-certificate-thumbprint to its thumbprint"
+        }
+        700024 => "the client assertion is outside its validity: check the host's clock",
+        50126 => {
+            "the mailbox's username or password was refused (oauth2-flow password): set the \
+             current password, or better, move to authorization-code or client-credentials"
+        }
+        50034 => "the account does not exist in this tenant: check from-address / username",
+        70011 | 1002012 => {
+            "the scope is not valid for this grant: app-only tokens (client-credentials) use \
+             https://outlook.office365.com/.default (remove oauth2-scope)"
+        }
+        500011 => {
+            "Exchange Online is not provisioned in this tenant, or the scope names the wrong \
+             resource: use https://outlook.office365.com/.default"
+        }
         700025 => {
             "the app is a public client and must not send a secret: remove oauth2-client-secret"
         }
@@ -114,6 +141,11 @@ fn google_hint(error: &str, description: &str) -> Option<&'static str> {
             "Google revoked or expired the refresh token: 7 days after authorization while the \
              app's consent screen is in 'Testing' status (publish it to 'In production'), after \
              6 months unused, on a password change, or by the user; authorize the target again",
+        ),
+        "invalid_grant" if description.contains("Invalid JWT Signature") => Some(
+            "Google refused the key: it was deleted or disabled in the Google Cloud console, or \
+             oauth2-private-key / oauth2-key-id do not belong to oauth2-service-account; create a \
+             new key and set it (the JSON key file)",
         ),
         "invalid_grant" if description.contains("Invalid JWT") => Some(
             "the signed assertion was refused: check the host's clock (iat/exp must be within \
@@ -238,6 +270,28 @@ fn from_error_response(
                 ),
             };
         }
+        (Kind::InvalidGrant, Grant::Mint { flow, .. })
+        | (Kind::Interaction, Grant::Mint { flow, .. }) => (
+            TokenProblem::ClientRejected,
+            format!(
+                "the provider refused the stored credential ({error}{desc}); {}",
+                with_hint(
+                    match flow {
+                        OAuth2Flow::ServiceAccount => {
+                            "check oauth2-private-key and oauth2-key-id (was the key deleted?) \
+                             and the host's clock"
+                        }
+                        OAuth2Flow::Password => {
+                            "the username or password was refused, or the account needs MFA or \
+                             Conditional Access, which the password grant cannot do: set the \
+                             current password or use another oauth2-flow"
+                        }
+                        _ => "check the client secret or certificate of the app registration",
+                    }
+                    .into()
+                )
+            ),
+        ),
         (Kind::InvalidGrant, Grant::Code) | (Kind::Interaction, Grant::Code) => (
             TokenProblem::CodeRejected,
             format!(
