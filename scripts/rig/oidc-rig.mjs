@@ -26,6 +26,12 @@ const SA = process.env.OIDC_SA_KEYFILE ? JSON.parse(readFileSync(process.env.OID
 const SA_DOMAIN = 'example.test';                 // the Workspace domain the delegation covers
 const SA_SCOPES = ['https://mail.google.com/'];   // scopes the admin delegated to the client ID
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+// private_key_jwt: the certificate credential of app 'rig-app-jwt' (its public key, from OIDC_APP_JWT_KEYFILE)
+const APP_JWT_KEY = process.env.OIDC_APP_JWT_KEYFILE
+  ? { ...createPublicKey(readFileSync(process.env.OIDC_APP_JWT_KEYFILE, 'utf8')).export({ format: 'jwk' }), kid: 'rig-app-jwt-key', use: 'sig', alg: 'RS256' }
+  : null;
+// ROPC (rig extension below): the tenant's users and their passwords; 'ropc-mfa' must do MFA
+const ROPC_USERS = { 'ropc-user@example.test': 'ropc-pass-123', 'ropc-mfa@example.test': 'ropc-pass-123' };
 const appClient = (id, extra) => ({
   client_id: id, redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/oauth2/callback'], response_types: ['code'],
   grant_types: GRANTS, application_type: 'native', ...extra,
@@ -42,6 +48,15 @@ const provider = new Provider(issuer, {
     { // Microsoft app-only: client credentials with a client secret (Entra's "client secret")
       client_id: 'rig-app', client_secret: 'rig-app-secret', redirect_uris: [], response_types: [],
       grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: APP_SCOPE,
+    },
+    ...(APP_JWT_KEY ? [{ // Microsoft app-only with a certificate credential (private_key_jwt)
+      client_id: 'rig-app-jwt', redirect_uris: [], response_types: [], grant_types: ['client_credentials'],
+      token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'RS256',
+      jwks: { keys: [APP_JWT_KEY] }, scope: APP_SCOPE,
+    }] : []),
+    { // Microsoft ROPC: a confidential client sends its secret with the user's password
+      client_id: 'rig-ropc', client_secret: 'rig-secret', redirect_uris: [], response_types: [],
+      grant_types: ['password'], token_endpoint_auth_method: 'client_secret_post',
     },
     ...(SA ? [{ // the service account: Google authenticates the JWT-bearer request by the assertion alone
       client_id: SA.client_email, redirect_uris: [], response_types: [], grant_types: [JWT_BEARER],
@@ -64,7 +79,7 @@ const provider = new Provider(issuer, {
   extraTokenClaims: async (ctx, token) => {
     if (token.kind !== 'ClientCredentials') return undefined;
     if (ctx?.oidc?.rigSubject) return { sub: ctx.oidc.rigSubject };
-    if (token.clientId === 'rig-app') return { sub: APP_MAILBOX };
+    if (token.clientId === 'rig-app' || token.clientId === 'rig-app-jwt') return { sub: APP_MAILBOX };
     return undefined;
   },
   features: {
@@ -160,6 +175,27 @@ if (SA) {
     ctx.body = { access_token: value, expires_in: token.expiration, token_type: 'Bearer' };
   }, ['assertion', 'scope']);
 }
+// ---- rig extension: Entra's resource owner password credentials grant (ROPC) ----
+// As login.microsoftonline.com documents it (v2-oauth-ropc): grant_type=password, username, password,
+// scope, plus the client's own authentication. A wrong password is invalid_grant AADSTS50126, a user
+// who must do MFA is invalid_grant AADSTS50076. The access token belongs to the user (sub = username).
+provider.registerGrantType('password', async (ctx) => {
+  const { username, password, scope } = ctx.oidc.params;
+  const entra = (code, text) => new errors.CustomOIDCProviderError('invalid_grant', `AADSTS${code}: ${text}`);
+  if (!username || ROPC_USERS[username] === undefined || ROPC_USERS[username] !== password) {
+    throw entra(50126, 'Error validating credentials due to invalid username or password.');
+  }
+  if (username.startsWith('ropc-mfa')) {
+    throw entra(50076, 'Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access this resource.');
+  }
+  const grant = new provider.Grant({ accountId: username, clientId: ctx.oidc.client.clientId });
+  grant.addOIDCScope('openid');
+  const grantId = await grant.save();
+  const token = new provider.AccessToken({ accountId: username, client: ctx.oidc.client, grantId, scope: scope || undefined });
+  ctx.oidc.entity('AccessToken', token);
+  const value = await token.save();
+  ctx.body = { access_token: value, expires_in: token.expiration, token_type: 'Bearer', scope: token.scope };
+}, ['username', 'password', 'scope']);
 // one line per issued token set: tests count token requests server-side from this log
 provider.on('grant.success', (ctx) => console.log('grant.success', ctx.oidc.params?.grant_type, ctx.oidc.client?.clientId));
 provider.on('server_error', (ctx, err) => console.error('server_error', err));

@@ -67,8 +67,12 @@ os.close(fd)
 PY
 fi
 
+# the certificate key of the private_key_jwt app
+[ -s tls/app-jwt.key ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out tls/app-jwt.key 2>/dev/null
+chmod 600 tls/app-jwt.key
+
 # ---- OAuth2 authorization server ----
-OIDC_SA_KEYFILE=$RIG_DIR/google-sa.json OIDC_PORT=$OIDC_PORT AT_TTL=${AT_TTL:-3600} SHORT_TTL=${SHORT_TTL:-3} RT_TTL=${RT_TTL:-86400} \
+OIDC_APP_JWT_KEYFILE=$RIG_DIR/tls/app-jwt.key OIDC_SA_KEYFILE=$RIG_DIR/google-sa.json OIDC_PORT=$OIDC_PORT AT_TTL=${AT_TTL:-3600} SHORT_TTL=${SHORT_TTL:-3} RT_TTL=${RT_TTL:-86400} \
   OIDC_ROTATE=${OIDC_ROTATE:-1} node "$RIG_NODE_DIR/oidc-rig.mjs" </dev/null >logs/oidc-provider.log 2>&1 &
 echo $! > run/oidc.pid
 
@@ -244,6 +248,14 @@ ISSUER=http://127.0.0.1:$OIDC_PORT
   echo "RIG_APP_MAILBOX=app-mailbox@example.test"
   echo "RIG_APP_SCOPE=https://outlook.office365.com/.default"
   echo "RIG_SA_KEY_FILE=$RIG_DIR/google-sa.json"
+  echo "RIG_APP_JWT_CLIENT_ID=rig-app-jwt"
+  echo "RIG_APP_JWT_KEY_FILE=$RIG_DIR/tls/app-jwt.key"
+  echo "RIG_APP_JWT_KEY_ID=rig-app-jwt-key"
+  echo "RIG_ROPC_CLIENT_ID=rig-ropc"
+  echo "RIG_ROPC_CLIENT_SECRET=rig-secret"
+  echo "RIG_ROPC_USER=ropc-user@example.test"
+  echo "RIG_ROPC_PASSWORD=ropc-pass-123"
+  echo "RIG_ROPC_MFA_USER=ropc-mfa@example.test"
   echo "RIG_SMTP_HOST=127.0.0.1"
   echo "RIG_TLS_SERVER_NAME=localhost"
   echo "RIG_SMTP_STARTTLS_PORT=$SUB_PORT"

@@ -264,3 +264,164 @@ fn service_account_with_a_key_google_does_not_know_gets_the_key_hint() {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     assert_no_secret(&format!("{m} {e:?}"), &[&body[..40]]);
 }
+
+/// Create-request parameters of a Microsoft target at the rig.
+fn microsoft_params(rig: &Rig, name: &str, from: &str, extra: Value) -> Map<String, Value> {
+    let mut v = json!({
+        "name": name,
+        "server": rig.smtp_host,
+        "port": rig.starttls_port,
+        "mode": "starttls",
+        "auth-method": "microsoft-oauth2",
+        "oauth2-tenant-id": "12345678-90ab-cdef-1234-567890abcdef",
+        "oauth2-token-url": format!("{}/token", rig.issuer),
+        "from-address": from,
+        "author": "oxnotify test",
+        "mailto": ["ops@example.test"],
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v.as_object().unwrap().clone()
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn microsoft_app_only_with_a_certificate_credential_private_key_jwt() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let pem = std::fs::read_to_string(rig_env("RIG_APP_JWT_KEY_FILE")).unwrap();
+    let mailbox = rig_env("RIG_APP_MAILBOX");
+    let p = microsoft_params(
+        &rig,
+        "app-cert",
+        &mailbox,
+        json!({
+            "oauth2-flow": "client-credentials",
+            "oauth2-client-auth": "private-key-jwt",
+            "oauth2-client-id": rig_env("RIG_APP_JWT_CLIENT_ID"),
+            "oauth2-key-id": rig_env("RIG_APP_JWT_KEY_ID"),
+            "oauth2-certificate-thumbprint": "0123456789abcdef0123456789abcdef01234567",
+            "oauth2-private-key": pem,
+        }),
+    );
+    api::create_target(&env.notifier, &p).unwrap();
+    let subject = tag("app-cert");
+    env.notifier
+        .send_to_target("app-cert", &note(&subject))
+        .unwrap();
+    let mail = rig.find_mail(&subject).expect("mail delivered");
+    assert!(mail.contains(&format!("<{mailbox}>")), "{mail}");
+    // two more token requests (daily job twice): each with a fresh assertion (the rig refuses
+    // a replayed jti)
+    for _ in 0..2 {
+        let r = env.notifier.refresh_targets().unwrap();
+        assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
+    }
+    assert_eq!(env.token_requests(), 3);
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn private_key_jwt_with_an_unregistered_key_needs_an_admin_fix() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("other.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key_path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let pem = std::fs::read_to_string(&key_path).unwrap();
+    let p = microsoft_params(
+        &rig,
+        "app-cert-bad",
+        &rig_env("RIG_APP_MAILBOX"),
+        json!({
+            "oauth2-flow": "client-credentials",
+            "oauth2-client-auth": "private-key-jwt",
+            "oauth2-client-id": rig_env("RIG_APP_JWT_CLIENT_ID"),
+            "oauth2-key-id": rig_env("RIG_APP_JWT_KEY_ID"),
+            "oauth2-private-key": pem,
+        }),
+    );
+    api::create_target(&env.notifier, &p).unwrap();
+    let e = env
+        .notifier
+        .send_to_target("app-cert-bad", &note(&tag("app-cert-bad")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
+    assert!(e.to_string().contains("invalid_client"), "{e}");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert_no_secret(&format!("{e} {e:?}"), &[&body[..40]]);
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn microsoft_ropc_mints_with_the_password_and_refusals_say_what_to_do() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let user = rig_env("RIG_ROPC_USER");
+    let base = json!({
+        "oauth2-flow": "password",
+        "oauth2-client-id": rig_env("RIG_ROPC_CLIENT_ID"),
+        "oauth2-client-secret": rig_env("RIG_ROPC_CLIENT_SECRET"),
+    });
+    let mut good = base.clone();
+    good["password"] = json!(rig_env("RIG_ROPC_PASSWORD"));
+    api::create_target(&env.notifier, &microsoft_params(&rig, "ropc", &user, good)).unwrap();
+    let subject = tag("ropc");
+    env.notifier
+        .send_to_target("ropc", &note(&subject))
+        .unwrap();
+    let mail = rig.find_mail(&subject).expect("mail delivered");
+    assert!(mail.contains(&format!("<{user}>")), "{mail}");
+    let r = env.notifier.refresh_targets().unwrap();
+    assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
+    assert!(env.state_json("ropc").get("refresh_token").is_none());
+
+    // a wrong password: admin fix, Entra's hint, the password nowhere
+    let wrong = "wrong-password-0123456789";
+    let mut bad = base.clone();
+    bad["password"] = json!(wrong);
+    api::create_target(
+        &env.notifier,
+        &microsoft_params(&rig, "ropc-bad", &user, bad),
+    )
+    .unwrap();
+    let e = env
+        .notifier
+        .send_to_target("ropc-bad", &note(&tag("ropc-bad")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
+    assert!(
+        e.to_string().contains("username or password was refused"),
+        "{e}"
+    );
+    assert_no_secret(&format!("{e} {e:?}"), &[wrong]);
+
+    // an account that must do MFA cannot use the password grant
+    let mut mfa = base;
+    mfa["password"] = json!(rig_env("RIG_ROPC_PASSWORD"));
+    api::create_target(
+        &env.notifier,
+        &microsoft_params(&rig, "ropc-mfa", &rig_env("RIG_ROPC_MFA_USER"), mfa),
+    )
+    .unwrap();
+    let e = env
+        .notifier
+        .send_to_target("ropc-mfa", &note(&tag("ropc-mfa")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
+    assert!(e.to_string().contains("AADSTS50076"), "{e}");
+}

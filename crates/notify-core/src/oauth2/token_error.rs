@@ -236,6 +236,22 @@ fn from_error_response(
         format!(": {description}")
     };
     let hint = match reg.method {
+        // MFA / Conditional Access on the password grant: no sign-in can fix that
+        AuthMethod::MicrosoftOAuth2
+            if matches!(
+                grant,
+                Grant::Mint {
+                    flow: OAuth2Flow::Password,
+                    ..
+                }
+            ) && matches!(aadsts(description), Some(50076 | 50079 | 53003 | 50158)) =>
+        {
+            Some(
+                "the account must do MFA or satisfy Conditional Access, which the password grant \
+                 cannot: exclude this account from MFA, or better, use oauth2-flow \
+                 authorization-code, device-code or client-credentials",
+            )
+        }
         AuthMethod::MicrosoftOAuth2 => aadsts(description).and_then(entra_hint),
         AuthMethod::GoogleOAuth2 => google_hint(error, description),
         _ => None,
