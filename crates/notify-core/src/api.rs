@@ -367,6 +367,7 @@ pub fn authorize_begin(n: &Notifier, name: &str, redirect_uri: &str) -> Result<V
             redirect_uri: redirect_uri.to_string(),
             pkce_verifier: req.pkce_verifier.clone(),
             created: crate::state::now(),
+            device: None,
         },
     )?;
     Ok(serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name }))
@@ -384,6 +385,12 @@ pub fn authorize_complete(
     expected_target: Option<&str>,
 ) -> Result<String> {
     let pending = crate::pending::take(n.settings(), state)?;
+    if pending.device.is_some() {
+        return Err(Error::param(
+            "state",
+            "this is a device authorization: finish it with the device call",
+        ));
+    }
     if let Some(t) = expected_target {
         if t != pending.target {
             return Err(Error::param(
@@ -408,5 +415,61 @@ pub fn authorize_complete(
         endpoints: crate::oauth2::EndpointParams::of_target(&target),
         target: Some(&pending.target),
     })?;
+    Ok(pending.target)
+}
+
+/// Start a device authorization (RFC 8628) for target `name` (`oauth2-flow device-code`):
+/// returns `verification_uri`, `verification_uri_complete` (if offered), `user_code`,
+/// `expires_in`, `interval` and a `handle` for [`device_complete`]. The device code stays
+/// server-side, bound to the handle (single use, 10 minutes). 404 if the target is missing,
+/// 400 if it does not use the device flow.
+pub fn device_begin(n: &Notifier, name: &str) -> Result<Value> {
+    let auth = n.device_authorization_start(name)?;
+    let handle = ::oauth2::CsrfToken::new_random().secret().clone();
+    crate::pending::store(
+        n.settings(),
+        &handle,
+        &crate::pending::Pending {
+            target: name.to_string(),
+            redirect_uri: String::new(),
+            pkce_verifier: Secret::new(""),
+            created: crate::state::now(),
+            device: Some(auth.details.clone()),
+        },
+    )?;
+    let mut v = serde_json::to_value(&auth).unwrap_or_else(|_| Value::Object(Map::new()));
+    if let Value::Object(m) = &mut v {
+        m.insert("handle".into(), Value::String(handle));
+        m.insert("target".into(), Value::String(name.to_string()));
+    }
+    Ok(v)
+}
+
+/// Finish a device authorization started with [`device_begin`]: polls the provider until the
+/// user approved (the refresh token is stored in the target's state), declined or the code
+/// expired. Blocks up to the code's lifetime. Returns the target name. 400 on an unknown,
+/// used or expired handle, or one issued for another target than `expected_target`.
+pub fn device_complete(
+    n: &Notifier,
+    handle: &str,
+    expected_target: Option<&str>,
+) -> Result<String> {
+    let pending = crate::pending::take(n.settings(), handle)?;
+    let details = pending.device.ok_or_else(|| {
+        Error::param(
+            "handle",
+            "not a device authorization: use the code exchange",
+        )
+    })?;
+    if let Some(t) = expected_target.filter(|t| *t != pending.target) {
+        return Err(Error::param(
+            "handle",
+            format!(
+                "this device authorization was started for target '{}', not '{t}'",
+                pending.target
+            ),
+        ));
+    }
+    n.device_authorization_finish(&pending.target, &details)?;
     Ok(pending.target)
 }

@@ -472,6 +472,57 @@ impl Notifier {
         Ok(reg)
     }
 
+    /// Start a device authorization for target `name` (`oauth2-flow device-code`): the
+    /// verification URL and user code to show, and the provider's answer for
+    /// [`Notifier::device_authorization_finish`].
+    pub fn device_authorization_start(&self, name: &str) -> Result<oauth2::DeviceAuthorization> {
+        let config = self.load_config()?;
+        let target = config.smtp_target(name)?;
+        let reg = self.device_registration(&config, &target)?;
+        oauth2::device_start(
+            self.http.as_ref(),
+            &reg,
+            std::time::Instant::now() + self.settings.http_timeout,
+        )
+    }
+
+    /// Poll until the device authorization `details` of target `name` is approved, and store
+    /// the resulting refresh token, bound to the target as configured now.
+    pub fn device_authorization_finish(&self, name: &str, details: &Secret) -> Result<()> {
+        let config = self.load_config()?;
+        let target = config.smtp_target(name)?;
+        let reg = self.device_registration(&config, &target)?;
+        let tokens = oauth2::device_finish(self.http.as_ref(), &reg, details, name)?;
+        if tokens.refresh_token.is_none() {
+            return Err(Error::token(
+                Some(name),
+                error::TokenProblem::NoRefreshToken,
+                "the provider issued no refresh token: the scope must include offline access \
+                 (Microsoft: offline_access)",
+            ));
+        }
+        self.tokens().store_authorization(&target, &tokens)
+    }
+
+    fn device_registration(
+        &self,
+        config: &NotificationConfig,
+        target: &SmtpTarget,
+    ) -> Result<ClientRegistration> {
+        if !target.auth_method.is_oauth2() || target.flow() != config::smtp::OAuth2Flow::DeviceCode
+        {
+            return Err(Error::param(
+                "target",
+                format!(
+                    "target '{}' does not use oauth2-flow device-code",
+                    target.name
+                ),
+            ));
+        }
+        let secrets = config.smtp_secrets(&target.name)?;
+        ClientRegistration::of_target(target, &secrets)
+    }
+
     /// Store a refresh token obtained elsewhere (the `oauth2-refresh-token` parameter of
     /// create/update) as the authorization of `target` as configured now.
     pub fn store_refresh_token(&self, target: &SmtpTarget, refresh_token: Secret) -> Result<()> {

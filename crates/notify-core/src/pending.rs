@@ -26,6 +26,10 @@ pub struct Pending {
     pub pkce_verifier: Secret,
     /// When the request was made.
     pub created: i64,
+    /// A device authorization (RFC 8628) in progress: the provider's answer with the device
+    /// code (then `redirect_uri` and `pkce_verifier` are empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Secret>,
 }
 
 fn dir(settings: &Settings) -> PathBuf {

@@ -425,3 +425,79 @@ fn microsoft_ropc_mints_with_the_password_and_refusals_say_what_to_do() {
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
     assert!(e.to_string().contains("AADSTS50076"), "{e}");
 }
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let user = "dora-device@example.test";
+    let p = microsoft_params(
+        &rig,
+        "dev",
+        user,
+        json!({
+            "oauth2-flow": "device-code",
+            "oauth2-client-id": "rig-post",
+            "oauth2-client-secret": "rig-secret",
+            "oauth2-device-authorize-url": format!("{}/device/auth", rig.issuer),
+        }),
+    );
+    api::create_target(&env.notifier, &p).unwrap();
+    // the browser flow is refused with the way to start this one
+    let e = env.notifier.authorize_url("dev", REDIRECT_URI).unwrap_err();
+    assert!(e.to_string().contains("device"), "{e}");
+
+    let start = api::device_begin(&env.notifier, "dev").unwrap();
+    let uri = start["verification_uri"].as_str().unwrap().to_string();
+    let code = start["user_code"].as_str().unwrap().to_string();
+    assert!(start["interval"].as_u64().unwrap() >= 1, "{start}");
+    assert!(
+        start.get("device_code").is_none(),
+        "the device code stays server-side: {start}"
+    );
+    let handle = start["handle"].as_str().unwrap().to_string();
+    // the user approves on another device while oxnotify polls
+    let issuer = rig.issuer.clone();
+    let driver = rig.driver.clone();
+    let approver = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let out = std::process::Command::new("python3")
+            .arg(driver)
+            .args([issuer.as_str(), "approve", user, &uri, &code])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let done = api::device_complete(&env.notifier, &handle, Some("dev")).unwrap();
+    approver.join().unwrap();
+    assert_eq!(done, "dev");
+    assert!(env.state_json("dev")["refresh_token"].is_string());
+    // the handle is single-use
+    assert!(api::device_complete(&env.notifier, &handle, None).is_err());
+
+    let subject = tag("device");
+    env.notifier.send_to_target("dev", &note(&subject)).unwrap();
+    let mail = rig.find_mail(&subject).expect("mail delivered");
+    assert!(mail.contains(&format!("<{user}>")), "{mail}");
+    let r = env.notifier.refresh_targets().unwrap();
+    assert_eq!(r[0].outcome, RefreshOutcome::Rotated, "{:?}", r[0].error);
+}
+
+#[test]
+fn google_device_flow_is_refused_with_the_reason() {
+    let env = Env::new();
+    let p = json!({
+        "name": "gdev", "server": "smtp.gmail.com", "auth-method": "google-oauth2",
+        "oauth2-flow": "device-code", "oauth2-client-id": "x.apps.googleusercontent.com",
+        "from-address": "a@example.com", "mailto": ["b@example.com"],
+    });
+    let e = api::create_target(&env.notifier, p.as_object().unwrap()).unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("https://mail.google.com/"), "{m}");
+    assert!(m.contains("oxnotify authorize"), "{m}");
+}

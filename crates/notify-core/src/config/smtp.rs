@@ -773,6 +773,15 @@ impl SmtpTarget {
                 );
             }
         }
+        if flow == OAuth2Flow::DeviceCode
+            && self.oauth2_client_auth == Some(ClientAuthMethod::PrivateKeyJwt)
+        {
+            return refuse(
+                "oauth2-client-auth",
+                "the device flow polls with one request form, so a single-use client assertion \
+                 cannot go with it: use a client secret or a public client",
+            );
+        }
         if self.oauth2_device_authorize_url.is_some() && flow != OAuth2Flow::DeviceCode {
             return refuse(
                 "oauth2-device-authorize-url",

@@ -1,6 +1,7 @@
 //! OAuth2: the provider table, the HTTP client for token requests, and the flows.
 
 pub mod client_credentials;
+pub mod device;
 pub mod flow;
 pub mod http;
 pub mod jwt;
@@ -11,6 +12,7 @@ pub mod service_account;
 mod token_error;
 
 pub use client_credentials::client_credentials;
+pub use device::{device_finish, device_start, DeviceAuthorization};
 pub use flow::{
     authorize_url, exchange_code, refresh, AuthorizeRequest, ClientRegistration, RequestDeadline,
     TokenSet,
