@@ -42,6 +42,8 @@ const provider = new Provider(issuer, {
     appClient('rig-client', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_basic' }),
     appClient('rig-post', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_post' }),
     appClient('rig-public', { token_endpoint_auth_method: 'none' }),            // PKCE mandatory
+    // strict about the client authentication method (see the rig extension below)
+    appClient('rig-post-only', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_post' }),
     appClient('rig-short', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_basic' }),
     // Google-style: refresh tokens are NOT rotated for this client (refreshed in place)
     appClient('rig-inplace', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_post' }),
@@ -196,6 +198,22 @@ provider.registerGrantType('password', async (ctx) => {
   const value = await token.save();
   ctx.body = { access_token: value, expires_in: token.expiration, token_type: 'Bearer', scope: token.scope };
 }, ['username', 'password', 'scope']);
+// ---- rig extension: a provider strict about client_secret_post ----
+// oidc-provider accepts a client secret by HTTP Basic or in the form whatever the client registered;
+// some providers accept only the registered one. For client 'rig-post-only' the rig answers a
+// Basic-authenticated token request as such a provider does.
+provider.use(async (ctx, next) => {
+  const auth = ctx.get('authorization');
+  if (ctx.method === 'POST' && ctx.path === '/token' && /^basic /i.test(auth)) {
+    const user = decodeURIComponent(Buffer.from(auth.slice(6).trim(), 'base64').toString('utf8').split(':')[0]);
+    if (user === 'rig-post-only') {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_client', error_description: 'this client must authenticate with client_secret_post' };
+      return;
+    }
+  }
+  await next();
+});
 // one line per issued token set: tests count token requests server-side from this log
 provider.on('grant.success', (ctx) => console.log('grant.success', ctx.oidc.params?.grant_type, ctx.oidc.client?.clientId));
 provider.on('server_error', (ctx, err) => console.error('server_error', err));

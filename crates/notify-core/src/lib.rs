@@ -368,12 +368,19 @@ impl Notifier {
         let target = match req.target {
             Some(t) => {
                 config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
-                Some(self.load_config()?.smtp_target(t)?)
+                let config = self.load_config()?;
+                Some((config.smtp_target(t)?, config.smtp_secrets(t)?))
             }
             None => None,
         };
         let reg = match &target {
-            Some(t) => Self::registration_for(req, t)?,
+            Some((t, secrets)) => {
+                oauth2::flow::interactive_flow_only(t)?;
+                let mut reg = Self::registration_for(req, t)?;
+                // the code goes to the token endpoint authenticated as the target is configured
+                reg.apply_client_auth(t, secrets);
+                reg
+            }
             None => {
                 for (param, given) in [
                     ("token-url", req.endpoints.token_url),
@@ -411,7 +418,7 @@ impl Notifier {
             req.pkce_verifier.as_ref(),
             std::time::Instant::now() + self.settings.http_timeout,
         )?;
-        if let Some(t) = &target {
+        if let Some((t, _)) = &target {
             self.tokens().store_authorization(t, &tokens)?;
         }
         tokens.refresh_token.ok_or_else(|| {

@@ -501,3 +501,56 @@ fn google_device_flow_is_refused_with_the_reason() {
     assert!(m.contains("https://mail.google.com/"), "{m}");
     assert!(m.contains("oxnotify authorize"), "{m}");
 }
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn generic_client_authentication_is_chosen_per_target() {
+    // rig-post-only accepts only client_secret_post; the generic provider's default is basic
+    let rig = Rig::get();
+    let env = Env::new();
+    let user = "gene-post@example.test";
+    let make = |name: &str, auth: Option<config::smtp::ClientAuthMethod>| {
+        let mut t = base_target(&rig, name, user);
+        t.auth_method = AuthMethod::OAuth2;
+        t.oauth2_client_id = Some("rig-post-only".into());
+        t.oauth2_authorize_url = Some(format!("{}/auth", rig.issuer));
+        t.oauth2_token_url = Some(format!("{}/token", rig.issuer));
+        t.oauth2_scope = Some("openid offline_access".into());
+        t.oauth2_client_auth = auth;
+        let s = SmtpSecrets {
+            oauth2_client_secret: Some(Secret::new("rig-secret")),
+            ..Default::default()
+        };
+        env.add_target(&t, &s);
+        (t, s)
+    };
+    let (t, s) = make(
+        "gpost",
+        Some(config::smtp::ClientAuthMethod::ClientSecretPost),
+    );
+    env.authorize(&rig, &t, &s, user);
+    let subject = tag("generic-post");
+    env.notifier
+        .send_to_target("gpost", &note(&subject))
+        .unwrap();
+    assert!(rig.find_mail(&subject).is_some());
+
+    let (t, s) = make("gbasic", None);
+    let req = env.notifier.authorize_url("gbasic", REDIRECT_URI).unwrap();
+    let (code, _) = rig.login_and_consent(user, req.url.as_str());
+    let e = env
+        .notifier
+        .exchange_smtp_oauth2_code(&CodeExchange {
+            auth_method: t.auth_method,
+            client_id: "rig-post-only",
+            client_secret: s.oauth2_client_secret.clone(),
+            code: &code,
+            redirect_uri: REDIRECT_URI,
+            pkce_verifier: Some(req.pkce_verifier.clone()),
+            endpoints: oauth2::EndpointParams::of_target(&t),
+            target: Some("gbasic"),
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid_client"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
+}

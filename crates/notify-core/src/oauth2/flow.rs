@@ -82,17 +82,23 @@ impl ClientRegistration {
             secrets.oauth2_client_secret.clone(),
             &EndpointParams::of_target(target),
         )?;
+        reg.apply_client_auth(target, secrets);
+        Ok(reg)
+    }
+
+    /// Take the target's client authentication (method, private key, key ID, thumbprint) and
+    /// service account: every token request of the target authenticates as configured.
+    pub fn apply_client_auth(&mut self, target: &SmtpTarget, secrets: &SmtpSecrets) {
         if let Some(a) = target.oauth2_client_auth {
-            reg.client_auth = a.into();
+            self.client_auth = a.into();
         }
-        reg.private_key = secrets.oauth2_private_key.clone();
-        reg.key_id = target.oauth2_key_id.clone();
-        reg.x5t = target
+        self.private_key = secrets.oauth2_private_key.clone();
+        self.key_id = target.oauth2_key_id.clone();
+        self.x5t = target
             .oauth2_certificate_thumbprint
             .as_deref()
             .and_then(super::jwt::x5t_of_thumbprint);
-        reg.service_account = target.oauth2_service_account.clone();
-        Ok(reg)
+        self.service_account = target.oauth2_service_account.clone();
     }
 
     /// The flow this registration is for.
