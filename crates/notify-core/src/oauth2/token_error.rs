@@ -378,7 +378,74 @@ fn kind_of(error: &str) -> Kind {
 
 #[cfg(test)]
 mod tests {
-    use super::aadsts;
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::oauth2::EndpointParams;
+
+    fn mint_error(method: AuthMethod, flow: OAuth2Flow, error: &str, description: &str) -> Error {
+        let reg = ClientRegistration::new(
+            method,
+            "cid",
+            None,
+            &EndpointParams {
+                tenant_id: (method == AuthMethod::MicrosoftOAuth2).then_some("contoso.com"),
+                flow,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let grant = Grant::Mint { target: "t", flow };
+        from_error_response(grant, &reg, Answer::default(), error, description)
+    }
+
+    #[test]
+    fn service_account_refusals_are_admin_fixes_with_their_own_hints() {
+        let skew = mint_error(
+            AuthMethod::GoogleOAuth2,
+            OAuth2Flow::ServiceAccount,
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable \
+             timeframe. Check your iat and exp values in the JWT claim.",
+        );
+        assert_eq!(skew.kind(), ErrorKind::NeedsAdminFix, "{skew:?}");
+        assert!(skew.to_string().contains("clock"), "{skew}");
+        let key = mint_error(
+            AuthMethod::GoogleOAuth2,
+            OAuth2Flow::ServiceAccount,
+            "invalid_grant",
+            "Invalid JWT Signature.",
+        );
+        assert!(key.to_string().contains("deleted or disabled"), "{key}");
+        let dwd = mint_error(
+            AuthMethod::GoogleOAuth2,
+            OAuth2Flow::ServiceAccount,
+            "unauthorized_client",
+            "Client is unauthorized to retrieve access tokens using this method, or client not \
+             authorized for any of the scopes requested.",
+        );
+        assert_eq!(dwd.kind(), ErrorKind::NeedsAdminFix);
+        assert!(dwd.to_string().contains("domain-wide delegation"), "{dwd}");
+    }
+
+    #[test]
+    fn app_only_and_ropc_refusals_name_the_fix() {
+        let scope = mint_error(
+            AuthMethod::MicrosoftOAuth2,
+            OAuth2Flow::ClientCredentials,
+            "invalid_scope",
+            "AADSTS1002012: The provided value for scope is not valid.",
+        );
+        assert_eq!(scope.kind(), ErrorKind::NeedsAdminFix);
+        assert!(scope.to_string().contains(".default"), "{scope}");
+        let mfa = mint_error(
+            AuthMethod::MicrosoftOAuth2,
+            OAuth2Flow::Password,
+            "invalid_grant",
+            "AADSTS50076: you must use multi-factor authentication",
+        );
+        assert_eq!(mfa.kind(), ErrorKind::NeedsAdminFix, "{mfa:?}");
+        assert!(mfa.to_string().contains("password grant"), "{mfa}");
+    }
 
     #[test]
     fn aadsts_code_is_read_from_the_description() {
