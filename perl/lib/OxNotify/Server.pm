@@ -256,7 +256,7 @@ __DATA__
     <label>OAuth2 client authentication <select name="oauth2-client-auth"><option value="">provider default</option><option>client-secret-post</option><option>client-secret-basic</option><option>private-key-jwt</option></select></label>
     <label>Service account e-mail <input name="oauth2-service-account"></label>
     <label>Key ID <input name="oauth2-key-id"></label>
-    <label>Certificate thumbprint (SHA-1, hex) <input name="oauth2-certificate-thumbprint"></label>
+    <label>Certificate thumbprint (hex, SHA-1 or SHA-256) <input name="oauth2-certificate-thumbprint"></label>
     <label>Device authorization URL (override) <input name="oauth2-device-authorize-url"></label>
     <label>Private key (PEM) or service-account JSON key file <textarea name="oauth2-private-key" rows="3" cols="50" autocomplete="off" placeholder="unchanged if empty"></textarea></label>
     <label>Comment <input name="comment"></label>

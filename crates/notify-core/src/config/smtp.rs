@@ -256,8 +256,8 @@ pub struct SmtpTarget {
     /// `private-key-jwt`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2_key_id: Option<String>,
-    /// `private-key-jwt` with Microsoft: the certificate's SHA-1 thumbprint (hex, as Entra
-    /// shows it), sent as `x5t`.
+    /// `private-key-jwt` with Microsoft: the certificate's thumbprint in hex, SHA-1 (as Entra
+    /// shows it; sent as `x5t`) or SHA-256 (sent as `x5t#S256`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2_certificate_thumbprint: Option<String>,
     /// `device-code`: the device authorization endpoint (override / generic value).
@@ -742,11 +742,11 @@ impl SmtpTarget {
             );
         }
         if let Some(tp) = &self.oauth2_certificate_thumbprint {
-            if tp.len() != 40 || !tp.chars().all(|c| c.is_ascii_hexdigit()) {
+            if (tp.len() != 40 && tp.len() != 64) || !tp.chars().all(|c| c.is_ascii_hexdigit()) {
                 return refuse(
                     "oauth2-certificate-thumbprint",
-                    "must be the certificate's SHA-1 thumbprint: 40 hex digits, as Entra shows it \
-                     under Certificates & secrets",
+                    "must be the certificate's thumbprint: 40 hex digits (SHA-1, as Entra shows it \
+                     under Certificates & secrets) or 64 (SHA-256)",
                 );
             }
             if self.oauth2_client_auth != Some(ClientAuthMethod::PrivateKeyJwt) {

@@ -33,9 +33,9 @@ pub struct ClientRegistration {
     pub private_key: Option<Secret>,
     /// `kid` of the signed assertions.
     pub key_id: Option<String>,
-    /// `x5t` of client assertions (Entra certificate credentials): base64url of the
-    /// certificate's SHA-1 thumbprint.
-    pub x5t: Option<String>,
+    /// The certificate thumbprint of client assertions (Entra certificate credentials),
+    /// sent as `x5t` (SHA-1) or `x5t#S256` (SHA-256).
+    pub thumbprint: Option<super::jwt::Thumbprint>,
     /// The service account (`iss` of service-account assertions).
     pub service_account: Option<String>,
 }
@@ -63,7 +63,7 @@ impl ClientRegistration {
             endpoints,
             private_key: None,
             key_id: None,
-            x5t: None,
+            thumbprint: None,
             service_account: None,
         })
     }
@@ -94,10 +94,10 @@ impl ClientRegistration {
         }
         self.private_key = secrets.oauth2_private_key.clone();
         self.key_id = target.oauth2_key_id.clone();
-        self.x5t = target
+        self.thumbprint = target
             .oauth2_certificate_thumbprint
             .as_deref()
-            .and_then(super::jwt::x5t_of_thumbprint);
+            .and_then(super::jwt::thumbprint_of_hex);
         self.service_account = target.oauth2_service_account.clone();
     }
 
@@ -131,7 +131,7 @@ impl ClientRegistration {
             self.endpoints.token_url.as_str(),
             key,
             self.key_id.as_deref(),
-            self.x5t.as_deref(),
+            self.thumbprint.as_ref(),
         )
         .map(Some)
     }

@@ -35,17 +35,31 @@ struct ServiceAccountClaims<'a> {
     exp: i64,
 }
 
-/// `x5t` from a certificate's SHA-1 thumbprint in hex (as Entra shows it): base64url of the
-/// 20 bytes. `None` unless it is 40 hex digits.
-pub fn x5t_of_thumbprint(hex: &str) -> Option<String> {
-    if hex.len() != 40 {
+/// A certificate thumbprint as a JWS header carries it (base64url of the digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Thumbprint {
+    /// `x5t`: SHA-1, what Entra's portal shows.
+    Sha1(String),
+    /// `x5t#S256`: SHA-256, what Entra prefers where it is offered.
+    Sha256(String),
+}
+
+/// The header form of a thumbprint given in hex: 40 digits are SHA-1 (`x5t`), 64 digits
+/// SHA-256 (`x5t#S256`). `None` for anything else.
+pub fn thumbprint_of_hex(hex: &str) -> Option<Thumbprint> {
+    if hex.len() != 40 && hex.len() != 64 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..40)
+    let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect();
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes?))
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes?);
+    Some(if hex.len() == 40 {
+        Thumbprint::Sha1(b64)
+    } else {
+        Thumbprint::Sha256(b64)
+    })
 }
 
 fn sign<T: Serialize>(header: &Header, claims: &T, key: &Secret) -> Result<Secret> {
@@ -61,17 +75,21 @@ fn sign<T: Serialize>(header: &Header, claims: &T, key: &Secret) -> Result<Secre
 }
 
 /// A `private_key_jwt` client assertion: `iss` = `sub` = the client ID, `aud` = the token URL,
-/// a random `jti`, valid 5 minutes; `kid` and `x5t` in the header when known.
+/// a random `jti`, valid 5 minutes; `kid` and `x5t` / `x5t#S256` in the header when known.
 pub fn client_assertion(
     client_id: &str,
     token_url: &str,
     key: &Secret,
     kid: Option<&str>,
-    x5t: Option<&str>,
+    thumbprint: Option<&Thumbprint>,
 ) -> Result<Secret> {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = kid.map(str::to_string);
-    header.x5t = x5t.map(str::to_string);
+    match thumbprint {
+        Some(Thumbprint::Sha1(t)) => header.x5t = Some(t.clone()),
+        Some(Thumbprint::Sha256(t)) => header.x5t_s256 = Some(t.clone()),
+        None => {}
+    }
     let iat = crate::state::now();
     let claims = ClientClaims {
         iss: client_id,
@@ -119,14 +137,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn x5t_is_base64url_of_the_thumbprint_bytes() {
+    fn thumbprints_are_base64url_of_their_bytes() {
         assert_eq!(
-            x5t_of_thumbprint("0000000000000000000000000000000000000001").as_deref(),
-            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAE")
+            thumbprint_of_hex("0000000000000000000000000000000000000001"),
+            Some(Thumbprint::Sha1("AAAAAAAAAAAAAAAAAAAAAAAAAAE".into()))
         );
-        assert_eq!(x5t_of_thumbprint("xyz"), None);
+        assert!(matches!(
+            thumbprint_of_hex(&"ab".repeat(32)),
+            Some(Thumbprint::Sha256(t)) if t.len() == 43
+        ));
+        assert_eq!(thumbprint_of_hex("xyz"), None);
         assert_eq!(
-            x5t_of_thumbprint("zz00000000000000000000000000000000000001"),
+            thumbprint_of_hex("zz00000000000000000000000000000000000001"),
             None
         );
     }
