@@ -445,17 +445,20 @@ pub fn device_begin(n: &Notifier, name: &str) -> Result<Value> {
     Ok(v)
 }
 
-/// Finish a device authorization started with [`device_begin`]: polls the provider until the
-/// user approved (the refresh token is stored in the target's state), declined or the code
-/// expired. Blocks up to the code's lifetime. Returns the target name. 400 on an unknown,
-/// used or expired handle, or one issued for another target than `expected_target`.
+/// Finish a device authorization started with [`device_begin`]: polls the provider (at its
+/// interval) for at most `max_wait` until the user approved (the refresh token is stored in the
+/// target's state; the handle is used up), declined or the code expired (errors; the handle is
+/// used up). Returns `{target, authorized}`; `authorized: false` means the user has not
+/// finished yet: call again with the same handle. 400 on an unknown, used or expired handle,
+/// or one issued for another target than `expected_target`.
 pub fn device_complete(
     n: &Notifier,
     handle: &str,
     expected_target: Option<&str>,
-) -> Result<String> {
-    let pending = crate::pending::take(n.settings(), handle)?;
-    let details = pending.device.ok_or_else(|| {
+    max_wait: Duration,
+) -> Result<Value> {
+    let pending = crate::pending::peek(n.settings(), handle)?;
+    let details = pending.device.clone().ok_or_else(|| {
         Error::param(
             "handle",
             "not a device authorization: use the code exchange",
@@ -470,6 +473,11 @@ pub fn device_complete(
             ),
         ));
     }
-    n.device_authorization_finish(&pending.target, &details)?;
-    Ok(pending.target)
+    let result =
+        n.device_authorization_finish(&pending.target, &details, pending.created, max_wait);
+    if !matches!(result, Ok(false)) {
+        // done, either way: the handle is used up (a concurrent caller may have taken it)
+        let _ = crate::pending::take(n.settings(), handle);
+    }
+    Ok(serde_json::json!({ "target": pending.target, "authorized": result? }))
 }

@@ -493,13 +493,24 @@ impl Notifier {
         )
     }
 
-    /// Poll until the device authorization `details` of target `name` is approved, and store
-    /// the resulting refresh token, bound to the target as configured now.
-    pub fn device_authorization_finish(&self, name: &str, details: &Secret) -> Result<()> {
+    /// Poll (for at most `max_wait`) until the device authorization `details` of target
+    /// `name`, issued at `started` (Unix seconds), is approved, and store the resulting refresh
+    /// token, bound to the target as configured now. `Ok(false)`: still waiting for the user.
+    pub fn device_authorization_finish(
+        &self,
+        name: &str,
+        details: &Secret,
+        started: i64,
+        max_wait: std::time::Duration,
+    ) -> Result<bool> {
         let config = self.load_config()?;
         let target = config.smtp_target(name)?;
         let reg = self.device_registration(&config, &target)?;
-        let tokens = oauth2::device_finish(self.http.as_ref(), &reg, details, name)?;
+        let Some(tokens) =
+            oauth2::device_finish(self.http.as_ref(), &reg, details, started, max_wait, name)?
+        else {
+            return Ok(false);
+        };
         if tokens.refresh_token.is_none() {
             return Err(Error::token(
                 Some(name),
@@ -508,7 +519,8 @@ impl Notifier {
                  (Microsoft: offline_access)",
             ));
         }
-        self.tokens().store_authorization(&target, &tokens)
+        self.tokens().store_authorization(&target, &tokens)?;
+        Ok(true)
     }
 
     fn device_registration(

@@ -65,6 +65,31 @@ pub fn store(settings: &Settings, state: &str, pending: &Pending) -> Result<()> 
     fsutil::write_atomic(&file(settings, state), &json, 0o600)
 }
 
+/// Read the authorization stored under `state` without taking it (a device authorization is
+/// polled in several calls); the same checks as [`take`].
+pub fn peek(settings: &Settings, state: &str) -> Result<Pending> {
+    let again = |why: &str| {
+        Error::param(
+            "handle",
+            format!(
+                "{why}: start the authorization again (Authorize button or `oxnotify authorize`)"
+            ),
+        )
+    };
+    if state.is_empty() || state.len() > 512 || state.chars().any(char::is_control) {
+        return Err(again("invalid handle"));
+    }
+    let path = file(settings, state);
+    let bytes = std::fs::read(&path).map_err(|_| again("unknown or already used authorization"))?;
+    let pending: Pending =
+        serde_json::from_slice(&bytes).map_err(|_| again("unreadable authorization record"))?;
+    if now() - pending.created > PENDING_TTL_SECS {
+        let _ = std::fs::remove_file(&path);
+        return Err(again("the authorization took longer than 10 minutes"));
+    }
+    Ok(pending)
+}
+
 /// Take the authorization stored under `state`: it is removed, so a replay fails. Unknown,
 /// used or expired states are a 400 telling the user to start again.
 pub fn take(settings: &Settings, state: &str) -> Result<Pending> {

@@ -473,12 +473,24 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
-    let done = api::device_complete(&env.notifier, &handle, Some("dev")).unwrap();
+    // the first call returns before the user is done (it waits at most a second): not yet
+    let wait = std::time::Duration::from_secs(1);
+    let first = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
+    assert_eq!(first["authorized"], false, "{first}");
+    let mut calls = 1;
+    let done = loop {
+        let r = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
+        calls += 1;
+        if r["authorized"] == true {
+            break r;
+        }
+        assert!(calls < 60, "never approved");
+    };
     approver.join().unwrap();
-    assert_eq!(done, "dev");
+    assert_eq!(done["target"], "dev");
     assert!(env.state_json("dev")["refresh_token"].is_string());
     // the handle is single-use
-    assert!(api::device_complete(&env.notifier, &handle, None).is_err());
+    assert!(api::device_complete(&env.notifier, &handle, None, wait).is_err());
 
     let subject = tag("device");
     env.notifier.send_to_target("dev", &note(&subject)).unwrap();

@@ -334,12 +334,20 @@ pub fn device_begin(params: Value) -> Result<Value, CallError> {
 struct DeviceCompleteParams {
     handle: String,
     target: Option<String>,
+    wait: Option<u64>,
 }
 
-/// `device_complete({handle, target?})` -> `{target}`: polls until the user approved the code
-/// (the refresh token is stored), declined or it expired. Blocks up to the code's lifetime.
+/// `device_complete({handle, target?, wait?})` -> `{target, authorized}`: polls (at the
+/// provider's interval) for at most `wait` seconds (default 10, at most 120) until the user
+/// approved the code (the refresh token is stored), declined or it expired (errors).
+/// `authorized: false`: not yet, call again with the same handle.
 pub fn device_complete(params: Value) -> Result<Value, CallError> {
     let p: DeviceCompleteParams = parse("device_complete", params)?;
-    let t = api::device_complete(&*notifier()?, &p.handle, p.target.as_deref())?;
-    Ok(json!({ "target": t }))
+    let wait = std::time::Duration::from_secs(p.wait.unwrap_or(10).clamp(1, 120));
+    Ok(api::device_complete(
+        &*notifier()?,
+        &p.handle,
+        p.target.as_deref(),
+        wait,
+    )?)
 }

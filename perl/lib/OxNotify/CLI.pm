@@ -187,8 +187,11 @@ sub _authorize_device {
     print "On any device, open $start->{verification_uri}\nand enter the code: $start->{user_code}\n";
     print "(or open $start->{verification_uri_complete})\n" if $start->{verification_uri_complete};
     print STDERR "Waiting up to $start->{expires_in} seconds for the sign-in ...\n";
-    _call('smtp_oauth2_device', { name => $name, handle => $start->{handle} });
-    return { target => $name, authorized => 1 };
+    # each call waits a few seconds; an error (declined, expired) ends the loop
+    while (1) {
+        my $r = _call('smtp_oauth2_device', { name => $name, handle => $start->{handle} });
+        return { target => $name, authorized => 1 } if $r->{authorized};
+    }
 }
 
 sub _authorize {

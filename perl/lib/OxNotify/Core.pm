@@ -236,11 +236,12 @@ C<{ verification_uri, verification_uri_complete?, user_code, expires_in, interva
 target }>: show the URL and code to the user; the device code stays server-side, bound to
 C<handle> (single use, 10 minutes).
 
-=item device_complete({ handle, target? })
+=item device_complete({ handle, target?, wait? })
 
-Poll until the user approved the code (the refresh token is stored in the target's state),
-declined it (C<access_denied>) or it expired (C<expired_token>); honours the provider's
-interval and C<slow_down>. Blocks up to the code's lifetime. Returns C<{ target }>.
+Poll for at most C<wait> seconds (default 10, at most 120) until the user approved the code
+(the refresh token is stored in the target's state), declined it (C<access_denied>) or it
+expired (C<expired_token>); honours the provider's interval and C<slow_down>. Returns
+C<{ target, authorized }>; C<authorized> false: not yet, call again with the same handle.
 
 =item exchange_smtp_oauth2_code({ 'auth-method', 'client-id', 'client-secret'?, 'tenant-id'?, 'authorization-code', 'redirect-uri', 'pkce-verifier'?, target?, 'token-url'?, 'authorize-url'?, scope? })
 

@@ -464,7 +464,8 @@ async function authorizeDevice(name) {
     code.textContent = r.user_code;
     m.appendChild(code);
     m.appendChild(document.createTextNode(' (valid ' + r.expires_in + ' s). Waiting for the sign-in...'));
-    await api('POST', 'smtp-oauth2-device', { name, handle: r.handle });
+    // each call waits a few seconds at the backend; an error (declined, expired) ends it
+    while (!(await api('POST', 'smtp-oauth2-device', { name, handle: r.handle })).authorized) { /* poll */ }
     show('Target ' + name + ' is authorized.', true);
     loadTargets();
   } catch (e) {

@@ -102,18 +102,35 @@ pub fn device_start(
 }
 
 /// Poll until the user approved (tokens), declined or the code expired (errors that say to
-/// start again). Waits at most until the code's expiry.
+/// start again), for at most `max_wait`: `Ok(None)` if the sign-in is still pending then (call
+/// again; a server must not block a worker for the code's whole lifetime). `started` is when
+/// the code was issued (Unix seconds).
 pub fn device_finish(
     http: &dyn TokenHttpClient,
     reg: &ClientRegistration,
     details: &Secret,
+    started: i64,
+    max_wait: Duration,
     target: &str,
-) -> Result<TokenSet> {
+) -> Result<Option<TokenSet>> {
     let details: StandardDeviceAuthorizationResponse = serde_json::from_str(details.expose())
         .map_err(|_| Error::param("handle", "unreadable device authorization record"))?;
     let client = reg.token_client();
     let request = client.exchange_device_access_token(&details);
-    let expires = details.expires_in().min(Duration::from_secs(1800));
+    let expires_at = started
+        + details
+            .expires_in()
+            .min(Duration::from_secs(1800))
+            .as_secs() as i64;
+    let left = Duration::from_secs(expires_at.saturating_sub(crate::state::now()).max(0) as u64);
+    // a whole number of intervals, so the next call's first poll keeps the interval too
+    let step = details.interval().max(Duration::from_secs(1));
+    let rounded = step * max_wait.as_secs().div_ceil(step.as_secs()).max(1) as u32;
+    let expires = left.min(rounded);
+    let until = Instant::now() + expires;
+    // never sleep past this call's limit (the crate sleeps a full interval otherwise)
+    let sleep =
+        |d: Duration| std::thread::sleep(d.min(until.saturating_duration_since(Instant::now())));
     let redactor = reg
         .redactor()
         .secret(Some(&Secret::new(details.device_code().secret().clone())));
@@ -130,12 +147,20 @@ pub fn device_finish(
         message: format!("{why}: start the device authorization again"),
         retry_after: None,
     };
-    match request.request(&call, std::thread::sleep, Some(expires)) {
-        Ok(t) => Ok(t.into()),
+    match request.request(&call, sleep, Some(expires)) {
+        Ok(t) => Ok(Some(t.into())),
         Err(RequestTokenError::ServerResponse(e)) => match e.error() {
             DeviceCodeErrorResponseType::AccessDenied => Err(again(
                 "the sign-in was declined at the provider (access_denied)",
             )),
+            // the crate reports its own wait limit as expired_token: the code may still be good
+            DeviceCodeErrorResponseType::ExpiredToken
+                if crate::state::now() < expires_at
+                    && e.error_description().map(String::as_str)
+                        == Some("This device code has expired.") =>
+            {
+                Ok(None)
+            }
             DeviceCodeErrorResponseType::ExpiredToken => Err(again(
                 "the code expired before the sign-in was completed (expired_token)",
             )),

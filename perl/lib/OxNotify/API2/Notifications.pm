@@ -258,14 +258,16 @@ sub _descriptors {
             name => 'smtp_oauth2_device', path => 'smtp-oauth2-device', method => 'POST', protected => 1,
             permissions => { check => $WRITE },
             description => 'Device authorization (RFC 8628) of a target with oauth2-flow device-code: without handle, '
-                . 'start it (returns the verification URL and user code to show, and a handle); with handle, wait until '
-                . 'the user approved (the authorization is stored), declined or the code expired.',
+                . 'start it (returns the verification URL and user code to show, and a handle); with handle, wait up to '
+                . '10 seconds for the user: authorized 1 once approved (the authorization is stored), 0 if not yet '
+                . '(call again), an error if declined or expired.',
             parameters => { additionalProperties => 0, properties => {
                 name => $NAME,
                 handle => _s('The handle of a started device authorization.', maxLength => 512),
             } },
             returns => { type => 'object', properties => {
                 target => { type => 'string', optional => 1, description => 'The target.' },
+                authorized => { type => 'boolean', optional => 1, description => 'With handle: approved and stored.' },
                 handle => { type => 'string', optional => 1, description => 'Pass it back to finish.' },
                 verification_uri => { type => 'string', optional => 1, description => 'Where the user goes.' },
                 verification_uri_complete => { type => 'string', optional => 1,
@@ -276,7 +278,7 @@ sub _descriptors {
             } },
             code => sub {
                 my $p = _defined($_[0]);
-                return OxNotify::Core::device_complete({ handle => $p->{handle}, target => $p->{name} })
+                return _plain(OxNotify::Core::device_complete({ handle => $p->{handle}, target => $p->{name} }))
                     if defined $p->{handle};
                 return OxNotify::Core::device_begin({ name => $p->{name} });
             },
