@@ -566,3 +566,54 @@ fn generic_client_authentication_is_chosen_per_target() {
     assert!(e.to_string().contains("invalid_client"), "{e}");
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
 }
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn device_flow_declined_by_the_user_says_to_start_again() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let p = microsoft_params(
+        &rig,
+        "dev-no",
+        "dev-no@example.test",
+        json!({
+            "oauth2-flow": "device-code",
+            "oauth2-client-id": "rig-post",
+            "oauth2-client-secret": "rig-secret",
+            "oauth2-device-authorize-url": format!("{}/device/auth", rig.issuer),
+        }),
+    );
+    api::create_target(&env.notifier, &p).unwrap();
+    let start = api::device_begin(&env.notifier, "dev-no").unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&rig.driver)
+        .args([
+            rig.issuer.as_str(),
+            "deny",
+            "dev-no@example.test",
+            start["verification_uri"].as_str().unwrap(),
+            start["user_code"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "denied",
+        "{out:?}"
+    );
+    let handle = start["handle"].as_str().unwrap();
+    let wait = std::time::Duration::from_secs(1);
+    let e = api::device_complete(&env.notifier, handle, None, wait).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("access_denied") && m.contains("start the device authorization again"),
+        "{m}"
+    );
+    assert!(!e.is_transient(), "{e:?}");
+    assert!(env
+        .notifier
+        .target_status("dev-no")
+        .unwrap()
+        .warning
+        .is_some());
+}
