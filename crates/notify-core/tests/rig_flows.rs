@@ -457,11 +457,14 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
         "the device code stays server-side: {start}"
     );
     let handle = start["handle"].as_str().unwrap().to_string();
+    // before the user did anything, a completion call returns "not yet" after its wait
+    let wait = std::time::Duration::from_secs(1);
+    let first = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
+    assert_eq!(first["authorized"], false, "{first}");
     // the user approves on another device while oxnotify polls
     let issuer = rig.issuer.clone();
     let driver = rig.driver.clone();
     let approver = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(500));
         let out = std::process::Command::new("python3")
             .arg(driver)
             .args([issuer.as_str(), "approve", user, &uri, &code])
@@ -473,10 +476,6 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
-    // the first call returns before the user is done (it waits at most a second): not yet
-    let wait = std::time::Duration::from_secs(1);
-    let first = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
-    assert_eq!(first["authorized"], false, "{first}");
     let mut calls = 1;
     let done = loop {
         let r = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
