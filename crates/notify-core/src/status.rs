@@ -68,7 +68,7 @@ impl TargetStatus {
         let mints = target.auth_method.is_oauth2() && target.flow().mints();
         // flows that mint their tokens need no authorization: they are ready unless the last
         // token request (since the last success) failed
-        let authorized = (s.refresh_token.is_some() || mints) && !bound_elsewhere;
+        let authorized = mints || (s.refresh_token.is_some() && !bound_elsewhere);
         let mint_failed = s
             .last_error
             .as_ref()
