@@ -35,6 +35,11 @@ waitpid($pid, 0);
 is($rc, 0, 'the browser completed create -> Authorize -> consent -> Send test') or diag $out, `cat $dir/server.log`;
 like($out, qr/ok   provider refusal is reported/, 'a provider refusal is shown to the user');
 like($out, qr/ok   authorize through the popup/, 'authorized via popup + postMessage + backend exchange');
+like($out, qr/ok   device code shown: \S+ at http/, 'the page shows the device code and where to enter it');
+like($out, qr/ok   device code approved/, 'the device-code target is authorized once the code is approved');
+like($out, qr/ok   send test \(app-only\)/, 'an app-only target sends from the page without authorization');
+ok(find_mail("Test notification from oxnotify (target 'web3')", qr/^From: .*\Q$ENV{RIG_APP_MAILBOX}\E/m),
+    'the app-only test mail is in the Maildir');
 my $mail = find_mail("Test notification from oxnotify (target 'web1')", qr/^From: .*\Q$user\E/m);
 ok($mail, 'the test mail is in the Maildir');
 like($mail // '', qr/^From: <?\Q$user\E>?/m, 'sent as the authorized user');

@@ -5,6 +5,8 @@ usage:
   oauth_driver.py ISSUER code    USER [CLIENT_ID] [CLIENT_SECRET]   -> token JSON (authorization_code + PKCE)
   oauth_driver.py ISSUER refresh RT   [CLIENT_ID] [CLIENT_SECRET]   -> token JSON (refresh_token grant)
   oauth_driver.py ISSUER device  USER [CLIENT_ID] [CLIENT_SECRET]   -> token JSON (RFC 8628, approves as USER)
+  oauth_driver.py ISSUER approve USER VERIFICATION_URI USER_CODE      -> approves a device code (RFC 8628) as USER
+  oauth_driver.py ISSUER deny    USER VERIFICATION_URI USER_CODE      -> aborts it at the confirmation (access_denied)
   oauth_driver.py ISSUER introspect TOKEN                            -> introspection JSON (as client 'dovecot')
   oauth_driver.py ISSUER revoke TOKEN [CLIENT_ID] [CLIENT_SECRET]
   oauth_driver.py ISSUER browse  USER AUTHORIZE_URL REDIRECT_PREFIX  -> the final redirect URL (code+state),
@@ -57,8 +59,28 @@ def token(issuer, data, cid, secret):
                           auth=(cid, secret) if secret else None)
     out = json.loads(body); out["_http_status"] = status; return out
 
+def approve(verification_uri, user_code, user):
+    """enter user_code at the verification page, log in and consent as user"""
+    _, _, page = req(verification_uri); p = Forms(); p.feed(page)
+    f = p.forms[0]; fields = dict(f["fields"], user_code=user_code)
+    try:
+        browse((urllib.parse.urljoin(verification_uri, f["action"]), fields), user, "\0never")
+    except SystemExit as e:
+        if "unexpected 200" not in str(e): raise  # success page has no form
+
 def main():
     issuer, cmd, arg = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+    if cmd == "approve":
+        approve(sys.argv[4], sys.argv[5], arg); print("approved"); return
+    if cmd == "deny":
+        _, _, page = req(sys.argv[4]); p = Forms(); p.feed(page)
+        f = p.forms[0]
+        status, _, page = req(urllib.parse.urljoin(sys.argv[4], f["action"]), dict(f["fields"], user_code=sys.argv[5]))
+        p = Forms(); p.feed(page)
+        if status != 200 or not p.forms: raise SystemExit(f"no confirmation page ({status}): {page[:300]}")
+        f = p.forms[0]
+        status, _, page = req(urllib.parse.urljoin(sys.argv[4], f["action"]), dict(f["fields"], abort="yes"))
+        print("denied" if status < 400 else f"deny failed {status}: {page[:300]}"); return
     cid = sys.argv[4] if len(sys.argv) > 4 and cmd != "browse" else "rig-client"
     secret = sys.argv[5] if len(sys.argv) > 5 else ("rig-secret" if cid == "rig-client" else None)
     if cmd == "code":

@@ -52,8 +52,27 @@ if [ ! -s tls/server.crt ]; then
     -extfile tls/server.ext -out tls/server.crt 2>/dev/null
 fi
 
+# ---- Google-style service-account key file (JWT-bearer rig extension) ----
+if [ ! -s google-sa.json ]; then
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out tls/sa.key 2>/dev/null
+  python3 - tls/sa.key google-sa.json "http://127.0.0.1:$OIDC_PORT/token" <<'PY'
+import json, os, sys
+key = open(sys.argv[1]).read()
+doc = {"type": "service_account", "project_id": "rig-project", "private_key_id": os.urandom(20).hex(),
+       "private_key": key, "client_email": "rig-sa@rig-project.iam.gserviceaccount.com",
+       "client_id": "100000000000000000001", "token_uri": sys.argv[3]}
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, json.dumps(doc, indent=2).encode())
+os.close(fd)
+PY
+fi
+
+# the certificate key of the private_key_jwt app
+[ -s tls/app-jwt.key ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out tls/app-jwt.key 2>/dev/null
+chmod 600 tls/app-jwt.key
+
 # ---- OAuth2 authorization server ----
-OIDC_PORT=$OIDC_PORT AT_TTL=${AT_TTL:-3600} SHORT_TTL=${SHORT_TTL:-3} RT_TTL=${RT_TTL:-86400} \
+OIDC_APP_JWT_KEYFILE=$RIG_DIR/tls/app-jwt.key OIDC_SA_KEYFILE=$RIG_DIR/google-sa.json OIDC_PORT=$OIDC_PORT AT_TTL=${AT_TTL:-3600} SHORT_TTL=${SHORT_TTL:-3} RT_TTL=${RT_TTL:-86400} \
   OIDC_ROTATE=${OIDC_ROTATE:-1} node "$RIG_NODE_DIR/oidc-rig.mjs" </dev/null >logs/oidc-provider.log 2>&1 &
 echo $! > run/oidc.pid
 
@@ -232,6 +251,19 @@ ISSUER=http://127.0.0.1:$OIDC_PORT
   echo "RIG_PUBLIC_CLIENT_ID=rig-public"
   echo "RIG_SHORT_CLIENT_ID=rig-short"
   echo "RIG_SHORT_TTL=${SHORT_TTL:-3}"
+  echo "RIG_APP_CLIENT_ID=rig-app"
+  echo "RIG_APP_CLIENT_SECRET=rig-app-secret"
+  echo "RIG_APP_MAILBOX=app-mailbox@example.test"
+  echo "RIG_APP_SCOPE=https://outlook.office365.com/.default"
+  echo "RIG_SA_KEY_FILE=$RIG_DIR/google-sa.json"
+  echo "RIG_APP_JWT_CLIENT_ID=rig-app-jwt"
+  echo "RIG_APP_JWT_KEY_FILE=$RIG_DIR/tls/app-jwt.key"
+  echo "RIG_APP_JWT_KEY_ID=rig-app-jwt-key"
+  echo "RIG_ROPC_CLIENT_ID=rig-ropc"
+  echo "RIG_ROPC_CLIENT_SECRET=rig-secret"
+  echo "RIG_ROPC_USER=ropc-user@example.test"
+  echo "RIG_ROPC_PASSWORD=ropc-pass-123"
+  echo "RIG_ROPC_MFA_USER=ropc-mfa@example.test"
   echo "RIG_SMTP_HOST=127.0.0.1"
   echo "RIG_TLS_SERVER_NAME=localhost"
   echo "RIG_SMTP_STARTTLS_PORT=$SUB_PORT"

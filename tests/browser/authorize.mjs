@@ -2,7 +2,10 @@
 // Chromium: create a target in the form, click Authorize, log in and consent at the rig's real
 // OAuth2 server in the popup, let the callback hand the code back (postMessage), wait for the
 // backend exchange, click "Send test". Exit 0 on success; screenshots go to $SHOTS.
-// env: SERVER_URL TOKEN RIG_ISSUER RIG_SMTP_STARTTLS_PORT USER_EMAIL SHOTS
+// Then the modes without a popup: a device-code target (the page shows the code; the user enters
+// it at the rig on another page) and an app-only target (no Authorize button; Send test mints).
+// env: SERVER_URL TOKEN RIG_ISSUER RIG_SMTP_STARTTLS_PORT USER_EMAIL SHOTS RIG_APP_CLIENT_ID
+//      RIG_APP_CLIENT_SECRET RIG_APP_MAILBOX
 import { chromium } from 'playwright-core';
 
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} not set`); return v; };
@@ -74,6 +77,60 @@ try {
   await page.click('#test-web1');
   await expectMessage(/Test notification sent through web1/, 'send test');
   await page.screenshot({ path: `${shots}/4-test-sent.png`, fullPage: true });
+
+  // device code: the page shows where to go and the code
+  await page.click('#new-target');
+  const device = { ...form, name: 'web2', 'from-address': `device-${user}`,
+    'oauth2-device-authorize-url': `${issuer}/device/auth` };
+  for (const [k, v] of Object.entries(device)) await page.fill(`#target-form [name="${k}"]`, v);
+  await page.selectOption('#target-form [name="mode"]', 'starttls');
+  await page.selectOption('#target-form [name="auth-method"]', 'microsoft-oauth2');
+  await page.selectOption('#target-form [name="oauth2-flow"]', 'device-code');
+  await page.click('#save-target');
+  await expectMessage(/Saved target web2/, 'create a device-code target');
+  await page.waitForSelector('#authorize-web2');
+  await page.click('#authorize-web2');
+  await page.waitForSelector('#device-code', { timeout: 20000 });
+  const code = await page.locator('#device-code').textContent();
+  const uri = await page.locator('#message a').getAttribute('href');
+  console.log(`ok   device code shown: ${code} at ${uri}`);
+  await page.screenshot({ path: `${shots}/5-device-code.png`, fullPage: true });
+  const other = await (await browser.newContext()).newPage();   // "another device" (its own session)
+  await other.goto(uri);
+  await other.fill('input[name="user_code"]', code);
+  await other.click('button[type="submit"]');
+  // the rig's pages in turn (confirm the code, log in, consent), until one has no form left
+  for (let step = 0; step < 6; step += 1) {
+    await other.waitForLoadState();
+    if (await other.locator('button[type="submit"]:not([name="abort"])').count() === 0) break;
+    if (await other.locator('input[name="login"]').count() !== 0) {
+      await other.fill('input[name="login"]', `device-${user}`);
+      await other.fill('input[name="password"]', 'x');
+    }
+    await Promise.all([other.waitForNavigation(), other.locator('button[type="submit"]:not([name="abort"])').first().click()]);
+  }
+  await other.screenshot({ path: `${shots}/5b-device-approved.png`, fullPage: true });
+  await expectMessage(/Target web2 is authorized/, 'device code approved');
+  await page.click('#test-web2');
+  await expectMessage(/Test notification sent through web2/, 'send test (device code)');
+
+  // app-only: nothing to authorize, Send test mints a token
+  await page.click('#new-target');
+  const app = { name: 'web3', server: 'localhost', port: env('RIG_SMTP_STARTTLS_PORT'),
+    'from-address': env('RIG_APP_MAILBOX'), mailto: 'ops@example.test', 'oauth2-client-id': env('RIG_APP_CLIENT_ID'),
+    'oauth2-client-secret': env('RIG_APP_CLIENT_SECRET'), 'oauth2-tenant-id': '12345678-90ab-cdef-1234-567890abcdef',
+    'oauth2-token-url': `${issuer}/token` };
+  for (const [k, v] of Object.entries(app)) await page.fill(`#target-form [name="${k}"]`, v);
+  await page.selectOption('#target-form [name="mode"]', 'starttls');
+  await page.selectOption('#target-form [name="auth-method"]', 'microsoft-oauth2');
+  await page.selectOption('#target-form [name="oauth2-flow"]', 'client-credentials');
+  await page.click('#save-target');
+  await expectMessage(/Saved target web3/, 'create an app-only target');
+  await page.waitForSelector('#test-web3');
+  if (await page.locator('#authorize-web3').count() !== 0) throw new Error('an app-only target has an Authorize button');
+  await page.click('#test-web3');
+  await expectMessage(/Test notification sent through web3/, 'send test (app-only)');
+  await page.screenshot({ path: `${shots}/6-app-only.png`, fullPage: true });
 } finally {
   await browser.close();
 }

@@ -57,6 +57,7 @@ fn main() {
         &SmtpSecrets {
             password: Some(Secret::new(rig.plain_password.clone())),
             oauth2_client_secret: None,
+            oauth2_private_key: None,
         },
     );
 

@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 /// Parameter that carries a refresh token into the target's state (never into the config).
 pub const REFRESH_TOKEN_PARAM: &str = "oauth2-refresh-token";
 
+/// Parameter that carries a private key: PEM, or a service account's JSON key file (whose
+/// `client_email`, `private_key_id` and `client_id` then fill `oauth2-service-account`,
+/// `oauth2-key-id` and `oauth2-client-id` unless the request gives them).
+pub const PRIVATE_KEY_PARAM: &str = "oauth2-private-key";
+
 /// A target as GET returns it: its public keys plus the config digest. Never a secret.
 pub fn target_view(target: &SmtpTarget, digest: &str) -> Value {
     let mut v = serde_json::to_value(target).unwrap_or_else(|_| Value::Object(Map::new()));
@@ -116,6 +121,7 @@ fn split_params(
     allowed_extra: &[&str],
 ) -> Result<(Vec<(String, String)>, Extra)> {
     let mut entries = Vec::new();
+    let mut derived = Vec::new();
     let mut extra = Extra {
         secrets: Vec::new(),
         refresh_token: None,
@@ -125,7 +131,31 @@ fn split_params(
         if allowed_extra.contains(&k) {
             continue;
         }
-        if private_keys().contains(&k) || k == REFRESH_TOKEN_PARAM {
+        if k == PRIVATE_KEY_PARAM {
+            // PEM or a JSON key file: several lines, stored as one
+            let input = match v {
+                Value::String(s) => Secret::new(s.clone()),
+                Value::Null => Secret::new(""),
+                _ => return Err(Error::param(k, "must be a string")),
+            };
+            if input.expose().trim().is_empty() {
+                extra.secrets.push((k.to_string(), None));
+                continue;
+            }
+            let key = crate::oauth2::private_key::parse_input(input.expose())?;
+            // a JSON key file also names the service account: its values fill the keys the
+            // request leaves out
+            for (pk, value) in [
+                ("oauth2-service-account", key.service_account),
+                ("oauth2-key-id", key.key_id),
+                ("oauth2-client-id", key.client_id),
+            ] {
+                if let Some(value) = value.filter(|_| !params.contains_key(pk)) {
+                    derived.push((pk.to_string(), value));
+                }
+            }
+            extra.secrets.push((k.to_string(), Some(key.stored)));
+        } else if private_keys().contains(&k) || k == REFRESH_TOKEN_PARAM {
             let s = match v {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
@@ -152,6 +182,7 @@ fn split_params(
             ));
         }
     }
+    entries.extend(derived);
     Ok((entries, extra))
 }
 
@@ -171,10 +202,10 @@ fn build_target(name: &str, entries: &[(String, String)]) -> Result<SmtpTarget> 
 
 fn apply_secrets(secrets: &mut SmtpSecrets, given: Vec<(String, Option<Secret>)>) {
     for (k, v) in given {
-        let slot = if k == "password" {
-            &mut secrets.password
-        } else {
-            &mut secrets.oauth2_client_secret
+        let slot = match k.as_str() {
+            "password" => &mut secrets.password,
+            "oauth2-private-key" => &mut secrets.oauth2_private_key,
+            _ => &mut secrets.oauth2_client_secret,
         };
         if v.is_some() {
             *slot = v;
@@ -261,22 +292,30 @@ pub fn update_target(
     if delete.iter().any(|d| d == "oauth2-client-secret") {
         secrets.oauth2_client_secret = None;
     }
+    if delete.iter().any(|d| d == PRIVATE_KEY_PARAM) {
+        secrets.oauth2_private_key = None;
+    }
     let (before, after) = (Binding::of(&current), Binding::of(&target));
     let registration_changed = before.registration_changed(&after);
     let delivery_changed = before.delivery_changed(&after);
     if registration_changed {
         secrets.oauth2_client_secret = None;
+        secrets.oauth2_private_key = None;
     }
-    if delivery_changed {
+    if delivery_changed || registration_changed {
+        // a password (plain, or the password grant's) goes only where it was set for
         secrets.password = None;
     }
     apply_secrets(&mut secrets, extra.secrets);
     // secrets that no longer fit the auth method go away with it
-    if target.auth_method != crate::AuthMethod::Plain {
+    let ropc = target.auth_method.is_oauth2()
+        && target.flow() == crate::config::smtp::OAuth2Flow::Password;
+    if target.auth_method != crate::AuthMethod::Plain && !ropc {
         secrets.password = None;
     }
     if !target.auth_method.is_oauth2() {
         secrets.oauth2_client_secret = None;
+        secrets.oauth2_private_key = None;
     }
     cfg.update_smtp_target(&target, &secrets)?;
     cfg.save(n.settings(), &lock)?;
@@ -386,6 +425,7 @@ pub fn authorize_begin(n: &Notifier, name: &str, redirect_uri: &str) -> Result<V
             redirect_uri: redirect_uri.to_string(),
             pkce_verifier: req.pkce_verifier.clone(),
             created: crate::state::now(),
+            device: None,
         },
     )?;
     Ok(serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name }))
@@ -403,6 +443,12 @@ pub fn authorize_complete(
     expected_target: Option<&str>,
 ) -> Result<String> {
     let pending = crate::pending::take(n.settings(), state)?;
+    if pending.device.is_some() {
+        return Err(Error::param(
+            "state",
+            "this is a device authorization: finish it with the device call",
+        ));
+    }
     if let Some(t) = expected_target {
         if t != pending.target {
             return Err(Error::param(
@@ -428,4 +474,68 @@ pub fn authorize_complete(
         target: Some(&pending.target),
     })?;
     Ok(pending.target)
+}
+
+/// Start a device authorization (RFC 8628) for target `name` (`oauth2-flow device-code`):
+/// returns `verification_uri`, `verification_uri_complete` (if offered), `user_code`,
+/// `expires_in`, `interval` and a `handle` for [`device_complete`]. The device code stays
+/// server-side, bound to the handle (single use, 10 minutes). 404 if the target is missing,
+/// 400 if it does not use the device flow.
+pub fn device_begin(n: &Notifier, name: &str) -> Result<Value> {
+    let auth = n.device_authorization_start(name)?;
+    let handle = ::oauth2::CsrfToken::new_random().secret().clone();
+    crate::pending::store(
+        n.settings(),
+        &handle,
+        &crate::pending::Pending {
+            target: name.to_string(),
+            redirect_uri: String::new(),
+            pkce_verifier: Secret::new(""),
+            created: crate::state::now(),
+            device: Some(auth.details.clone()),
+        },
+    )?;
+    let mut v = serde_json::to_value(&auth).unwrap_or_else(|_| Value::Object(Map::new()));
+    if let Value::Object(m) = &mut v {
+        m.insert("handle".into(), Value::String(handle));
+        m.insert("target".into(), Value::String(name.to_string()));
+    }
+    Ok(v)
+}
+
+/// Finish a device authorization started with [`device_begin`]: polls the provider (at its
+/// interval) for at most `max_wait` until the user approved (the refresh token is stored in the
+/// target's state; the handle is used up), declined or the code expired (errors; the handle is
+/// used up). Returns `{target, authorized}`; `authorized: false` means the user has not
+/// finished yet: call again with the same handle. 400 on an unknown, used or expired handle,
+/// or one issued for another target than `expected_target`.
+pub fn device_complete(
+    n: &Notifier,
+    handle: &str,
+    expected_target: Option<&str>,
+    max_wait: Duration,
+) -> Result<Value> {
+    let pending = crate::pending::peek(n.settings(), handle)?;
+    let details = pending.device.clone().ok_or_else(|| {
+        Error::param(
+            "handle",
+            "not a device authorization: use the code exchange",
+        )
+    })?;
+    if let Some(t) = expected_target.filter(|t| *t != pending.target) {
+        return Err(Error::param(
+            "handle",
+            format!(
+                "this device authorization was started for target '{}', not '{t}'",
+                pending.target
+            ),
+        ));
+    }
+    let result =
+        n.device_authorization_finish(&pending.target, &details, pending.created, max_wait);
+    if !matches!(result, Ok(false)) {
+        // done, either way: the handle is used up (a concurrent caller may have taken it)
+        let _ = crate::pending::take(n.settings(), handle);
+    }
+    Ok(serde_json::json!({ "target": pending.target, "authorized": result? }))
 }

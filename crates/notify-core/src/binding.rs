@@ -82,15 +82,42 @@ impl Binding {
 }
 
 fn registration_fingerprint(target: &SmtpTarget, e: &Endpoints) -> String {
-    fingerprint(&[
+    let mut parts = vec![
         "registration-v1",
         target.auth_method.as_str(),
         target.oauth2_client_id.as_deref().unwrap_or(""),
         target.oauth2_tenant_id.as_deref().unwrap_or(""),
         e.token_url.as_str(),
         e.authorize_url.as_ref().map(url::Url::as_str).unwrap_or(""),
-        &e.scopes.join(" "),
-    ])
+    ];
+    let scopes = e.scopes.join(" ");
+    parts.push(&scopes);
+    // keys added with the flows of issue 11: part of the fingerprint only when set, so the
+    // fingerprints (and stored authorizations) of targets without them stay as they were
+    let flow_keys = [
+        ("flow", target.oauth2_flow.map(|f| f.as_str())),
+        ("client-auth", target.oauth2_client_auth.map(|a| a.as_str())),
+        ("service-account", target.oauth2_service_account.as_deref()),
+        ("key-id", target.oauth2_key_id.as_deref()),
+        (
+            "certificate-thumbprint",
+            target.oauth2_certificate_thumbprint.as_deref(),
+        ),
+        (
+            "device-authorize-url",
+            e.device_authorize_url
+                .as_ref()
+                .map(url::Url::as_str)
+                .filter(|_| target.oauth2_device_authorize_url.is_some()),
+        ),
+    ];
+    for (key, value) in flow_keys {
+        if let Some(v) = value {
+            parts.push(key);
+            parts.push(v);
+        }
+    }
+    fingerprint(&parts)
 }
 
 /// SHA-256 over length-prefixed parts (so "ab"+"c" and "a"+"bc" differ), hex.
@@ -106,7 +133,7 @@ fn fingerprint(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::smtp::{AuthMethod, SmtpMode};
+    use crate::config::smtp::{AuthMethod, ClientAuthMethod, OAuth2Flow, SmtpMode};
 
     fn target() -> SmtpTarget {
         SmtpTarget {
@@ -136,6 +163,12 @@ mod tests {
             |t| t.oauth2_client_id = Some("other".into()),
             |t| t.oauth2_scope = Some("smtp other".into()),
             |t| t.auth_method = AuthMethod::GoogleOAuth2,
+            |t| t.oauth2_flow = Some(OAuth2Flow::ClientCredentials),
+            |t| t.oauth2_client_auth = Some(ClientAuthMethod::ClientSecretPost),
+            |t| t.oauth2_service_account = Some("sa@p.iam.gserviceaccount.com".into()),
+            |t| t.oauth2_key_id = Some("k1".into()),
+            |t| t.oauth2_certificate_thumbprint = Some("00".repeat(20)),
+            |t| t.oauth2_device_authorize_url = Some("https://idp.example.com/device".into()),
         ];
         for change in registration_keys {
             let mut t = target();

@@ -276,6 +276,7 @@ impl Notifier {
         let config = self.load_config()?;
         let target = config.smtp_target(name)?;
         let secrets = config.smtp_secrets(name)?;
+        oauth2::flow::interactive_flow_only(&target)?;
         let reg = ClientRegistration::of_target(&target, &secrets)?;
         oauth2::authorize_url(&reg, redirect_uri, Some(target.auth_identity()))
     }
@@ -291,12 +292,19 @@ impl Notifier {
         let target = match req.target {
             Some(t) => {
                 config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
-                Some(self.load_config()?.smtp_target(t)?)
+                let config = self.load_config()?;
+                Some((config.smtp_target(t)?, config.smtp_secrets(t)?))
             }
             None => None,
         };
         let reg = match &target {
-            Some(t) => Self::registration_for(req, t)?,
+            Some((t, secrets)) => {
+                oauth2::flow::interactive_flow_only(t)?;
+                let mut reg = Self::registration_for(req, t)?;
+                // the code goes to the token endpoint authenticated as the target is configured
+                reg.apply_client_auth(t, secrets);
+                reg
+            }
             None => {
                 for (param, given) in [
                     ("token-url", req.endpoints.token_url),
@@ -334,7 +342,7 @@ impl Notifier {
             req.pkce_verifier.as_ref(),
             std::time::Instant::now() + self.settings.http_timeout,
         )?;
-        if let Some(t) = &target {
+        if let Some((t, _)) = &target {
             self.tokens().store_authorization(t, &tokens)?;
         }
         tokens.refresh_token.ok_or_else(|| {
@@ -361,6 +369,8 @@ impl Notifier {
             authorize_url: req.endpoints.authorize_url.or(configured.authorize_url),
             token_url: req.endpoints.token_url.or(configured.token_url),
             scope: req.endpoints.scope.or(configured.scope),
+            flow: configured.flow,
+            device_authorize_url: configured.device_authorize_url,
         };
         let client_id = if req.client_id.is_empty() {
             target.oauth2_client_id.as_deref().unwrap_or_default()
@@ -391,6 +401,69 @@ impl Notifier {
             ));
         }
         Ok(reg)
+    }
+
+    /// Start a device authorization for target `name` (`oauth2-flow device-code`): the
+    /// verification URL and user code to show, and the provider's answer for
+    /// [`Notifier::device_authorization_finish`].
+    pub fn device_authorization_start(&self, name: &str) -> Result<oauth2::DeviceAuthorization> {
+        let config = self.load_config()?;
+        let target = config.smtp_target(name)?;
+        let reg = self.device_registration(&config, &target)?;
+        oauth2::device_start(
+            self.http.as_ref(),
+            &reg,
+            std::time::Instant::now() + self.settings.http_timeout,
+        )
+    }
+
+    /// Poll (for at most `max_wait`) until the device authorization `details` of target
+    /// `name`, issued at `started` (Unix seconds), is approved, and store the resulting refresh
+    /// token, bound to the target as configured now. `Ok(false)`: still waiting for the user.
+    pub fn device_authorization_finish(
+        &self,
+        name: &str,
+        details: &Secret,
+        started: i64,
+        max_wait: std::time::Duration,
+    ) -> Result<bool> {
+        let config = self.load_config()?;
+        let target = config.smtp_target(name)?;
+        let reg = self.device_registration(&config, &target)?;
+        let Some(tokens) =
+            oauth2::device_finish(self.http.as_ref(), &reg, details, started, max_wait, name)?
+        else {
+            return Ok(false);
+        };
+        if tokens.refresh_token.is_none() {
+            return Err(Error::token(
+                Some(name),
+                error::TokenProblem::NoRefreshToken,
+                "the provider issued no refresh token: the scope must include offline access \
+                 (Microsoft: offline_access)",
+            ));
+        }
+        self.tokens().store_authorization(&target, &tokens)?;
+        Ok(true)
+    }
+
+    fn device_registration(
+        &self,
+        config: &NotificationConfig,
+        target: &SmtpTarget,
+    ) -> Result<ClientRegistration> {
+        if !target.auth_method.is_oauth2() || target.flow() != config::smtp::OAuth2Flow::DeviceCode
+        {
+            return Err(Error::param(
+                "target",
+                format!(
+                    "target '{}' does not use oauth2-flow device-code",
+                    target.name
+                ),
+            ));
+        }
+        let secrets = config.smtp_secrets(&target.name)?;
+        ClientRegistration::of_target(target, &secrets)
     }
 
     /// Store a refresh token obtained elsewhere (the `oauth2-refresh-token` parameter of

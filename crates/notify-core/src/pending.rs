@@ -26,6 +26,10 @@ pub struct Pending {
     pub pkce_verifier: Secret,
     /// When the request was made.
     pub created: i64,
+    /// A device authorization (RFC 8628) in progress: the provider's answer with the device
+    /// code (then `redirect_uri` and `pkce_verifier` are empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Secret>,
 }
 
 fn dir(settings: &Settings) -> PathBuf {
@@ -60,6 +64,31 @@ pub fn store(settings: &Settings, state: &str, pending: &Pending) -> Result<()> 
     let json = serde_json::to_vec(pending).map_err(|e| Error::param("state", e.to_string()))?;
     let durable = settings.store == crate::settings::StoreKind::Local;
     fsutil::write_atomic_with(&file(settings, state), &json, 0o600, ".tmp-", durable)
+}
+
+/// Read the authorization stored under `state` without taking it (a device authorization is
+/// polled in several calls); the same checks as [`take`].
+pub fn peek(settings: &Settings, state: &str) -> Result<Pending> {
+    let again = |why: &str| {
+        Error::param(
+            "handle",
+            format!(
+                "{why}: start the authorization again (Authorize button or `oxnotify authorize`)"
+            ),
+        )
+    };
+    if state.is_empty() || state.len() > 512 || state.chars().any(char::is_control) {
+        return Err(again("invalid handle"));
+    }
+    let path = file(settings, state);
+    let bytes = std::fs::read(&path).map_err(|_| again("unknown or already used authorization"))?;
+    let pending: Pending =
+        serde_json::from_slice(&bytes).map_err(|_| again("unreadable authorization record"))?;
+    if now() - pending.created > PENDING_TTL_SECS {
+        let _ = std::fs::remove_file(&path);
+        return Err(again("the authorization took longer than 10 minutes"));
+    }
+    Ok(pending)
 }
 
 /// Take the authorization stored under `state`: it is removed, so a replay fails. Unknown,

@@ -55,7 +55,7 @@ fn is_bidi_control(c: char) -> bool {
 }
 
 /// Removes a set of secrets, in all their encoded forms, from text.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Redactor {
     /// Every literal form to remove (raw, URL-encoded, base64 of composite values, ...).
     forms: Vec<String>,

@@ -73,9 +73,26 @@ impl TargetStatus {
         let bound_elsewhere = (s.registration_binding.is_some() || s.delivery_binding.is_some())
             && (s.registration_binding != binding.registration
                 || s.delivery_binding.as_deref() != Some(binding.delivery.as_str()));
-        let authorized = s.refresh_token.is_some() && !bound_elsewhere;
+        let mints = target.auth_method.is_oauth2() && target.flow().mints();
+        // flows that mint their tokens need no authorization: they are ready unless the last
+        // token request (since the last success) failed
+        let authorized = mints || (s.refresh_token.is_some() && !bound_elsewhere);
+        let mint_failed = s
+            .last_error
+            .as_ref()
+            .filter(|e| !bound_elsewhere && s.last_refresh.is_none_or(|ok| e.time >= ok));
         let hint = p.map(|p| p.reauth_hint).unwrap_or_default();
-        let warning = if bound_elsewhere && s.refresh_token.is_some() {
+        let warning = if mints {
+            mint_failed
+                .map(|e| {
+                    format!(
+                        "the last token request failed: {} (fix the credential; the daily job \
+                         checks it again)",
+                        e.message
+                    )
+                })
+                .or_else(|| target.insecure_auth_warning())
+        } else if bound_elsewhere && s.refresh_token.is_some() {
             Some(format!(
                 "re-authorize: the target's OAuth2 or SMTP settings changed since it was                  authorized, so the stored authorization is not used (`oxnotify authorize {}`)",
                 target.name

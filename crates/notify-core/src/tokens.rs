@@ -11,7 +11,7 @@
 //! daily job's [`TokenManager::refresh_if_due`] refreshes a target once per window cluster-wide.
 
 use crate::binding::Binding;
-use crate::config::smtp::{SmtpSecrets, SmtpTarget};
+use crate::config::smtp::{OAuth2Flow, SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
@@ -82,6 +82,11 @@ impl<'a> TokenManager<'a> {
         force_refresh: bool,
     ) -> Result<AccessToken> {
         let binding = Binding::of(target);
+        if target.flow().mints() {
+            // no refresh token: minted on demand under the lock, cached like any other
+            let lock = self.lock(&target.name)?;
+            return self.minted(target, secrets, &binding, force_refresh, &lock);
+        }
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
         // Cluster store: a valid cached token needs no lock (a lock directory is a write to
         // the shared file system, which has no quorum at times). Only a refresh takes the
@@ -193,7 +198,7 @@ impl<'a> TokenManager<'a> {
     /// node. The check is made under the target's lock, so concurrent daily jobs on several
     /// nodes refresh it exactly once.
     pub fn refresh_if_due(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
-        if self.settings.store != StoreKind::Cluster {
+        if self.settings.store != StoreKind::Cluster || target.flow().mints() {
             return self.refresh(target, secrets);
         }
         let lock = self.lock(&target.name)?;
@@ -209,10 +214,17 @@ impl<'a> TokenManager<'a> {
         }
     }
 
-    /// Run a refresh grant now (the daily job), whatever the cache says.
+    /// Run a refresh grant now (the daily job), whatever the cache says. Targets whose flow
+    /// mints tokens (no refresh token) mint one now, so a credential that stopped working
+    /// (an expired client secret, a deleted key) is noticed before a notification needs it.
     pub fn refresh(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
         let lock = self.lock(&target.name)?;
         let binding = Binding::of(target);
+        if target.flow().mints() {
+            return self
+                .minted(target, secrets, &binding, true, &lock)
+                .map(|_| Refreshed::InPlace);
+        }
         let mut state = self.load_authorized(target, &binding, &lock)?;
         match self.refresh_locked(target, secrets, &mut state, &lock)? {
             (_, r, None) => Ok(r),
@@ -275,6 +287,107 @@ impl<'a> TokenManager<'a> {
         }
         check_binding(name, &state, binding)?;
         Ok(state)
+    }
+
+    /// An access token of a flow that mints them (client credentials, service account,
+    /// password): the cached one unless `force` or it is close to expiry or bound to another
+    /// configuration, else a new one, cached in the state file with the current bindings.
+    fn minted(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        binding: &Binding,
+        force: bool,
+        lock: &TargetLock,
+    ) -> Result<AccessToken> {
+        let name = &target.name;
+        let mut state = self.store.load_locked(name, lock)?.unwrap_or_default();
+        let bound_here = binding.registration.is_some()
+            && state.registration_binding == binding.registration
+            && state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
+        if !bound_here {
+            // whatever is stored belongs to another configuration: it is never sent here
+            state = OAuth2State::default();
+        }
+        let margin = self.settings.token_expiry_margin.as_secs() as i64;
+        if !force {
+            if let Some(t) = state.cached_access_token(margin) {
+                return Ok(AccessToken {
+                    token: t.clone(),
+                    from_cache: true,
+                });
+            }
+        }
+        let minted = ClientRegistration::of_target(target, secrets)
+            .and_then(|reg| self.mint(target, secrets, &reg, lock));
+        state.registration_binding = binding.registration.clone();
+        state.delivery_binding = Some(binding.delivery.clone());
+        let tokens = match minted {
+            Ok(t) => t,
+            Err(e) => {
+                state.drop_access_token();
+                state.record_failure(&e);
+                // the credential's failure is what the admin must see; a failed save of the
+                // record must not hide it
+                let _ = self.store.save(name, &state, lock);
+                return Err(e);
+            }
+        };
+        if state.authorized_at.is_none() {
+            state.authorized_at = Some(now());
+        }
+        state.last_refresh = Some(now());
+        state.refreshed_by = Some(self.settings.node_name.clone());
+        state.last_error = None;
+        state.needs_reauthorization = false;
+        cache_access_token(&mut state, &tokens);
+        // a minted token can be minted again: if it cannot be cached, the send still goes on
+        if let SaveOutcome::Kept { error, .. } = self.store.save_or_keep(name, &mut state, lock) {
+            eprintln!(
+                "oxnotify: target '{name}': the minted access token could not be cached: {error}"
+            );
+        }
+        Ok(AccessToken {
+            token: tokens.access_token,
+            from_cache: false,
+        })
+    }
+
+    /// One token request of a minting flow.
+    fn mint(
+        &self,
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        reg: &ClientRegistration,
+        lock: &TargetLock,
+    ) -> Result<TokenSet> {
+        let name = &target.name;
+        // a cluster lock bounds the work under it (the token request included)
+        let deadline = lock
+            .work_deadline(self.settings)
+            .map_or(self.deadline, |d| d.min(self.deadline));
+        match target.flow() {
+            OAuth2Flow::ServiceAccount => {
+                oauth2::service_account(self.http, reg, target.auth_identity(), name, deadline)
+            }
+            OAuth2Flow::Password => {
+                let password = secrets.password.as_ref().ok_or_else(|| {
+                    Error::param(
+                        "password",
+                        "oauth2-flow password needs the mailbox's password",
+                    )
+                })?;
+                oauth2::password(
+                    self.http,
+                    reg,
+                    target.auth_identity(),
+                    password,
+                    name,
+                    deadline,
+                )
+            }
+            _ => oauth2::client_credentials(self.http, reg, name, deadline),
+        }
     }
 
     fn refresh_locked(

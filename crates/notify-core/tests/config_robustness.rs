@@ -128,6 +128,8 @@ fn secrets_with_outer_blanks_round_trip_exactly() {
         let secrets = SmtpSecrets {
             password: None,
             oauth2_client_secret: Some(Secret::new(secret.clone())),
+
+            oauth2_private_key: None,
         };
         cfg.update_smtp_target(&target, &secrets).unwrap();
         cfg.save(&s, &lock).unwrap();

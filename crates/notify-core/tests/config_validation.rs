@@ -405,3 +405,81 @@ fn max_connections_is_read_checked_and_defaults_to_two() {
         );
     }
 }
+
+/// The OAuth2 modes: combinations that cannot work are refused with the reason and the way out.
+#[test]
+fn oauth2_flow_combinations_that_cannot_work_are_refused_with_the_reason() {
+    let ms =
+        "\tauth-method microsoft-oauth2\n\toauth2-client-id c\n\toauth2-tenant-id contoso.com\n";
+    let google = "\tauth-method google-oauth2\n\toauth2-client-id c\n";
+    let cases: [(String, &str, &str); 8] = [
+        (format!("{google}\toauth2-flow client-credentials\n"), "oauth2-flow", "service-account"),
+        (format!("{google}\toauth2-flow device-code\n"), "oauth2-flow", "https://mail.google.com/"),
+        (format!("{google}\toauth2-flow password\n"), "oauth2-flow", "no password grant"),
+        (format!("{ms}\toauth2-flow service-account\n"), "oauth2-flow", "client-credentials"),
+        (format!("{google}\toauth2-flow service-account\n"), "oauth2-service-account", "client_email"),
+        (
+            "\tauth-method microsoft-oauth2\n\toauth2-client-id c\n\toauth2-tenant-id common\n\toauth2-flow password\n".to_string(),
+            "oauth2-tenant-id",
+            "/common",
+        ),
+        (format!("{ms}\toauth2-flow sideways\n"), "oauth2-flow", "not an OAuth2 flow"),
+        (
+            format!("{ms}\toauth2-client-auth private-key-jwt\n\toauth2-certificate-thumbprint abc\n"),
+            "oauth2-certificate-thumbprint",
+            "40 hex digits",
+        ),
+    ];
+    for (keys, key, says) in cases {
+        let msg = target_error(&format!("{BASE}{keys}"));
+        assert!(msg.contains(key) && msg.contains(says), "{keys}: {msg}");
+    }
+}
+
+#[test]
+fn oauth2_flow_secrets_are_checked() {
+    let (_d, s) = setup("", None);
+    let t = |flow: &str, auth: Option<&str>| {
+        let mut t = SmtpTarget::new(
+            "t1",
+            "mail.example.com",
+            "a@example.com",
+            vec!["b@example.com".into()],
+        );
+        t.auth_method = AuthMethod::MicrosoftOAuth2;
+        t.oauth2_client_id = Some("c".into());
+        t.oauth2_tenant_id = Some("contoso.com".into());
+        t.oauth2_flow = config::smtp::OAuth2Flow::parse(flow);
+        t.oauth2_client_auth = auth.and_then(config::smtp::ClientAuthMethod::parse);
+        t
+    };
+    let add = |target: &SmtpTarget, secrets: SmtpSecrets| {
+        let _lock = ConfigLock::acquire(&s).unwrap();
+        let mut cfg = NotificationConfig::load(&s).unwrap();
+        cfg.add_smtp_target(target, &secrets)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let e = add(&t("client-credentials", None), SmtpSecrets::default()).unwrap_err();
+    assert!(
+        e.contains("oauth2-client-secret") && e.contains("private-key-jwt"),
+        "{e}"
+    );
+    let e = add(
+        &t("client-credentials", Some("private-key-jwt")),
+        SmtpSecrets::default(),
+    )
+    .unwrap_err();
+    assert!(e.contains("oauth2-private-key"), "{e}");
+    let e = add(&t("password", None), SmtpSecrets::default()).unwrap_err();
+    assert!(e.contains("password"), "{e}");
+    let e = add(
+        &t("device-code", Some("private-key-jwt")),
+        SmtpSecrets {
+            oauth2_private_key: Some(Secret::new("x")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.contains("single-use client assertion"), "{e}");
+}

@@ -70,6 +70,8 @@ fn plain_env(rig: &Rig) -> Env {
         &SmtpSecrets {
             password: Some(Secret::new(rig.plain_password.clone())),
             oauth2_client_secret: None,
+
+            oauth2_private_key: None,
         },
     );
     env

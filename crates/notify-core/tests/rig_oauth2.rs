@@ -379,6 +379,7 @@ fn generic_provider_with_basic_client_auth_and_public_client() {
     let s = SmtpSecrets {
         password: None,
         oauth2_client_secret: Some(Secret::new("rig-secret")),
+        oauth2_private_key: None,
     };
     env.add_target(&t, &s);
     env.authorize(&rig, &t, &s, "kim-gen@example.test");
@@ -449,6 +450,7 @@ fn plain_and_none_targets_deliver() {
         &SmtpSecrets {
             password: Some(Secret::new(rig.plain_password.clone())),
             oauth2_client_secret: None,
+            oauth2_private_key: None,
         },
     );
     let mut n = base_target(&rig, "open", "nobody@example.test");
@@ -478,6 +480,7 @@ fn plain_and_none_targets_deliver() {
         &SmtpSecrets {
             password: Some(Secret::new("wrong-pw-123")),
             oauth2_client_secret: None,
+            oauth2_private_key: None,
         },
     );
     let err = env

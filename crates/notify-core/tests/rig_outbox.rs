@@ -207,6 +207,8 @@ fn plain_target(rig: &Rig, l: &Limited, name: &str) -> (SmtpTarget, SmtpSecrets)
         SmtpSecrets {
             password: Some(Secret::new(rig.plain_password.clone())),
             oauth2_client_secret: None,
+
+            oauth2_private_key: None,
         },
     )
 }

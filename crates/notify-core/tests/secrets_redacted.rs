@@ -24,6 +24,7 @@ fn debug_output_is_redacted() {
     let secrets = SmtpSecrets {
         password: Some(Secret::new("PASSWORD-xyz")),
         oauth2_client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
+        oauth2_private_key: None,
     };
     assert_clean("SmtpSecrets", &format!("{secrets:?}"));
     let mut state = OAuth2State::authorized(Secret::new("REFRESH-TOKEN-xyz"));

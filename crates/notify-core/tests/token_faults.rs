@@ -167,6 +167,7 @@ fn setup_as(method: AuthMethod, token_url: &str) -> (tempfile::TempDir, Notifier
         &SmtpSecrets {
             password: None,
             oauth2_client_secret: Some(Secret::new(CLIENT_SECRET)),
+            oauth2_private_key: None,
         },
     )
     .unwrap();
@@ -530,4 +531,154 @@ fn the_daily_refresh_holds_the_config_lock_only_while_reading() {
         let reports = daily.join().unwrap().unwrap().unwrap();
         assert_eq!(reports[0].outcome, RefreshOutcome::Transient);
     });
+}
+
+/// A target of flow `flow` at the fake endpoint; `secrets` as given.
+fn setup_flow(
+    token_url: &str,
+    edit: impl FnOnce(&mut SmtpTarget),
+    secrets: SmtpSecrets,
+) -> (tempfile::TempDir, Notifier) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    settings.http_timeout = Duration::from_secs(2);
+    let mut target = SmtpTarget {
+        port: Some(1),
+        mode: SmtpMode::Starttls,
+        auth_method: AuthMethod::OAuth2,
+        oauth2_client_id: Some("cid".into()),
+        oauth2_token_url: Some(token_url.into()),
+        oauth2_scope: Some("smtp".into()),
+        ..SmtpTarget::new(
+            "faulty",
+            "127.0.0.1",
+            "a@example.com",
+            vec!["b@example.com".into()],
+        )
+    };
+    edit(&mut target);
+    let lock = ConfigLock::acquire(&settings).unwrap();
+    let mut cfg = NotificationConfig::load(&settings).unwrap();
+    cfg.add_smtp_target(&target, &secrets).unwrap();
+    cfg.save(&settings, &lock).unwrap();
+    drop(lock);
+    let n = Notifier::new(settings).unwrap();
+    (dir, n)
+}
+
+/// A throwaway RSA key (PEM) in the one-line form oxnotify stores.
+fn test_key() -> (Secret, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let pem = std::fs::read_to_string(&path).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let stored = notify_core::oauth2::private_key::parse_input(&pem)
+        .unwrap()
+        .stored;
+    (stored, body)
+}
+
+/// The value of form field `name` in a captured request.
+fn form_field(request: &str, name: &str) -> String {
+    let body = request.split("\r\n\r\n").nth(1).unwrap_or_default();
+    url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {request}"))
+}
+
+/// Echo only the form body, secrets first (headers would push them past the message cap).
+fn echo_request(request: &str) -> String {
+    let form = request.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let mut fields: Vec<&str> = form.split('&').collect();
+    fields.sort_by_key(|f| {
+        !(f.starts_with("assertion=")
+            || f.starts_with("client_assertion=")
+            || f.starts_with("password="))
+    });
+    let body =
+        serde_json::json!({ "error": "invalid_grant", "error_description": fields.join(" ") });
+    http("400 Bad Request", "application/json", &body.to_string())
+}
+
+/// Whatever an endpoint echoes of the service-account assertion, the private key or the
+/// password and client assertion of the other modes, it is not in the error or the state.
+#[test]
+fn token_endpoints_echoing_assertions_keys_and_passwords_leak_nothing() {
+    let (key, key_body) = test_key();
+    type Case = (
+        &'static str,
+        fn(&mut SmtpTarget),
+        &'static str, // the form field carrying a secret
+    );
+    let cases: [Case; 3] = [
+        (
+            "service-account",
+            |t| {
+                t.oauth2_flow = Some(config::smtp::OAuth2Flow::ServiceAccount);
+                t.oauth2_service_account = Some("sa@p.iam.gserviceaccount.com".into());
+                t.oauth2_client_id = None;
+            },
+            "assertion",
+        ),
+        (
+            "private-key-jwt",
+            |t| {
+                t.oauth2_flow = Some(config::smtp::OAuth2Flow::ClientCredentials);
+                t.oauth2_client_auth = Some(config::smtp::ClientAuthMethod::PrivateKeyJwt);
+                t.oauth2_key_id = Some("k1".into());
+            },
+            "client_assertion",
+        ),
+        (
+            "password",
+            |t| t.oauth2_flow = Some(config::smtp::OAuth2Flow::Password),
+            "password",
+        ),
+    ];
+    for (what, edit, field) in cases {
+        let fake = FaultInjectingTokenEndpoint::replies(vec![Reply::Echo(echo_request)]);
+        let secrets = if field == "password" {
+            SmtpSecrets {
+                password: Some(Secret::new("ropc-Password-0123456789")),
+                ..Default::default()
+            }
+        } else {
+            SmtpSecrets {
+                oauth2_private_key: Some(key.clone()),
+                ..Default::default()
+            }
+        };
+        let (_d, n) = setup_flow(&fake.url(), edit, secrets);
+        let r = n.refresh_targets().unwrap();
+        assert_eq!(r[0].outcome, RefreshOutcome::NeedsAdminFix, "{what}: {r:?}");
+        let e = r[0].error.clone().unwrap();
+        let secret = form_field(&fake.requests()[0].1, field);
+        let mut forms = vec![secret.clone(), key_body[..40].to_string()];
+        if field != "password" {
+            forms.push(secret.rsplit('.').next().unwrap()[..40].to_string());
+        }
+        let status = serde_json::to_string(&n.target_status("faulty").unwrap()).unwrap();
+        for f in &forms {
+            assert!(!e.contains(f.as_str()), "{what}: leaked {f} in: {e}");
+            assert!(
+                !status.contains(f.as_str()),
+                "{what}: leaked {f} in: {status}"
+            );
+        }
+    }
 }

@@ -194,6 +194,7 @@ pub fn exchange_smtp_oauth2_code(params: Value) -> Result<Value, CallError> {
             authorize_url: p.authorize_url.as_deref(),
             token_url: p.token_url.as_deref(),
             scope: p.scope.as_deref(),
+            ..Default::default()
         },
         target: p.target.as_deref(),
     })?;
@@ -442,4 +443,41 @@ pub fn authorize_complete(params: Value) -> Result<Value, CallError> {
         p.target.as_deref(),
     )?;
     Ok(json!({ "target": t }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DeviceBeginParams {
+    name: String,
+}
+
+/// `device_begin({name})` -> `{verification_uri, verification_uri_complete?, user_code,
+/// expires_in, interval, handle, target}`: starts a device authorization (RFC 8628); the
+/// device code stays server-side, bound to `handle` (single use, 10 minutes).
+pub fn device_begin(params: Value) -> Result<Value, CallError> {
+    let p: DeviceBeginParams = parse("device_begin", params)?;
+    Ok(api::device_begin(&*notifier()?, &p.name)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DeviceCompleteParams {
+    handle: String,
+    target: Option<String>,
+    wait: Option<u64>,
+}
+
+/// `device_complete({handle, target?, wait?})` -> `{target, authorized}`: polls (at the
+/// provider's interval) for at most `wait` seconds (default 10, at most 120) until the user
+/// approved the code (the refresh token is stored), declined or it expired (errors).
+/// `authorized: false`: not yet, call again with the same handle.
+pub fn device_complete(params: Value) -> Result<Value, CallError> {
+    let p: DeviceCompleteParams = parse("device_complete", params)?;
+    let wait = std::time::Duration::from_secs(p.wait.unwrap_or(10).clamp(1, 120));
+    Ok(api::device_complete(
+        &*notifier()?,
+        &p.handle,
+        p.target.as_deref(),
+        wait,
+    )?)
 }

@@ -16,7 +16,8 @@
 //! - `void oxnotify_free(char *)` — free a returned string (NULL is ignored).
 //!
 //! Functions: `list_targets`, `get_target`, `create_target`, `update_target`, `delete_target`,
-//! `test_target`, `authorize_url`, `authorize_begin`, `authorize_complete`,
+//! `test_target`, `authorize_url`, `authorize_begin`, `authorize_complete`, `device_begin`,
+//! `device_complete`,
 //! `exchange_smtp_oauth2_code`, `refresh_targets`, `send`, `send_burst`, `outbox_list`,
 //! `outbox_flush`, `outbox_drop`, `outbox_status`,
 //! `target_status`, and `selftest` (echoes its parameters; panics on `{"panic": true}` so the
@@ -186,6 +187,8 @@ export! {
     oxnotify_authorize_url => calls::authorize_url,
     oxnotify_authorize_begin => calls::authorize_begin,
     oxnotify_authorize_complete => calls::authorize_complete,
+    oxnotify_device_begin => calls::device_begin,
+    oxnotify_device_complete => calls::device_complete,
     oxnotify_exchange_smtp_oauth2_code => calls::exchange_smtp_oauth2_code,
     oxnotify_refresh_targets => calls::refresh_targets,
     oxnotify_send => calls::send,

@@ -28,7 +28,11 @@ my %HELP = (
         . "  addresses by commas).\n"
         . "  Secrets (--password, --oauth2-client-secret, --oauth2-refresh-token): --KEY-file FILE reads\n"
         . "  the first line of FILE (\"-\": stdin); --KEY without a value asks on the terminal. A value on\n"
-        . "  the command line works but is visible to every user in ps.",
+        . "  the command line works but is visible to every user in ps.\n"
+        . "  --oauth2-private-key-file FILE reads a whole PEM key or a Google service account's JSON key\n"
+        . "  file (which also sets --oauth2-service-account, --oauth2-key-id, --oauth2-client-id).\n"
+        . "  OAuth2 modes: --oauth2-flow authorization-code|client-credentials|service-account|password|\n"
+        . "  device-code, --oauth2-client-auth client-secret-post|client-secret-basic|private-key-jwt.",
     'target update' => "oxnotify target update NAME [--KEY VALUE ...] [--delete KEY ...] [--digest DIGEST]\n"
         . "  Change keys (secrets as for create: --KEY-file FILE, \"-\" for stdin, or asked); empty\n"
         . "  secrets keep the stored ones.",
@@ -37,7 +41,10 @@ my %HELP = (
         . "  Authorize an OAuth2 target: listens on http://127.0.0.1:PORT/callback (a free port unless\n"
         . "  given), prints the provider URL to open in a browser, waits for the redirect, exchanges\n"
         . "  the code and stores the authorization. Register that redirect URI with the provider\n"
-        . "  (Microsoft and Google ignore the port for loopback addresses).",
+        . "  (Microsoft and Google ignore the port for loopback addresses).\n"
+        . "  A target with oauth2-flow device-code instead prints a URL and a code to enter on any\n"
+        . "  device, and waits (polling at the provider's interval) until it is approved. Targets whose\n"
+        . "  tokens are minted (client-credentials, service-account, password) need no authorization.",
     send => "oxnotify send NAME... --title TITLE [--body TEXT] [--severity info|notice|warning|error]\n"
         . "  Send a notification; exit 1 if a target failed for good, 75 (EX_TEMPFAIL) if nothing failed\n"
         . "  for good but a notification was queued (the outbox delivers it later) or failed temporarily.",
@@ -64,7 +71,9 @@ sub _die { die OxNotify::Core::Error->new($_[0], $_[1] // 400) }
 
 # Secrets never need to be process arguments (visible to every user in ps): each also takes
 # --KEY-file FILE ("-" for stdin) or, without a value on a terminal, a prompt without echo.
-our %SECRET = map { $_ => 1 } qw(password oauth2-client-secret oauth2-refresh-token);
+our %SECRET = map { $_ => 1 } qw(password oauth2-client-secret oauth2-refresh-token oauth2-private-key);
+# secrets that are whole files (a PEM key, a JSON key file), not one line
+our %WHOLE_FILE = map { $_ => 1 } qw(oauth2-private-key);
 
 sub _read_secret_file {
     my ($k, $file, $stdin_used) = @_;
@@ -75,9 +84,10 @@ sub _read_secret_file {
     } else {
         open($fh, '<', $file) or _die("--$k-file: cannot read '$file': $!");
     }
-    my $v = <$fh>;
+    my $v = $WHOLE_FILE{$k} ? do { local $/; <$fh> } : <$fh>;
     close($fh) if $file ne '-';
-    _die("--$k-file: '$file' is empty; it must hold the secret on its first line") if !defined $v;
+    _die("--$k-file: '$file' is empty; it must hold the secret on its first line") if !defined $v || $v eq '';
+    return $v if $WHOLE_FILE{$k};
     $v =~ s/\r?\n\z//;
     _die("--$k-file: the first line of '$file' is empty") if $v eq '';
     return $v;
@@ -85,6 +95,7 @@ sub _read_secret_file {
 
 sub _prompt_secret {
     my ($k) = @_;
+    _die("--$k is a file: give --$k-file FILE (\"-\" reads stdin)") if $WHOLE_FILE{$k};
     _die("--$k needs a value: give --$k-file FILE (\"-\" reads stdin), or run on a terminal to be asked")
         if !-t STDIN;
     my $term = POSIX::Termios->new;
@@ -222,8 +233,25 @@ sub _reply {
     close($c);
 }
 
+# RFC 8628: show the URL and code, then wait (the library polls at the provider's interval)
+sub _authorize_device {
+    my ($name) = @_;
+    my $start = _call('smtp_oauth2_device', { name => $name });
+    local $| = 1;
+    print "On any device, open $start->{verification_uri}\nand enter the code: $start->{user_code}\n";
+    print "(or open $start->{verification_uri_complete})\n" if $start->{verification_uri_complete};
+    print STDERR "Waiting up to $start->{expires_in} seconds for the sign-in ...\n";
+    # each call waits a few seconds; an error (declined, expired) ends the loop
+    while (1) {
+        my $r = _call('smtp_oauth2_device', { name => $name, handle => $start->{handle} });
+        return { target => $name, authorized => 1 } if $r->{authorized};
+    }
+}
+
 sub _authorize {
     my ($name, $opts, $out) = @_;
+    my $target = _call('get_smtp_endpoint', { name => $name });
+    return _authorize_device($name) if ($target->{'oauth2-flow'} // '') eq 'device-code';
     my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => $opts->{port} // 0, Listen => 5, ReuseAddr => 1)
         or _die("cannot listen on 127.0.0.1:" . ($opts->{port} // 0) . ": $@", 500);
     my $redirect = 'http://127.0.0.1:' . $srv->sockport . '/callback';

@@ -19,7 +19,8 @@ use constant ABI_VERSION => 1;
 # Functions exported by the library; each takes a hashref and returns Perl data.
 my @FUNCTIONS = qw(
     list_targets get_target create_target update_target delete_target test_target
-    authorize_url authorize_begin authorize_complete exchange_smtp_oauth2_code refresh_targets send
+    authorize_url authorize_begin authorize_complete device_begin device_complete
+    exchange_smtp_oauth2_code refresh_targets send
     target_status selftest
     send_burst outbox_list outbox_flush outbox_drop outbox_status
 );
@@ -233,6 +234,20 @@ Returns C<{ url, state, target }>.
 Finish an authorization begun with C<authorize_begin>: exchanges the code with the target's
 client registration and the stored verifier, and stores the result. An unknown, replayed,
 expired or foreign (C<target> given and different) state is a 400.
+
+=item device_begin({ name })
+
+Start a device authorization (RFC 8628) for a target with C<oauth2-flow device-code>. Returns
+C<{ verification_uri, verification_uri_complete?, user_code, expires_in, interval, handle,
+target }>: show the URL and code to the user; the device code stays server-side, bound to
+C<handle> (single use, 10 minutes).
+
+=item device_complete({ handle, target?, wait? })
+
+Poll for at most C<wait> seconds (default 10, at most 120) until the user approved the code
+(the refresh token is stored in the target's state), declined it (C<access_denied>) or it
+expired (C<expired_token>); honours the provider's interval and C<slow_down>. Returns
+C<{ target, authorized }>; C<authorized> false: not yet, call again with the same handle.
 
 =item exchange_smtp_oauth2_code({ 'auth-method', 'client-id', 'client-secret'?, 'tenant-id'?, 'authorization-code', 'redirect-uri', 'pkce-verifier'?, target?, 'token-url'?, 'authorize-url'?, scope? })
 

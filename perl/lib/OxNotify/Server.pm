@@ -252,6 +252,13 @@ __DATA__
     <label>OAuth2 authorize URL (override) <input name="oauth2-authorize-url"></label>
     <label>OAuth2 token URL (override) <input name="oauth2-token-url"></label>
     <label>OAuth2 scope (override) <input name="oauth2-scope"></label>
+    <label>OAuth2 flow <select name="oauth2-flow"><option value="">authorization-code (default)</option><option>client-credentials</option><option>service-account</option><option>password</option><option>device-code</option></select></label>
+    <label>OAuth2 client authentication <select name="oauth2-client-auth"><option value="">provider default</option><option>client-secret-post</option><option>client-secret-basic</option><option>private-key-jwt</option></select></label>
+    <label>Service account e-mail <input name="oauth2-service-account"></label>
+    <label>Key ID <input name="oauth2-key-id"></label>
+    <label>Certificate thumbprint (hex, SHA-1 or SHA-256) <input name="oauth2-certificate-thumbprint"></label>
+    <label>Device authorization URL (override) <input name="oauth2-device-authorize-url"></label>
+    <label>Private key (PEM) or service-account JSON key file <textarea name="oauth2-private-key" rows="3" cols="50" autocomplete="off" placeholder="unchanged if empty"></textarea></label>
     <label>Comment <input name="comment"></label>
     <button type="submit" id="save-target">Save</button>
     <button type="button" id="new-target">New</button>
@@ -287,7 +294,7 @@ __DATA__
 @@ style.css
 body { font-family: sans-serif; margin: 2em; max-width: 70em; }
 label { display: block; margin: .3em 0; }
-label input, label select { margin-left: .5em; }
+label input, label select, label textarea { margin-left: .5em; vertical-align: top; }
 table { border-collapse: collapse; }
 td, th { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
 #message { margin: 1em 0; padding: .5em; min-height: 1.2em; }
@@ -358,7 +365,10 @@ async function loadTargets() {
     const actions = cell(tr, '');
     button(actions, 'Edit', 'edit-' + t.name, () => edit(t));
     if (t['auth-method'] && t['auth-method'].endsWith('oauth2')) {
-      button(actions, 'Authorize', 'authorize-' + t.name, () => authorize(t.name));
+      const flow = t['oauth2-flow'] || 'authorization-code';
+      // client-credentials, service-account and password mint their tokens: nothing to authorize
+      if (flow === 'device-code') button(actions, 'Authorize', 'authorize-' + t.name, () => authorizeDevice(t.name));
+      else if (flow === 'authorization-code') button(actions, 'Authorize', 'authorize-' + t.name, () => authorize(t.name));
       api('GET', 'targets/' + encodeURIComponent(t.name) + '/oauth2-status').then((s) => {
         const when = (t) => new Date(t * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
         if (t['outbox-queued']) return;  // the queue says more than the token's health
@@ -434,6 +444,34 @@ async function authorize(name) {
   } catch (e) {
     popup.close();
     show('Could not start the authorization: ' + e.message);
+  }
+}
+
+// RFC 8628: show the code and where to enter it, then wait while the backend polls
+async function authorizeDevice(name) {
+  try {
+    const r = await api('POST', 'smtp-oauth2-device', { name });
+    const m = document.getElementById('message');
+    m.className = 'ok';
+    m.textContent = 'On any device, open ';
+    const a = document.createElement('a');
+    if (/^https?:\/\//.test(r.verification_uri)) a.href = r.verification_uri;
+    a.target = '_blank';
+    a.rel = 'noopener';
+    a.textContent = r.verification_uri;
+    m.appendChild(a);
+    m.appendChild(document.createTextNode(' and enter the code '));
+    const code = document.createElement('strong');
+    code.id = 'device-code';
+    code.textContent = r.user_code;
+    m.appendChild(code);
+    m.appendChild(document.createTextNode(' (valid ' + r.expires_in + ' s). Waiting for the sign-in...'));
+    // each call waits a few seconds at the backend; an error (declined, expired) ends it
+    while (!(await api('POST', 'smtp-oauth2-device', { name, handle: r.handle })).authorized) { /* poll */ }
+    show('Target ' + name + ' is authorized.', true);
+    loadTargets();
+  } catch (e) {
+    show('Device authorization failed: ' + e.message);
   }
 }
 

@@ -107,6 +107,95 @@ impl AuthMethod {
     }
 }
 
+/// How an OAuth2 target obtains its tokens (`oauth2-flow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OAuth2Flow {
+    /// A user authorizes once in a browser (code + PKCE); a refresh token is kept.
+    #[default]
+    AuthorizationCode,
+    /// App-only (client credentials): no user, no refresh token; access tokens are minted
+    /// on demand with the client's own credential (Microsoft's SMTP.SendAsApp).
+    ClientCredentials,
+    /// Google service account with domain-wide delegation: a signed JWT (RFC 7523 bearer
+    /// grant) per access token, impersonating the mailbox; no refresh token.
+    ServiceAccount,
+    /// Resource owner password credentials (ROPC): the mailbox's password is sent to the
+    /// token endpoint for every access token. Discouraged (no MFA).
+    Password,
+    /// Device authorization grant (RFC 8628): a user enters a code on another device; a
+    /// refresh token is kept as for `authorization-code`.
+    DeviceCode,
+}
+
+impl OAuth2Flow {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuth2Flow::AuthorizationCode => "authorization-code",
+            OAuth2Flow::ClientCredentials => "client-credentials",
+            OAuth2Flow::ServiceAccount => "service-account",
+            OAuth2Flow::Password => "password",
+            OAuth2Flow::DeviceCode => "device-code",
+        }
+    }
+
+    /// Parse a config/API value.
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "authorization-code" => OAuth2Flow::AuthorizationCode,
+            "client-credentials" => OAuth2Flow::ClientCredentials,
+            "service-account" => OAuth2Flow::ServiceAccount,
+            "password" => OAuth2Flow::Password,
+            "device-code" => OAuth2Flow::DeviceCode,
+            _ => return None,
+        })
+    }
+
+    /// True for flows that mint every access token from a stored credential (no refresh
+    /// token, nothing to authorize interactively).
+    pub fn mints(self) -> bool {
+        matches!(
+            self,
+            OAuth2Flow::ClientCredentials | OAuth2Flow::ServiceAccount | OAuth2Flow::Password
+        )
+    }
+}
+
+/// How the client authenticates at the token endpoint (`oauth2-client-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMethod {
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// HTTP Basic with `client_id:client_secret`.
+    ClientSecretBasic,
+    /// A JWT signed with the client's private key (RFC 7523 client assertion); Microsoft
+    /// calls this a certificate credential.
+    PrivateKeyJwt,
+}
+
+impl ClientAuthMethod {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuthMethod::ClientSecretPost => "client-secret-post",
+            ClientAuthMethod::ClientSecretBasic => "client-secret-basic",
+            ClientAuthMethod::PrivateKeyJwt => "private-key-jwt",
+        }
+    }
+
+    /// Parse a config/API value.
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "client-secret-post" => ClientAuthMethod::ClientSecretPost,
+            "client-secret-basic" => ClientAuthMethod::ClientSecretBasic,
+            "private-key-jwt" => ClientAuthMethod::PrivateKeyJwt,
+            _ => return None,
+        })
+    }
+}
+
 /// An SMTP notification target (the public part; secrets are in [`SmtpSecrets`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -165,6 +254,26 @@ pub struct SmtpTarget {
     /// Who may fetch this target's access token from the token broker.
     #[serde(flatten)]
     pub broker_allow: BrokerAllow,
+    /// How tokens are obtained (absent: `authorization-code`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_flow: Option<OAuth2Flow>,
+    /// Token-endpoint client authentication (absent: the provider's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_client_auth: Option<ClientAuthMethod>,
+    /// `service-account`: the service account's e-mail (the assertion's `iss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_service_account: Option<String>,
+    /// The signing key's ID (`kid`): Google's `private_key_id`, or the key ID registered for
+    /// `private-key-jwt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_key_id: Option<String>,
+    /// `private-key-jwt` with Microsoft: the certificate's thumbprint in hex, SHA-1 (as Entra
+    /// shows it; sent as `x5t`) or SHA-256 (sent as `x5t#S256`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_certificate_thumbprint: Option<String>,
+    /// `device-code`: the device authorization endpoint (override / generic value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_device_authorize_url: Option<String>,
 }
 
 /// The local users and groups the token broker (`oxnotify-broker`) serves a target's access
@@ -199,6 +308,8 @@ pub struct SmtpSecrets {
     pub password: Option<Secret>,
     /// OAuth2 client secret (absent for public clients).
     pub oauth2_client_secret: Option<Secret>,
+    /// The private key of `service-account` and `private-key-jwt` (PEM, stored on one line).
+    pub oauth2_private_key: Option<Secret>,
 }
 
 /// A validation failure: the key it concerns (if one) and the message.
@@ -225,8 +336,14 @@ const PUBLIC_KEYS: &[&str] = &[
     "max-connections",
     "broker-allow-user",
     "broker-allow-group",
+    "oauth2-flow",
+    "oauth2-client-auth",
+    "oauth2-service-account",
+    "oauth2-key-id",
+    "oauth2-certificate-thumbprint",
+    "oauth2-device-authorize-url",
 ];
-const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret"];
+const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret", "oauth2-private-key"];
 
 /// Keys of the public section (for API schemas and error hints).
 pub fn public_keys() -> &'static [&'static str] {
@@ -278,12 +395,23 @@ impl SmtpTarget {
             oauth2_scope: None,
             max_connections: None,
             broker_allow: BrokerAllow::default(),
+            oauth2_flow: None,
+            oauth2_client_auth: None,
+            oauth2_service_account: None,
+            oauth2_key_id: None,
+            oauth2_certificate_thumbprint: None,
+            oauth2_device_authorize_url: None,
         }
     }
 
     /// The per-target connection limit (`max-connections`, default 2).
     pub fn connection_limit(&self) -> u32 {
         self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    }
+
+    /// The OAuth2 flow (`authorization-code` unless set).
+    pub fn flow(&self) -> OAuth2Flow {
+        self.oauth2_flow.unwrap_or_default()
     }
 
     /// The port to connect to.
@@ -386,6 +514,26 @@ impl SmtpTarget {
                 }
                 "broker-allow-user" => t.broker_allow.users.extend(list(&v)),
                 "broker-allow-group" => t.broker_allow.groups.extend(list(&v)),
+                "oauth2-flow" => {
+                    t.oauth2_flow = Some(OAuth2Flow::parse(&v).ok_or_else(|| {
+                        fail(format!(
+                            "'{v}' is not an OAuth2 flow (authorization-code, client-credentials, \
+                             service-account, password, device-code)"
+                        ))
+                    })?)
+                }
+                "oauth2-client-auth" => {
+                    t.oauth2_client_auth = Some(ClientAuthMethod::parse(&v).ok_or_else(|| {
+                        fail(format!(
+                            "'{v}' is not a client authentication (client-secret-post, \
+                             client-secret-basic, private-key-jwt)"
+                        ))
+                    })?)
+                }
+                "oauth2-service-account" => t.oauth2_service_account = some(v),
+                "oauth2-key-id" => t.oauth2_key_id = some(v),
+                "oauth2-certificate-thumbprint" => t.oauth2_certificate_thumbprint = some(v),
+                "oauth2-device-authorize-url" => t.oauth2_device_authorize_url = some(v),
                 _ => unreachable!("key comes from PUBLIC_KEYS"),
             }
         }
@@ -406,7 +554,20 @@ impl SmtpTarget {
     /// [`SmtpTarget::validate_secrets`]).
     pub fn validate(&self) -> Result<(), Invalid> {
         validate::target_name(&self.name).map_err(|m| (None, m))?;
-        let strings: [(&'static str, Option<&str>); 11] = [
+        let strings: [(&'static str, Option<&str>); 15] = [
+            (
+                "oauth2-service-account",
+                self.oauth2_service_account.as_deref(),
+            ),
+            ("oauth2-key-id", self.oauth2_key_id.as_deref()),
+            (
+                "oauth2-certificate-thumbprint",
+                self.oauth2_certificate_thumbprint.as_deref(),
+            ),
+            (
+                "oauth2-device-authorize-url",
+                self.oauth2_device_authorize_url.as_deref(),
+            ),
             ("server", Some(&self.server)),
             ("username", self.username.as_deref()),
             ("from-address", Some(&self.from_address)),
@@ -534,13 +695,36 @@ impl SmtpTarget {
             ("oauth2-authorize-url", &self.oauth2_authorize_url),
             ("oauth2-token-url", &self.oauth2_token_url),
             ("oauth2-scope", &self.oauth2_scope),
+            ("oauth2-service-account", &self.oauth2_service_account),
+            ("oauth2-key-id", &self.oauth2_key_id),
+            (
+                "oauth2-certificate-thumbprint",
+                &self.oauth2_certificate_thumbprint,
+            ),
+            (
+                "oauth2-device-authorize-url",
+                &self.oauth2_device_authorize_url,
+            ),
         ] {
             only_for(key, v.is_some(), oauth2, "an OAuth2 auth-method")?;
         }
+        only_for(
+            "oauth2-flow",
+            self.oauth2_flow.is_some(),
+            oauth2,
+            "an OAuth2 auth-method",
+        )?;
+        only_for(
+            "oauth2-client-auth",
+            self.oauth2_client_auth.is_some(),
+            oauth2,
+            "an OAuth2 auth-method",
+        )?;
         if !oauth2 {
             return Ok(());
         }
-        if self.oauth2_client_id.is_none() {
+        self.validate_flow()?;
+        if self.oauth2_client_id.is_none() && self.flow() != OAuth2Flow::ServiceAccount {
             return Err((
                 Some("oauth2-client-id"),
                 format!(
@@ -561,6 +745,10 @@ impl SmtpTarget {
         for (key, v) in [
             ("oauth2-authorize-url", &self.oauth2_authorize_url),
             ("oauth2-token-url", &self.oauth2_token_url),
+            (
+                "oauth2-device-authorize-url",
+                &self.oauth2_device_authorize_url,
+            ),
         ] {
             if let Some(u) = v {
                 validate::endpoint_url(u).map_err(|m| (Some(key), m))?;
@@ -582,6 +770,138 @@ impl SmtpTarget {
                     "auth-method oauth2 needs the scope(s) that allow SMTP sending".into(),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The checks that depend on `oauth2-flow` and `oauth2-client-auth` (OAuth2 targets only).
+    fn validate_flow(&self) -> Result<(), Invalid> {
+        let flow = self.flow();
+        let method = self.auth_method;
+        let refuse = |key: &'static str, m: &str| Err((Some(key), m.to_string()));
+        match (flow, method) {
+            (OAuth2Flow::ClientCredentials, AuthMethod::GoogleOAuth2) => {
+                return refuse(
+                    "oauth2-flow",
+                    "Google has no app-only grant for Gmail: use oauth2-flow service-account \
+                     (a service account with domain-wide delegation)",
+                )
+            }
+            (OAuth2Flow::ServiceAccount, AuthMethod::MicrosoftOAuth2) => {
+                return refuse(
+                    "oauth2-flow",
+                    "service-account is Google's JWT-bearer grant: for Microsoft app-only \
+                     sending use oauth2-flow client-credentials",
+                )
+            }
+            (OAuth2Flow::Password, AuthMethod::GoogleOAuth2) => {
+                return refuse(
+                    "oauth2-flow",
+                    "Google has no password grant: use authorization-code or service-account",
+                )
+            }
+            (OAuth2Flow::DeviceCode, AuthMethod::GoogleOAuth2) => {
+                return refuse(
+                    "oauth2-flow",
+                    "Google's device endpoint does not allow the Gmail scope \
+                     (https://mail.google.com/): use authorization-code with the loopback \
+                     redirect of `oxnotify authorize` (forward its port with ssh -L on a \
+                     headless host)",
+                )
+            }
+            _ => {}
+        }
+        if flow == OAuth2Flow::Password && method == AuthMethod::MicrosoftOAuth2 {
+            if let Some(t) = &self.oauth2_tenant_id {
+                if matches!(t.as_str(), "common" | "consumers") {
+                    return refuse(
+                        "oauth2-tenant-id",
+                        "Microsoft's password grant (ROPC) does not work with /common or \
+                         /consumers: set the tenant GUID or domain",
+                    );
+                }
+            }
+        }
+        if flow == OAuth2Flow::ServiceAccount {
+            match &self.oauth2_service_account {
+                Some(sa) => validate::email(sa).map_err(|m| (Some("oauth2-service-account"), m))?,
+                None => {
+                    return refuse(
+                        "oauth2-service-account",
+                        "oauth2-flow service-account needs the service account's e-mail \
+                         (client_email in its JSON key file)",
+                    )
+                }
+            }
+            if self.oauth2_client_auth.is_some() {
+                return refuse(
+                    "oauth2-client-auth",
+                    "service-account requests carry no client authentication (the signed \
+                     assertion is the credential)",
+                );
+            }
+        } else if self.oauth2_service_account.is_some() {
+            return refuse(
+                "oauth2-service-account",
+                "only valid with oauth2-flow service-account",
+            );
+        }
+        if let Some(tp) = &self.oauth2_certificate_thumbprint {
+            if (tp.len() != 40 && tp.len() != 64) || !tp.chars().all(|c| c.is_ascii_hexdigit()) {
+                return refuse(
+                    "oauth2-certificate-thumbprint",
+                    "must be the certificate's thumbprint: 40 hex digits (SHA-1, as Entra shows it \
+                     under Certificates & secrets) or 64 (SHA-256)",
+                );
+            }
+            if self.oauth2_client_auth != Some(ClientAuthMethod::PrivateKeyJwt) {
+                return refuse(
+                    "oauth2-certificate-thumbprint",
+                    "only valid with oauth2-client-auth private-key-jwt",
+                );
+            }
+        }
+        if let Some(kid) = &self.oauth2_key_id {
+            if kid.len() > 256 || kid.chars().any(|c| c.is_whitespace()) {
+                return refuse(
+                    "oauth2-key-id",
+                    "must be a key ID without spaces (at most 256 characters)",
+                );
+            }
+            if flow != OAuth2Flow::ServiceAccount
+                && self.oauth2_client_auth != Some(ClientAuthMethod::PrivateKeyJwt)
+            {
+                return refuse(
+                    "oauth2-key-id",
+                    "only valid with oauth2-flow service-account or oauth2-client-auth \
+                     private-key-jwt",
+                );
+            }
+        }
+        if flow == OAuth2Flow::DeviceCode
+            && self.oauth2_client_auth == Some(ClientAuthMethod::PrivateKeyJwt)
+        {
+            return refuse(
+                "oauth2-client-auth",
+                "the device flow polls with one request form, so a single-use client assertion \
+                 cannot go with it: use a client secret or a public client",
+            );
+        }
+        if self.oauth2_device_authorize_url.is_some() && flow != OAuth2Flow::DeviceCode {
+            return refuse(
+                "oauth2-device-authorize-url",
+                "only valid with oauth2-flow device-code",
+            );
+        }
+        if flow == OAuth2Flow::DeviceCode
+            && method == AuthMethod::OAuth2
+            && self.oauth2_device_authorize_url.is_none()
+        {
+            return refuse(
+                "oauth2-device-authorize-url",
+                "oauth2-flow device-code with the generic provider needs the device authorization \
+                 endpoint URL",
+            );
         }
         Ok(())
     }
@@ -630,6 +950,7 @@ impl SmtpTarget {
         for (key, s) in [
             ("password", &secrets.password),
             ("oauth2-client-secret", &secrets.oauth2_client_secret),
+            ("oauth2-private-key", &secrets.oauth2_private_key),
         ] {
             if s.as_ref()
                 .is_some_and(|s| s.expose().chars().any(char::is_control))
@@ -647,13 +968,76 @@ impl SmtpTarget {
                     .into(),
             ));
         }
-        if secrets.password.is_some() && self.auth_method != AuthMethod::Plain {
-            return Err((Some("password"), "only valid with auth-method plain".into()));
+        let ropc = self.auth_method.is_oauth2() && self.flow() == OAuth2Flow::Password;
+        if secrets.password.is_some() && self.auth_method != AuthMethod::Plain && !ropc {
+            return Err((
+                Some("password"),
+                "only valid with auth-method plain or oauth2-flow password".into(),
+            ));
         }
         if secrets.oauth2_client_secret.is_some() && !self.auth_method.is_oauth2() {
             return Err((
                 Some("oauth2-client-secret"),
                 "only valid with an OAuth2 auth-method".into(),
+            ));
+        }
+        if !self.auth_method.is_oauth2() {
+            if secrets.oauth2_private_key.is_some() {
+                return Err((
+                    Some("oauth2-private-key"),
+                    "only valid with an OAuth2 auth-method".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let flow = self.flow();
+        let key_jwt = self.oauth2_client_auth == Some(ClientAuthMethod::PrivateKeyJwt);
+        let needs_key = flow == OAuth2Flow::ServiceAccount || key_jwt;
+        if secrets.oauth2_private_key.is_some() && !needs_key {
+            return Err((
+                Some("oauth2-private-key"),
+                "only valid with oauth2-flow service-account or oauth2-client-auth private-key-jwt"
+                    .into(),
+            ));
+        }
+        if needs_key && secrets.oauth2_private_key.is_none() {
+            return Err((
+                Some("oauth2-private-key"),
+                format!(
+                    "{} needs the private key (PEM, or the service account's JSON key file; it is \
+                     stored in the private file)",
+                    if key_jwt {
+                        "oauth2-client-auth private-key-jwt"
+                    } else {
+                        "oauth2-flow service-account"
+                    }
+                ),
+            ));
+        }
+        if key_jwt && secrets.oauth2_client_secret.is_some() {
+            return Err((
+                Some("oauth2-client-secret"),
+                "not used with oauth2-client-auth private-key-jwt (the signed assertion replaces \
+                 the secret): remove it"
+                    .into(),
+            ));
+        }
+        if flow == OAuth2Flow::ClientCredentials
+            && !key_jwt
+            && secrets.oauth2_client_secret.is_none()
+        {
+            return Err((
+                Some("oauth2-client-secret"),
+                "oauth2-flow client-credentials needs the app's client secret, or \
+                 oauth2-client-auth private-key-jwt with a certificate's private key"
+                    .into(),
+            ));
+        }
+        if ropc && secrets.password.is_none() {
+            return Err((
+                Some("password"),
+                "oauth2-flow password needs the mailbox's password (stored in the private file)"
+                    .into(),
             ));
         }
         Ok(())
@@ -695,6 +1079,27 @@ impl SmtpTarget {
         for g in &self.broker_allow.groups {
             put("broker-allow-group", Some(g.clone()));
         }
+        put(
+            "oauth2-flow",
+            self.oauth2_flow.map(|f| f.as_str().to_string()),
+        );
+        put(
+            "oauth2-client-auth",
+            self.oauth2_client_auth.map(|a| a.as_str().to_string()),
+        );
+        put(
+            "oauth2-service-account",
+            self.oauth2_service_account.clone(),
+        );
+        put("oauth2-key-id", self.oauth2_key_id.clone());
+        put(
+            "oauth2-certificate-thumbprint",
+            self.oauth2_certificate_thumbprint.clone(),
+        );
+        put(
+            "oauth2-device-authorize-url",
+            self.oauth2_device_authorize_url.clone(),
+        );
         put("comment", self.comment.clone());
         put("disable", self.disable.then(|| "1".to_string()));
         put(
@@ -714,6 +1119,7 @@ impl SmtpSecrets {
             let slot = match e.key.as_str() {
                 "password" => &mut s.password,
                 "oauth2-client-secret" => &mut s.oauth2_client_secret,
+                "oauth2-private-key" => &mut s.oauth2_private_key,
                 _ => {
                     return Err((
                         line,
@@ -722,7 +1128,8 @@ impl SmtpSecrets {
                             // not the key's text: in this file a typo like `password=VALUE`
                             // makes the secret the "key"
                             "unknown key in the private file (known keys: password, \
-                             oauth2-client-secret); the line's text is not shown"
+                             oauth2-client-secret, oauth2-private-key); the line's text is not \
+                             shown"
                                 .to_string(),
                         ),
                     ));
@@ -746,6 +1153,7 @@ impl SmtpSecrets {
         [
             ("password", &self.password),
             ("oauth2-client-secret", &self.oauth2_client_secret),
+            ("oauth2-private-key", &self.oauth2_private_key),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.expose().to_string())))
@@ -754,6 +1162,8 @@ impl SmtpSecrets {
 
     /// True if no secret is set.
     pub fn is_empty(&self) -> bool {
-        self.password.is_none() && self.oauth2_client_secret.is_none()
+        self.password.is_none()
+            && self.oauth2_client_secret.is_none()
+            && self.oauth2_private_key.is_none()
     }
 }

@@ -4,7 +4,7 @@
 use super::http::{HttpError, TokenHttpClient};
 use super::provider::{self, ClientAuth, EndpointParams, Endpoints};
 use super::token_error::{self, Answer, Grant};
-use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
+use crate::config::smtp::{AuthMethod, OAuth2Flow, SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::redact::Redactor;
 use crate::secret::Secret;
@@ -27,6 +27,17 @@ pub struct ClientRegistration {
     pub client_secret: Option<Secret>,
     /// Resolved endpoints.
     pub endpoints: Endpoints,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
+    /// Signing key of `private_key_jwt` and of service-account assertions.
+    pub private_key: Option<Secret>,
+    /// `kid` of the signed assertions.
+    pub key_id: Option<String>,
+    /// The certificate thumbprint of client assertions (Entra certificate credentials),
+    /// sent as `x5t` (SHA-1) or `x5t#S256` (SHA-256).
+    pub thumbprint: Option<super::jwt::Thumbprint>,
+    /// The service account (`iss` of service-account assertions).
+    pub service_account: Option<String>,
 }
 
 impl ClientRegistration {
@@ -43,33 +54,89 @@ impl ClientRegistration {
                 "missing or contains control characters",
             ));
         }
+        let endpoints = provider::resolve(method, params)?;
         Ok(ClientRegistration {
             method,
             client_id: client_id.to_string(),
             client_secret: client_secret.filter(|s| !s.is_empty()),
-            endpoints: provider::resolve(method, params)?,
+            client_auth: endpoints.provider.client_auth,
+            endpoints,
+            private_key: None,
+            key_id: None,
+            thumbprint: None,
+            service_account: None,
         })
     }
 
     /// Build from a configured target.
     pub fn of_target(target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Self> {
-        let client_id = target.oauth2_client_id.as_deref().unwrap_or_default();
-        Self::new(
+        // a service account's client ID is optional (only domain-wide delegation names it)
+        let client_id = target
+            .oauth2_client_id
+            .as_deref()
+            .or(target.oauth2_service_account.as_deref())
+            .unwrap_or_default();
+        let mut reg = Self::new(
             target.auth_method,
             client_id,
             secrets.oauth2_client_secret.clone(),
             &EndpointParams::of_target(target),
-        )
+        )?;
+        reg.apply_client_auth(target, secrets);
+        Ok(reg)
+    }
+
+    /// Take the target's client authentication (method, private key, key ID, thumbprint) and
+    /// service account: every token request of the target authenticates as configured.
+    pub fn apply_client_auth(&mut self, target: &SmtpTarget, secrets: &SmtpSecrets) {
+        if let Some(a) = target.oauth2_client_auth {
+            self.client_auth = a.into();
+        }
+        self.private_key = secrets.oauth2_private_key.clone();
+        self.key_id = target.oauth2_key_id.clone();
+        self.thumbprint = target
+            .oauth2_certificate_thumbprint
+            .as_deref()
+            .and_then(super::jwt::thumbprint_of_hex);
+        self.service_account = target.oauth2_service_account.clone();
+    }
+
+    /// The flow this registration is for.
+    pub fn flow(&self) -> OAuth2Flow {
+        self.endpoints.flow
     }
 
     /// A redactor for everything the token endpoint may echo of this registration's secrets.
     pub(crate) fn redactor(&self) -> Redactor {
         Redactor::new()
             .secret(self.client_secret.as_ref())
+            .secret(self.private_key.as_ref())
             .basic_auth(&self.client_id, self.client_secret.as_ref())
     }
 
-    fn token_client(
+    /// A fresh client assertion if the client authenticates with `private_key_jwt` (one per
+    /// request: servers refuse a replayed `jti`).
+    pub(crate) fn client_assertion(&self) -> Result<Option<Secret>> {
+        if self.client_auth != ClientAuth::PrivateKeyJwt {
+            return Ok(None);
+        }
+        let key = self.private_key.as_ref().ok_or_else(|| {
+            Error::param(
+                "oauth2-private-key",
+                "oauth2-client-auth private-key-jwt needs the private key",
+            )
+        })?;
+        super::jwt::client_assertion(
+            &self.client_id,
+            self.endpoints.token_url.as_str(),
+            key,
+            self.key_id.as_deref(),
+            self.thumbprint.as_ref(),
+        )
+        .map(Some)
+    }
+
+    pub(crate) fn token_client(
         &self,
     ) -> BasicClient<
         oauth2::EndpointNotSet,
@@ -80,15 +147,45 @@ impl ClientRegistration {
     > {
         let mut c = BasicClient::new(ClientId::new(self.client_id.clone()))
             .set_token_uri(TokenUrl::from_url(self.endpoints.token_url.clone()))
-            .set_auth_type(match self.endpoints.provider.client_auth {
+            .set_auth_type(match self.client_auth {
                 ClientAuth::Basic => AuthType::BasicAuth,
-                ClientAuth::Post => AuthType::RequestBody,
+                ClientAuth::Post | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
             });
-        if let Some(s) = &self.client_secret {
+        if let Some(s) = self
+            .client_secret
+            .as_ref()
+            .filter(|_| self.client_auth != ClientAuth::PrivateKeyJwt)
+        {
             c = c.set_client_secret(ClientSecret::new(s.expose().to_string()));
         }
         c
     }
+}
+
+/// 400 unless `target` is authorized in a browser (`authorization-code`): flows that mint
+/// their tokens have nothing to authorize, the device flow has its own start.
+pub fn interactive_flow_only(target: &SmtpTarget) -> Result<()> {
+    let flow = target.flow();
+    if flow == OAuth2Flow::AuthorizationCode || !target.auth_method.is_oauth2() {
+        return Ok(());
+    }
+    Err(Error::param(
+        "target",
+        if flow.mints() {
+            format!(
+                "target '{}' uses oauth2-flow {}: there is nothing to authorize, access tokens \
+                 are minted on demand (send a test to check the credential)",
+                target.name,
+                flow.as_str()
+            )
+        } else {
+            format!(
+                "target '{}' uses oauth2-flow device-code: start it with `oxnotify authorize {} \
+                 --device` (or the page's Authorize button)",
+                target.name, target.name
+            )
+        },
+    ))
 }
 
 /// Everything the caller must keep from an authorize request to finish the flow.
@@ -193,13 +290,23 @@ pub fn exchange_code(
         .redactor()
         .secret(Some(&Secret::new(code)))
         .secret(pkce_verifier);
-    let tokens = with_retries(http, deadline, Grant::Code, reg, &redactor, |call| {
-        let mut req = client.exchange_code(AuthorizationCode::new(code.to_string()));
-        if let Some(v) = pkce_verifier {
-            req = req.set_pkce_verifier(PkceCodeVerifier::new(v.expose().to_string()));
-        }
-        req.request(&call)
-    })?;
+    let tokens = with_retries(
+        http,
+        deadline,
+        Grant::Code,
+        reg,
+        &redactor,
+        |call, assertion| {
+            let mut req = client.exchange_code(AuthorizationCode::new(code.to_string()));
+            if let Some(v) = pkce_verifier {
+                req = req.set_pkce_verifier(PkceCodeVerifier::new(v.expose().to_string()));
+            }
+            for (k, v) in assertion_params(assertion) {
+                req = req.add_extra_param(k, v);
+            }
+            req.request(&call)
+        },
+    )?;
     if tokens.refresh_token.is_none() {
         return Err(Error::token(
             None,
@@ -241,22 +348,40 @@ pub fn refresh(
         Grant::Refresh { target },
         reg,
         &redactor,
-        |call| {
+        |call, assertion| {
             // the scope goes on refresh requests too: Entra otherwise answers with the scopes of
             // the original grant, which may not include SMTP for multi-resource consents
-            client
+            let mut req = client
                 .exchange_refresh_token(&rt)
-                .add_scopes(scopes.clone())
-                .request(&call)
+                .add_scopes(scopes.clone());
+            for (k, v) in assertion_params(assertion) {
+                req = req.add_extra_param(k, v);
+            }
+            req.request(&call)
         },
     )
+}
+
+/// The form parameters of a `private_key_jwt` client assertion (RFC 7523 section 2.2).
+pub(crate) fn assertion_params(assertion: Option<&Secret>) -> Vec<(&'static str, String)> {
+    match assertion {
+        Some(a) => vec![
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+            ),
+            ("client_assertion", a.expose().to_string()),
+        ],
+        None => Vec::new(),
+    }
 }
 
 /// One token request with retries: transient failures (unreachable, timeout, HTTP 429/5xx,
 /// `temporarily_unavailable`) are tried again with exponential backoff, honouring
 /// `Retry-After`, until `deadline`; every attempt's HTTP timeout is cut to the time left.
-/// `send` builds and sends the request once per attempt (a request builder is consumed).
-fn with_retries<F>(
+/// `send` builds and sends the request once per attempt (a request builder is consumed), with
+/// a fresh client assertion if the client uses `private_key_jwt` (redacted from errors).
+pub(crate) fn with_retries<F>(
     http: &dyn TokenHttpClient,
     deadline: Instant,
     grant: Grant<'_>,
@@ -267,6 +392,7 @@ fn with_retries<F>(
 where
     F: Fn(
         &dyn Fn(oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpError>,
+        Option<&Secret>,
     ) -> std::result::Result<
         BasicTokenResponse,
         RequestTokenError<HttpError, oauth2::basic::BasicErrorResponse>,
@@ -274,6 +400,12 @@ where
 {
     let mut backoff = Duration::from_millis(500);
     loop {
+        let assertion = reg.client_assertion()?;
+        let signature = assertion.as_ref().and_then(super::jwt::signature_part);
+        let redactor = redactor
+            .clone()
+            .secret(assertion.as_ref())
+            .secret(signature.as_ref());
         let answer = Cell::new(Answer::default());
         let call = |mut req: oauth2::HttpRequest| {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -288,11 +420,9 @@ where
             });
             Ok(resp)
         };
-        let err = match send(&call) {
+        let err = match send(&call, assertion.as_ref()) {
             Ok(r) => return Ok(r.into()),
-            Err(e) => {
-                token_error::classify(e, grant, reg.method, &reg.endpoints, answer.get(), redactor)
-            }
+            Err(e) => token_error::classify(e, grant, reg, answer.get(), &redactor),
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let wait = err.retry_after().unwrap_or(backoff);

@@ -2,7 +2,7 @@
 //! are data; a target may override them (sovereign clouds, test rigs) with
 //! `oauth2-authorize-url` / `oauth2-token-url` / `oauth2-scope`.
 
-use crate::config::smtp::{AuthMethod, SmtpTarget};
+use crate::config::smtp::{AuthMethod, OAuth2Flow, SmtpTarget};
 use crate::config::validate;
 use crate::error::{Error, Result};
 
@@ -13,6 +13,19 @@ pub enum ClientAuth {
     Basic,
     /// `client_id` / `client_secret` in the form body (`client_secret_post`).
     Post,
+    /// `client_id` plus a signed client assertion in the form body (`private_key_jwt`).
+    PrivateKeyJwt,
+}
+
+impl From<crate::config::smtp::ClientAuthMethod> for ClientAuth {
+    fn from(m: crate::config::smtp::ClientAuthMethod) -> Self {
+        use crate::config::smtp::ClientAuthMethod as M;
+        match m {
+            M::ClientSecretPost => ClientAuth::Post,
+            M::ClientSecretBasic => ClientAuth::Basic,
+            M::PrivateKeyJwt => ClientAuth::PrivateKeyJwt,
+        }
+    }
 }
 
 /// Static facts about a provider.
@@ -26,6 +39,10 @@ pub struct Provider {
     pub token_url: &'static str,
     /// Scopes requested.
     pub scope: &'static str,
+    /// Scope of app-only (client-credentials) tokens, if the provider has its own.
+    pub app_only_scope: &'static str,
+    /// Device authorization endpoint (RFC 8628), if the provider offers one for mail.
+    pub device_authorize_url: &'static str,
     /// Extra authorize-request parameters (offline access, consent).
     pub extra_authorize_params: &'static [(&'static str, &'static str)],
     /// Token endpoint client authentication.
@@ -45,6 +62,9 @@ pub const GOOGLE: Provider = Provider {
     authorize_url: "https://accounts.google.com/o/oauth2/v2/auth",
     token_url: "https://oauth2.googleapis.com/token",
     scope: "https://mail.google.com/",
+    app_only_scope: "",
+    // Google has a device endpoint, but it refuses https://mail.google.com/
+    device_authorize_url: "",
     extra_authorize_params: &[("access_type", "offline"), ("prompt", "consent")],
     client_auth: ClientAuth::Post,
     refresh_token_lifetime_days: None,
@@ -60,6 +80,9 @@ pub const MICROSOFT: Provider = Provider {
     authorize_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
     token_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
     scope: "https://outlook.office.com/SMTP.Send offline_access",
+    // SMTP.SendAsApp is granted to the app; app-only tokens ask for the resource's .default
+    app_only_scope: "https://outlook.office365.com/.default",
+    device_authorize_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode",
     // not prompt=consent: in tenants where users may not consent, that blocks every
     // non-admin mailbox even after an admin consented for the organisation
     extra_authorize_params: &[("prompt", "select_account")],
@@ -77,6 +100,8 @@ pub const GENERIC: Provider = Provider {
     authorize_url: "",
     token_url: "",
     scope: "",
+    app_only_scope: "",
+    device_authorize_url: "",
     extra_authorize_params: &[],
     client_auth: ClientAuth::Basic,
     refresh_token_lifetime_days: None,
@@ -103,8 +128,12 @@ pub struct Endpoints {
     pub authorize_url: Option<url::Url>,
     /// Token endpoint.
     pub token_url: url::Url,
+    /// Device authorization endpoint, if known.
+    pub device_authorize_url: Option<url::Url>,
     /// Scopes to request.
     pub scopes: Vec<String>,
+    /// The flow these endpoints are for.
+    pub flow: OAuth2Flow,
 }
 
 /// Parameters that select endpoints; the API's token exchange passes them without a target.
@@ -118,6 +147,10 @@ pub struct EndpointParams<'a> {
     pub token_url: Option<&'a str>,
     /// Scope override / generic value.
     pub scope: Option<&'a str>,
+    /// The flow (decides the default scope: app-only tokens have their own).
+    pub flow: OAuth2Flow,
+    /// Device authorization URL override / generic value.
+    pub device_authorize_url: Option<&'a str>,
 }
 
 impl<'a> EndpointParams<'a> {
@@ -128,6 +161,8 @@ impl<'a> EndpointParams<'a> {
             authorize_url: t.oauth2_authorize_url.as_deref(),
             token_url: t.oauth2_token_url.as_deref(),
             scope: t.oauth2_scope.as_deref(),
+            flow: t.flow(),
+            device_authorize_url: t.oauth2_device_authorize_url.as_deref(),
         }
     }
 }
@@ -179,12 +214,28 @@ pub fn resolve(method: AuthMethod, p: &EndpointParams<'_>) -> Result<Endpoints> 
         ));
     }
     let token_url = build("token-url", token_template)?;
-    let scope = p.scope.unwrap_or(provider.scope);
+    let device_template = p
+        .device_authorize_url
+        .unwrap_or(provider.device_authorize_url);
+    let device_authorize_url = if device_template.is_empty() {
+        None
+    } else {
+        Some(build("device-authorize-url", device_template)?)
+    };
+    let default_scope = match p.flow {
+        OAuth2Flow::ClientCredentials if !provider.app_only_scope.is_empty() => {
+            provider.app_only_scope
+        }
+        _ => provider.scope,
+    };
+    let scope = p.scope.unwrap_or(default_scope);
     validate::scope(scope).map_err(|m| Error::param("scope", m))?;
     Ok(Endpoints {
         provider,
         authorize_url,
         token_url,
+        device_authorize_url,
+        flow: p.flow,
         scopes: scope
             .split(' ')
             .filter(|s| !s.is_empty())

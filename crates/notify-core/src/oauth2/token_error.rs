@@ -6,9 +6,9 @@
 //!
 //! [`ErrorKind`]: crate::error::ErrorKind
 
+use super::flow::ClientRegistration;
 use super::http::HttpError;
-use super::provider::Endpoints;
-use crate::config::smtp::AuthMethod;
+use crate::config::smtp::{AuthMethod, OAuth2Flow};
 use crate::error::{Error, TokenProblem};
 use crate::redact::Redactor;
 use oauth2::basic::BasicErrorResponse;
@@ -25,13 +25,21 @@ pub(crate) enum Grant<'a> {
         /// The target.
         target: &'a str,
     },
+    /// An access token minted from a stored credential (client credentials, service account,
+    /// password): a refusal means that credential needs an admin's fix.
+    Mint {
+        /// The target.
+        target: &'a str,
+        /// The flow.
+        flow: OAuth2Flow,
+    },
 }
 
 impl Grant<'_> {
     fn target(&self) -> Option<&str> {
         match self {
             Grant::Code => None,
-            Grant::Refresh { target } => Some(target),
+            Grant::Refresh { target } | Grant::Mint { target, .. } => Some(target),
         }
     }
 }
@@ -78,6 +86,25 @@ fn entra_hint(code: u32) -> Option<&'static str> {
              and set oauth2-client-secret"
         }
         7000218 => "the app needs a client secret: set oauth2-client-secret",
+        700027 | 700023 => {
+            "the client assertion was refused: upload the certificate of oauth2-private-key to \
+             the app registration (Certificates & secrets) and set \
+             oauth2-certificate-thumbprint to its thumbprint"
+        }
+        700024 => "the client assertion is outside its validity: check the host's clock",
+        50126 => {
+            "the mailbox's username or password was refused (oauth2-flow password): set the \
+             current password, or better, move to authorization-code or client-credentials"
+        }
+        50034 => "the account does not exist in this tenant: check from-address / username",
+        70011 | 1002012 => {
+            "the scope is not valid for this grant: app-only tokens (client-credentials) use \
+             https://outlook.office365.com/.default (remove oauth2-scope)"
+        }
+        500011 => {
+            "Exchange Online is not provisioned in this tenant, or the scope names the wrong \
+             resource: use https://outlook.office365.com/.default"
+        }
         700025 => {
             "the app is a public client and must not send a secret: remove oauth2-client-secret"
         }
@@ -115,6 +142,11 @@ fn google_hint(error: &str, description: &str) -> Option<&'static str> {
              app's consent screen is in 'Testing' status (publish it to 'In production'), after \
              6 months unused, on a password change, or by the user; authorize the target again",
         ),
+        "invalid_grant" if description.contains("Invalid JWT Signature") => Some(
+            "Google refused the key: it was deleted or disabled in the Google Cloud console, or \
+             oauth2-private-key / oauth2-key-id do not belong to oauth2-service-account; create a \
+             new key and set it (the JSON key file)",
+        ),
         "invalid_grant" if description.contains("Invalid JWT") => Some(
             "the signed assertion was refused: check the host's clock (iat/exp must be within \
              the last hour)",
@@ -135,12 +167,11 @@ fn google_hint(error: &str, description: &str) -> Option<&'static str> {
 pub(crate) fn classify(
     e: RequestTokenError<HttpError, BasicErrorResponse>,
     grant: Grant<'_>,
-    method: AuthMethod,
-    endpoints: &Endpoints,
+    reg: &ClientRegistration,
     answer: Answer,
     redactor: &Redactor,
 ) -> Error {
-    let url = endpoints.token_url.as_str();
+    let url = reg.endpoints.token_url.as_str();
     let (problem, message) = match e {
         RequestTokenError::ServerResponse(resp) => {
             let error = redactor.peer_text(resp.error().as_ref());
@@ -148,7 +179,7 @@ pub(crate) fn classify(
                 .error_description()
                 .map(|d| redactor.peer_text(d))
                 .unwrap_or_default();
-            return from_error_response(grant, method, endpoints, answer, &error, &description);
+            return from_error_response(grant, reg, answer, &error, &description);
         }
         RequestTokenError::Request(err) if err.is_timeout() => (
             TokenProblem::Timeout,
@@ -194,8 +225,7 @@ pub(crate) fn classify(
 
 fn from_error_response(
     grant: Grant<'_>,
-    method: AuthMethod,
-    endpoints: &Endpoints,
+    reg: &ClientRegistration,
     answer: Answer,
     error: &str,
     description: &str,
@@ -205,7 +235,23 @@ fn from_error_response(
     } else {
         format!(": {description}")
     };
-    let hint = match method {
+    let hint = match reg.method {
+        // MFA / Conditional Access on the password grant: no sign-in can fix that
+        AuthMethod::MicrosoftOAuth2
+            if matches!(
+                grant,
+                Grant::Mint {
+                    flow: OAuth2Flow::Password,
+                    ..
+                }
+            ) && matches!(aadsts(description), Some(50076 | 50079 | 53003 | 50158)) =>
+        {
+            Some(
+                "the account must do MFA or satisfy Conditional Access, which the password grant \
+                 cannot: exclude this account from MFA, or better, use oauth2-flow \
+                 authorization-code, device-code or client-credentials",
+            )
+        }
         AuthMethod::MicrosoftOAuth2 => aadsts(description).and_then(entra_hint),
         AuthMethod::GoogleOAuth2 => google_hint(error, description),
         _ => None,
@@ -236,10 +282,32 @@ fn from_error_response(
                 target: target.to_string(),
                 reason: format!(
                     "the provider no longer accepts the stored authorization ({error}{desc}); {}",
-                    with_hint(endpoints.provider.reauth_hint.to_string())
+                    with_hint(reg.endpoints.provider.reauth_hint.to_string())
                 ),
             };
         }
+        (Kind::InvalidGrant, Grant::Mint { flow, .. })
+        | (Kind::Interaction, Grant::Mint { flow, .. }) => (
+            TokenProblem::ClientRejected,
+            format!(
+                "the provider refused the stored credential ({error}{desc}); {}",
+                with_hint(
+                    match flow {
+                        OAuth2Flow::ServiceAccount => {
+                            "check oauth2-private-key and oauth2-key-id (was the key deleted?) \
+                             and the host's clock"
+                        }
+                        OAuth2Flow::Password => {
+                            "the username or password was refused, or the account needs MFA or \
+                             Conditional Access, which the password grant cannot do: set the \
+                             current password or use another oauth2-flow"
+                        }
+                        _ => "check the client secret or certificate of the app registration",
+                    }
+                    .into()
+                )
+            ),
+        ),
         (Kind::InvalidGrant, Grant::Code) | (Kind::Interaction, Grant::Code) => (
             TokenProblem::CodeRejected,
             format!(
@@ -310,7 +378,74 @@ fn kind_of(error: &str) -> Kind {
 
 #[cfg(test)]
 mod tests {
-    use super::aadsts;
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::oauth2::EndpointParams;
+
+    fn mint_error(method: AuthMethod, flow: OAuth2Flow, error: &str, description: &str) -> Error {
+        let reg = ClientRegistration::new(
+            method,
+            "cid",
+            None,
+            &EndpointParams {
+                tenant_id: (method == AuthMethod::MicrosoftOAuth2).then_some("contoso.com"),
+                flow,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let grant = Grant::Mint { target: "t", flow };
+        from_error_response(grant, &reg, Answer::default(), error, description)
+    }
+
+    #[test]
+    fn service_account_refusals_are_admin_fixes_with_their_own_hints() {
+        let skew = mint_error(
+            AuthMethod::GoogleOAuth2,
+            OAuth2Flow::ServiceAccount,
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable \
+             timeframe. Check your iat and exp values in the JWT claim.",
+        );
+        assert_eq!(skew.kind(), ErrorKind::NeedsAdminFix, "{skew:?}");
+        assert!(skew.to_string().contains("clock"), "{skew}");
+        let key = mint_error(
+            AuthMethod::GoogleOAuth2,
+            OAuth2Flow::ServiceAccount,
+            "invalid_grant",
+            "Invalid JWT Signature.",
+        );
+        assert!(key.to_string().contains("deleted or disabled"), "{key}");
+        let dwd = mint_error(
+            AuthMethod::GoogleOAuth2,
+            OAuth2Flow::ServiceAccount,
+            "unauthorized_client",
+            "Client is unauthorized to retrieve access tokens using this method, or client not \
+             authorized for any of the scopes requested.",
+        );
+        assert_eq!(dwd.kind(), ErrorKind::NeedsAdminFix);
+        assert!(dwd.to_string().contains("domain-wide delegation"), "{dwd}");
+    }
+
+    #[test]
+    fn app_only_and_ropc_refusals_name_the_fix() {
+        let scope = mint_error(
+            AuthMethod::MicrosoftOAuth2,
+            OAuth2Flow::ClientCredentials,
+            "invalid_scope",
+            "AADSTS1002012: The provided value for scope is not valid.",
+        );
+        assert_eq!(scope.kind(), ErrorKind::NeedsAdminFix);
+        assert!(scope.to_string().contains(".default"), "{scope}");
+        let mfa = mint_error(
+            AuthMethod::MicrosoftOAuth2,
+            OAuth2Flow::Password,
+            "invalid_grant",
+            "AADSTS50076: you must use multi-factor authentication",
+        );
+        assert_eq!(mfa.kind(), ErrorKind::NeedsAdminFix, "{mfa:?}");
+        assert!(mfa.to_string().contains("password grant"), "{mfa}");
+    }
 
     #[test]
     fn aadsts_code_is_read_from_the_description() {

@@ -113,4 +113,16 @@ mod tests {
         );
         assert!(xoauth2_challenge("not base64 !").is_none());
     }
+
+    #[test]
+    fn storedrv_at_data_tells_to_grant_the_app_the_mailbox() {
+        // Exchange accepts an app-only token at AUTH and fails at DATA for a mailbox the app
+        // was never granted
+        let mut t = SmtpTarget::new("app", "smtp.office365.com", "a@example.com", vec![]);
+        t.auth_method = AuthMethod::MicrosoftOAuth2;
+        t.oauth2_flow = Some(crate::config::smtp::OAuth2Flow::ClientCredentials);
+        let text = "4.2.0 STOREDRV; mailbox logon failure; MapiExceptionLogonFailed";
+        let h = hint(&t, SmtpStep::Data, 430, text).unwrap();
+        assert!(h.contains("Add-MailboxPermission"), "{h}");
+    }
 }

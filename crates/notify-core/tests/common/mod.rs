@@ -274,6 +274,7 @@ pub fn microsoft_target(rig: &Rig, name: &str, from: &str) -> (SmtpTarget, SmtpS
         SmtpSecrets {
             password: None,
             oauth2_client_secret: Some(Secret::new("rig-secret")),
+            oauth2_private_key: None,
         },
     )
 }
@@ -292,6 +293,7 @@ pub fn google_target(rig: &Rig, name: &str, from: &str) -> (SmtpTarget, SmtpSecr
         SmtpSecrets {
             password: None,
             oauth2_client_secret: Some(Secret::new("rig-secret")),
+            oauth2_private_key: None,
         },
     )
 }

@@ -80,10 +80,23 @@ my %SMTP = (
     'broker-allow-group' => { type => 'array', items => { type => 'string', maxLength => 32 }, optional => 1,
         description => 'Local groups whose members may fetch this target\'s access token from oxnotify-broker.' },
     'oauth2-client-secret' => _s('OAuth2 client secret (private file, never returned).', maxLength => 1024),
+    'oauth2-flow' => _s('How tokens are obtained (default authorization-code).',
+        enum => [qw(authorization-code client-credentials service-account password device-code)]),
+    'oauth2-client-auth' => _s('Token-endpoint client authentication (default: the provider\'s).',
+        enum => [qw(client-secret-post client-secret-basic private-key-jwt)]),
+    'oauth2-service-account' => _s('service-account: the service account\'s e-mail (client_email).', maxLength => 256),
+    'oauth2-key-id' => _s('ID of the signing key (Google private_key_id, or the kid of private-key-jwt).',
+        maxLength => 256),
+    'oauth2-certificate-thumbprint' => _s('private-key-jwt with Microsoft: thumbprint of the certificate (hex; SHA-1 as Entra shows it, or SHA-256).',
+        pattern => '^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$'),
+    'oauth2-device-authorize-url' => _s('device-code: device authorization endpoint (generic provider, or override).',
+        maxLength => 2048),
+    'oauth2-private-key' => _s('RSA private key (PEM) or a service account\'s JSON key file (private file, never returned).',
+        maxLength => 16384),
     'oauth2-refresh-token' => _s('A refresh token obtained elsewhere (stored in the state, never returned; empty: keep).',
         maxLength => 16384),
 );
-my @SECRET_KEYS = qw(password oauth2-client-secret oauth2-refresh-token);
+my @SECRET_KEYS = qw(password oauth2-client-secret oauth2-private-key oauth2-refresh-token);
 my %REQUIRED = map { $_ => 1 } qw(server from-address);
 
 # delete: every optional key (a list, or one comma-separated string as PVE clients send it)
@@ -264,6 +277,35 @@ sub _descriptors {
             },
         },
         {
+            name => 'smtp_oauth2_device', path => 'smtp-oauth2-device', method => 'POST', protected => 1,
+            permissions => { check => $WRITE },
+            description => 'Device authorization (RFC 8628) of a target with oauth2-flow device-code: without handle, '
+                . 'start it (returns the verification URL and user code to show, and a handle); with handle, wait up to '
+                . '10 seconds for the user: authorized 1 once approved (the authorization is stored), 0 if not yet '
+                . '(call again), an error if declined or expired.',
+            parameters => { additionalProperties => 0, properties => {
+                name => $NAME,
+                handle => _s('The handle of a started device authorization.', maxLength => 512),
+            } },
+            returns => { type => 'object', properties => {
+                target => { type => 'string', optional => 1, description => 'The target.' },
+                authorized => { type => 'boolean', optional => 1, description => 'With handle: approved and stored.' },
+                handle => { type => 'string', optional => 1, description => 'Pass it back to finish.' },
+                verification_uri => { type => 'string', optional => 1, description => 'Where the user goes.' },
+                verification_uri_complete => { type => 'string', optional => 1,
+                    description => 'The same with the code filled in.' },
+                user_code => { type => 'string', optional => 1, description => 'The code the user enters.' },
+                expires_in => { type => 'integer', optional => 1, description => 'Seconds until the code expires.' },
+                interval => { type => 'integer', optional => 1, description => 'Seconds between polls.' },
+            } },
+            code => sub {
+                my $p = _defined($_[0]);
+                return _plain(OxNotify::Core::device_complete({ handle => $p->{handle}, target => $p->{name} }))
+                    if defined $p->{handle};
+                return OxNotify::Core::device_begin({ name => $p->{name} });
+            },
+        },
+        {
             name => 'test_target', path => 'targets/{name}/test', method => 'POST', protected => 1,
             permissions => { check => $ANY },
             description => 'Send a test notification to a provided target.',
@@ -318,6 +360,7 @@ sub _beside_pve {
         'targets' => "$type-targets",
         'smtp-oauth2-authorize-url' => "$type-oauth2-authorize-url",
         'smtp-oauth2-token' => "$type-oauth2-token",
+        'smtp-oauth2-device' => "$type-oauth2-device",
     );
     my %name = (
         test_target => "test_${u}_endpoint",
