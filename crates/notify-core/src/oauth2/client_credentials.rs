@@ -6,7 +6,6 @@ use super::flow::{assertion_params, with_retries, ClientRegistration, TokenSet};
 use super::http::TokenHttpClient;
 use super::token_error::Grant;
 use crate::error::Result;
-use oauth2::Scope;
 use std::time::Instant;
 
 /// Mint an access token for `target` with the client's own credential.
@@ -17,13 +16,7 @@ pub fn client_credentials(
     deadline: Instant,
 ) -> Result<TokenSet> {
     let client = reg.token_client();
-    let scopes: Vec<Scope> = reg
-        .endpoints
-        .scopes
-        .iter()
-        .cloned()
-        .map(Scope::new)
-        .collect();
+    let scopes = reg.scopes();
     let grant = Grant::Mint {
         target,
         flow: reg.flow(),

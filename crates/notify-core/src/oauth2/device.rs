@@ -14,9 +14,7 @@ use super::token_error::{self, Answer, Grant};
 use crate::error::{Error, Result, TokenProblem};
 use crate::secret::Secret;
 use oauth2::basic::BasicErrorResponse;
-use oauth2::{
-    DeviceAuthorizationUrl, RequestTokenError, Scope, StandardDeviceAuthorizationResponse,
-};
+use oauth2::{DeviceAuthorizationUrl, RequestTokenError, StandardDeviceAuthorizationResponse};
 use oauth2::{DeviceCodeErrorResponse, DeviceCodeErrorResponseType};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -72,13 +70,7 @@ pub fn device_start(
     let client = reg
         .token_client()
         .set_device_authorization_url(device_url(reg)?);
-    let scopes: Vec<Scope> = reg
-        .endpoints
-        .scopes
-        .iter()
-        .cloned()
-        .map(Scope::new)
-        .collect();
+    let scopes = reg.scopes();
     let call = caller(http, deadline);
     let details: StandardDeviceAuthorizationResponse = client
         .exchange_device_code()

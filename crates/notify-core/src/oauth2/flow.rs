@@ -106,6 +106,16 @@ impl ClientRegistration {
         self.endpoints.flow
     }
 
+    /// The scopes to request, as the oauth2 crate takes them.
+    pub(crate) fn scopes(&self) -> Vec<Scope> {
+        self.endpoints
+            .scopes
+            .iter()
+            .cloned()
+            .map(Scope::new)
+            .collect()
+    }
+
     /// A redactor for everything the token endpoint may echo of this registration's secrets.
     pub(crate) fn redactor(&self) -> Redactor {
         Redactor::new()
@@ -220,7 +230,7 @@ pub fn authorize_url(
     let mut req = client
         .authorize_url(CsrfToken::new_random)
         .set_pkce_challenge(challenge)
-        .add_scopes(reg.endpoints.scopes.iter().cloned().map(Scope::new));
+        .add_scopes(reg.scopes());
     for (k, v) in reg.endpoints.provider.extra_authorize_params {
         req = req.add_extra_param(*k, *v);
     }
@@ -335,13 +345,7 @@ pub fn refresh(
     let client = reg.token_client();
     let rt = RefreshToken::new(refresh_token.expose().to_string());
     let redactor = reg.redactor().secret(Some(refresh_token));
-    let scopes: Vec<Scope> = reg
-        .endpoints
-        .scopes
-        .iter()
-        .cloned()
-        .map(Scope::new)
-        .collect();
+    let scopes = reg.scopes();
     with_retries(
         http,
         deadline,

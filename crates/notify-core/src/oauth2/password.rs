@@ -13,7 +13,7 @@ use super::http::TokenHttpClient;
 use super::token_error::Grant;
 use crate::error::Result;
 use crate::secret::Secret;
-use oauth2::{ResourceOwnerPassword, ResourceOwnerUsername, Scope};
+use oauth2::{ResourceOwnerPassword, ResourceOwnerUsername};
 use std::time::Instant;
 
 /// Mint an access token for `target` with `username` and `password`.
@@ -26,13 +26,7 @@ pub fn password(
     deadline: Instant,
 ) -> Result<TokenSet> {
     let client = reg.token_client();
-    let scopes: Vec<Scope> = reg
-        .endpoints
-        .scopes
-        .iter()
-        .cloned()
-        .map(Scope::new)
-        .collect();
+    let scopes = reg.scopes();
     let user = ResourceOwnerUsername::new(username.to_string());
     let pass = ResourceOwnerPassword::new(password.expose().to_string());
     let redactor = reg.redactor().secret(Some(password));
