@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod password;
 pub mod private_key;
 pub mod provider;
+pub mod registration;
 pub mod service_account;
 mod token_error;
 

@@ -6,8 +6,8 @@
 //!
 //! [`ErrorKind`]: crate::error::ErrorKind
 
-use super::flow::ClientRegistration;
 use super::http::HttpError;
+use super::registration::ClientRegistration;
 use crate::config::smtp::{AuthMethod, OAuth2Flow};
 use crate::error::{Error, TokenProblem};
 use crate::redact::Redactor;
