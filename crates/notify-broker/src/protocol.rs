@@ -70,11 +70,6 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
     })
 }
 
-/// The raw SASL XOAUTH2 initial response for `user` and `token`.
-pub fn xoauth2(user: &str, token: &str) -> String {
-    format!("user={user}\x01auth=Bearer {token}\x01\x01")
-}
-
 /// A failure answer: `ERR <kind> <message>\n`, the message on one line.
 pub fn error_line(kind: &str, message: &str) -> String {
     let message = notify_core::redact::one_line(message, 400);
@@ -119,7 +114,7 @@ mod tests {
     #[test]
     fn xoauth2_string_has_the_sasl_layout() {
         assert_eq!(
-            xoauth2("a@b", "T0K"),
+            notify_core::smtp::xoauth2_string("a@b", &notify_core::Secret::new("T0K")).expose(),
             "user=a@b\u{1}auth=Bearer T0K\u{1}\u{1}"
         );
     }

@@ -9,6 +9,7 @@ use crate::peer;
 use crate::protocol::{self, Want, MAX_REQUEST};
 use crate::select::{self, NoTarget};
 use crate::token::{self, LazyHttp};
+use notify_core::smtp::xoauth2_string;
 use notify_core::{NotificationConfig, Secret, Settings};
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
@@ -164,10 +165,10 @@ impl Broker {
                     },
                     started.elapsed().as_millis()
                 );
-                Secret::new(match req.want {
-                    Want::Smtp => protocol::xoauth2(target.auth_identity(), t.token.expose()),
-                    Want::Token => t.token.expose().to_string(),
-                })
+                match req.want {
+                    Want::Smtp => xoauth2_string(target.auth_identity(), &t.token),
+                    Want::Token => t.token,
+                }
             }
             Err(e) => {
                 let m = e.to_string();

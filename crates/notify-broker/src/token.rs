@@ -2,8 +2,8 @@
 //! grant under the per-target lock ([`TokenManager::access_token`]), all within a deadline. A
 //! burst of requests therefore costs one token request. Also the output formats.
 
-use base64::Engine;
 use notify_core::oauth2::{HttpError, HttpRequest, HttpResponse, TokenHttpClient, UreqClient};
+use notify_core::smtp::{xoauth2_response, xoauth2_string};
 use notify_core::tokens::TokenManager;
 use notify_core::{NotificationConfig, Result, Secret, Settings, SmtpTarget};
 use std::sync::OnceLock;
@@ -91,12 +91,8 @@ impl Format {
     pub fn render(self, user: &str, token: &Secret) -> Secret {
         Secret::new(match self {
             Format::Bearer => format!("{}\n", token.expose()),
-            Format::Xoauth2 => crate::protocol::xoauth2(user, token.expose()),
-            Format::Xoauth2Base64 => format!(
-                "{}\n",
-                base64::engine::general_purpose::STANDARD
-                    .encode(crate::protocol::xoauth2(user, token.expose()))
-            ),
+            Format::Xoauth2 => xoauth2_string(user, token).expose().to_string(),
+            Format::Xoauth2Base64 => format!("{}\n", xoauth2_response(user, token).expose()),
         })
     }
 }

@@ -63,10 +63,18 @@ impl fmt::Display for Line<'_> {
 
 /// The base64 XOAUTH2 initial response: `user=<id>^Aauth=Bearer <token>^A^A`.
 pub fn xoauth2_response(user: &str, token: &Secret) -> Secret {
-    Secret::new(base64::engine::general_purpose::STANDARD.encode(format!(
+    Secret::new(
+        base64::engine::general_purpose::STANDARD.encode(xoauth2_string(user, token).expose()),
+    )
+}
+
+/// The XOAUTH2 initial response before base64: `user=<id>^Aauth=Bearer <token>^A^A` (what
+/// the token broker hands an MTA that base64-encodes it itself).
+pub fn xoauth2_string(user: &str, token: &Secret) -> Secret {
+    Secret::new(format!(
         "user={user}\x01auth=Bearer {}\x01\x01",
         token.expose()
-    )))
+    ))
 }
 
 fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::Error) -> Error {

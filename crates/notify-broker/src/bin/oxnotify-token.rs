@@ -125,14 +125,7 @@ fn main() -> ExitCode {
     match token::fetch(&settings, &http, &config, &target, deadline) {
         Ok(t) => {
             let out = format.render(target.auth_identity(), &t.token);
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(out.expose().as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(ErrorKind::Internal, &format!("writing the token: {e}")),
-            }
+            print_token(&out)
         }
         Err(e) => fail(e.kind(), &e.to_string()),
     }
@@ -183,6 +176,11 @@ fn via_broker(socket: &str, address: &str, format: Format) -> ExitCode {
             base64::engine::general_purpose::STANDARD.encode(answer.as_bytes())
         ),
     });
+    print_token(&out)
+}
+
+/// Write the token to stdout (the only place it goes).
+fn print_token(out: &notify_core::Secret) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(out.expose().as_bytes())

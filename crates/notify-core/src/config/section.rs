@@ -488,9 +488,10 @@ impl Parser {
             }
             if indented {
                 let entry = self.entry(lineno, raw);
-                let sec = self.current.as_mut().expect("checked above");
-                sec.body.push(BodyLine::Entry(entry));
-                push_original(sec, raw);
+                if let Some(sec) = self.current.as_mut() {
+                    sec.body.push(BodyLine::Entry(entry));
+                    push_original(sec, raw);
+                }
                 return;
             }
             if let Header::Malformed(_) = header(raw) {
