@@ -34,6 +34,7 @@ fn node_main(mode: &str) {
             let n = Notifier::new(settings).unwrap();
             let reports = api::refresh_targets_locked(&n, Duration::from_secs(60))
                 .unwrap()
+                .map(|run| run.reports)
                 .unwrap_or_default();
             for r in reports {
                 assert!(r.error.is_none(), "{:?}", r.error);

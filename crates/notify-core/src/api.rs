@@ -371,10 +371,7 @@ pub fn test_target(
 /// and gives up with `Ok(None)` if it is still busy then. The config lock is held only while
 /// the config is read, not through the token requests, so config edits never wait for the
 /// network.
-pub fn refresh_targets_locked(
-    n: &Notifier,
-    lock_timeout: Duration,
-) -> Result<Option<Vec<RefreshReport>>> {
+pub fn refresh_targets_locked(n: &Notifier, lock_timeout: Duration) -> Result<Option<DailyRun>> {
     let settings = n.settings();
     let deadline = Instant::now() + lock_timeout;
     let _run = match settings.store {
@@ -409,7 +406,24 @@ pub fn refresh_targets_locked(
         let _read = ConfigLock::acquire(n.settings())?;
         n.load_config()?
     };
-    n.refresh_configured(&config).map(Some)
+    Ok(Some(DailyRun {
+        reports: n.refresh_configured(&config)?,
+        problems: config_problems(&config),
+    }))
+}
+
+/// What one daily refresh did.
+#[derive(Debug)]
+pub struct DailyRun {
+    /// One report per OAuth2 target.
+    pub reports: Vec<RefreshReport>,
+    /// Malformed config lines that belong to no target (file and line, never their text).
+    pub problems: Vec<String>,
+}
+
+/// The config's problems as messages (see [`crate::NotificationConfig::problems`]).
+pub fn config_problems(config: &crate::NotificationConfig) -> Vec<String> {
+    config.problems().iter().map(ToString::to_string).collect()
 }
 
 /// Start authorizing target `name` (`POST smtp-oauth2-authorize-url`): returns the provider's

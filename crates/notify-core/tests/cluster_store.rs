@@ -38,8 +38,8 @@ fn cluster_node_child() {
         ["daily"] => {
             let n = Notifier::new(settings).unwrap();
             match api::refresh_targets_locked(&n, Duration::from_secs(30)) {
-                Ok(Some(reports)) => {
-                    for r in reports {
+                Ok(Some(run)) => {
+                    for r in run.reports {
                         let outcome = serde_json::to_string(&r.outcome).unwrap();
                         println!(
                             "RESULT {} {} {:?}",

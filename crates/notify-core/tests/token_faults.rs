@@ -528,8 +528,8 @@ fn the_daily_refresh_holds_the_config_lock_only_while_reading() {
         // a second daily run meanwhile gives up cleanly
         let second = api::refresh_targets_locked(&n, Duration::from_millis(200)).unwrap();
         assert!(second.is_none());
-        let reports = daily.join().unwrap().unwrap().unwrap();
-        assert_eq!(reports[0].outcome, RefreshOutcome::Transient);
+        let run = daily.join().unwrap().unwrap().unwrap();
+        assert_eq!(run.reports[0].outcome, RefreshOutcome::Transient);
     });
 }
 

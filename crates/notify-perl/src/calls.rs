@@ -215,14 +215,16 @@ pub fn refresh_targets(params: Value) -> Result<Value, CallError> {
     let p: RefreshParams = parse("refresh_targets", params)?;
     let timeout = Duration::from_secs(p.lock_timeout.unwrap_or(60));
     let n = notifier()?;
-    // lines of the config that belong to no target: reported, never fatal
-    let problems: Vec<String> = n
-        .load_config()
-        .map(|c| c.problems().iter().map(ToString::to_string).collect())
-        .unwrap_or_default();
     Ok(match api::refresh_targets_locked(&n, timeout)? {
-        Some(reports) => json!({ "locked": false, "reports": reports, "problems": problems }),
-        None => json!({ "locked": true, "reports": [], "problems": problems }),
+        Some(run) => json!({ "locked": false, "reports": run.reports, "problems": run.problems }),
+        None => {
+            // lines of the config that belong to no target: reported, never fatal
+            let problems = n
+                .load_config()
+                .map(|c| api::config_problems(&c))
+                .unwrap_or_default();
+            json!({ "locked": true, "reports": [], "problems": problems })
+        }
     })
 }
 
