@@ -153,15 +153,6 @@ impl OAuth2State {
         self.access_token_expires_at = None;
     }
 
-    /// Record a failure (message must be secret-free: it comes from our error types).
-    pub fn record_error(&mut self, message: &str) {
-        self.last_error = Some(LastError {
-            message: message.to_string(),
-            time: now(),
-            kind: None,
-        });
-    }
-
     /// Record `e` with its kind, for the status report.
     pub fn record_failure(&mut self, e: &crate::error::Error) {
         self.last_error = Some(LastError {
