@@ -1,4 +1,4 @@
-//! A cluster-wide lock: a directory created with `mkdir` on the shared file system, as
+//! A cluster-wide lock (the cluster kind of [`crate::store::Store`]): a directory created with `mkdir` on the shared file system, as
 //! pmxcfs's own locks are (`/etc/pve/priv/lock/<id>`). `mkdir` is atomic across nodes where
 //! `flock` is not. The directory holds an `owner` file (node name, pid, time, a unique
 //! token), written by temp file + rename, so a waiter can name the holder.
