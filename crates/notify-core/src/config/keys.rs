@@ -3,7 +3,11 @@
 //! derived from [`KEYS`]; what a value must look like beyond its kind is checked in
 //! [`super::smtp::SmtpTarget::validate`].
 
-use super::smtp::{AuthMethod, ClientAuthMethod, OAuth2Flow, SmtpMode, SmtpSecrets, SmtpTarget};
+use super::section::Section;
+use super::smtp::{
+    AuthMethod, ClientAuthMethod, Invalid, OAuth2Flow, SmtpMode, SmtpSecrets, SmtpTarget,
+};
+use super::validate;
 use crate::secret::Secret;
 use serde::Serialize;
 
@@ -378,6 +382,122 @@ pub static KEYS: &[Key] = &[
     secret!("oauth2-client-secret", oauth2_client_secret),
     secret!("oauth2-private-key", oauth2_private_key),
 ];
+
+/// Parsing and writing a target's sections, derived from [`KEYS`].
+impl SmtpTarget {
+    /// Build from a parsed section. Returns the failing key's line for error messages via
+    /// `Err((line, key, message))`.
+    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
+        let mut t = SmtpTarget::new(&section.name, "", "", Vec::new());
+        let mut seen: Vec<&str> = Vec::new();
+        for e in section.entries() {
+            let line = Some(e.line).filter(|l| *l > 0);
+            let Some(key) = key(&e.key).filter(|k| !k.private()) else {
+                let hint = if key(&e.key).is_some() {
+                    " (secrets belong in the private file priv/notifications.cfg)".to_string()
+                } else {
+                    format!(
+                        " (known keys: {})",
+                        public_names().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                return Err((
+                    line,
+                    (
+                        None,
+                        format!("unknown key '{}'{hint}", e.key.escape_debug()),
+                    ),
+                ));
+            };
+            let fail = |m: String| (line, (Some(key.name), m));
+            validate::no_control_chars(&e.value).map_err(fail)?;
+            if !key.multi {
+                if seen.contains(&key.name) {
+                    return Err(fail("key given more than once".into()));
+                }
+                seen.push(key.name);
+            }
+            key.set(&mut t, &e.value).map_err(fail)?;
+        }
+        // older configs have no auth-method: username set -> plain, else none
+        if !seen.contains(&"auth-method") {
+            t.auth_method = if t.username.is_some() {
+                AuthMethod::Plain
+            } else {
+                AuthMethod::None
+            };
+        }
+        t.validate().map_err(|(key, msg)| {
+            let line = key.and_then(|k| section.entries().find(|e| e.key == k).map(|e| e.line));
+            (line.or(Some(section.line)).filter(|l| *l > 0), (key, msg))
+        })?;
+        Ok(t)
+    }
+
+    /// The `key value` pairs of the public section, in canonical order ([`KEYS`]).
+    pub fn to_entries(&self) -> Vec<(String, String)> {
+        KEYS.iter()
+            .flat_map(|k| k.values(self).into_iter().map(|v| (k.name.to_string(), v)))
+            .collect()
+    }
+}
+
+/// Parsing and writing a target's private section, derived from [`KEYS`].
+impl SmtpSecrets {
+    /// Read from a private-file section.
+    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
+        let mut s = SmtpSecrets::default();
+        for e in section.entries() {
+            let line = Some(e.line).filter(|l| *l > 0);
+            let Some(slot) = key(&e.key).and_then(|k| k.slot(&mut s)) else {
+                return Err((
+                    line,
+                    (
+                        None,
+                        // not the key's text: in this file a typo like `password=VALUE`
+                        // makes the secret the "key"
+                        format!(
+                            "unknown key in the private file (known keys: {}); the line's \
+                             text is not shown",
+                            private_names().collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                ));
+            };
+            if slot.is_some() {
+                return Err((
+                    line,
+                    (None, format!("key '{}' given more than once", e.key)),
+                ));
+            }
+            if !e.value.is_empty() {
+                *slot = Some(Secret::new(e.value.clone()));
+            }
+        }
+        Ok(s)
+    }
+
+    /// The `key value` pairs of the private section.
+    pub fn to_entries(&self) -> Vec<(String, String)> {
+        let mut copy = self.clone();
+        KEYS.iter()
+            .filter_map(|k| {
+                let v = k.slot(&mut copy)?.as_ref()?;
+                Some((k.name.to_string(), v.expose().to_string()))
+            })
+            .collect()
+    }
+}
+
+/// `Err` naming the first key of `target` whose value holds a control character.
+pub fn check_values(target: &SmtpTarget) -> Result<(), Invalid> {
+    for key in KEYS {
+        for v in key.values(target) {
+            validate::no_control_chars(&v).map_err(|m| (Some(key.name), m))?;
+        }
+    }
+    Ok(())
+}
 
 /// The table as data, for the Perl side (`config_keys`) and the page: name, kind, private,
 /// multi, deletable.

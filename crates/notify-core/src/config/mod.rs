@@ -239,6 +239,7 @@ impl NotificationConfig {
             param: key.unwrap_or("name").to_string(),
             message,
         };
+        keys::check_values(target).map_err(to_param)?;
         target.validate().map_err(to_param)?;
         target.validate_secrets(secrets).map_err(to_param)
     }

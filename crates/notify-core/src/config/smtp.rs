@@ -1,7 +1,5 @@
 //! The SMTP target: typed keys, defaults, validation, and conversion to/from a section.
 
-use super::keys;
-use super::section::Section;
 use super::validate;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -56,10 +54,11 @@ impl SmtpMode {
 }
 
 /// How the target authenticates to the SMTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum AuthMethod {
     /// No authentication.
     #[serde(rename = "none")]
+    #[default]
     None,
     /// Username and password (SASL PLAIN or LOGIN).
     #[serde(rename = "plain")]
@@ -198,7 +197,7 @@ impl ClientAuthMethod {
 }
 
 /// An SMTP notification target (the public part; secrets are in [`SmtpSecrets`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SmtpTarget {
     /// Target name (section name).
@@ -323,30 +322,9 @@ impl SmtpTarget {
         SmtpTarget {
             name: name.to_string(),
             server: server.to_string(),
-            port: None,
-            mode: SmtpMode::default(),
-            auth_method: AuthMethod::None,
-            username: None,
             from_address: from_address.to_string(),
-            author: None,
             mailto,
-            mailto_user: Vec::new(),
-            comment: None,
-            disable: false,
-            allow_insecure_auth: false,
-            oauth2_client_id: None,
-            oauth2_tenant_id: None,
-            oauth2_authorize_url: None,
-            oauth2_token_url: None,
-            oauth2_scope: None,
-            max_connections: None,
-            broker_allow: BrokerAllow::default(),
-            oauth2_flow: None,
-            oauth2_client_auth: None,
-            oauth2_service_account: None,
-            oauth2_key_id: None,
-            oauth2_certificate_thumbprint: None,
-            oauth2_device_authorize_url: None,
+            ..Default::default()
         }
     }
 
@@ -370,64 +348,10 @@ impl SmtpTarget {
         self.username.as_deref().unwrap_or(&self.from_address)
     }
 
-    /// Build from a parsed section. Returns the failing key's line for error messages via
-    /// `Err((line, key, message))`.
-    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
-        let mut t = SmtpTarget::new(&section.name, "", "", Vec::new());
-        let mut seen: Vec<&str> = Vec::new();
-        for e in section.entries() {
-            let line = Some(e.line).filter(|l| *l > 0);
-            let Some(key) = keys::key(&e.key).filter(|k| !k.private()) else {
-                let hint = if keys::key(&e.key).is_some() {
-                    " (secrets belong in the private file priv/notifications.cfg)".to_string()
-                } else {
-                    format!(
-                        " (known keys: {})",
-                        keys::public_names().collect::<Vec<_>>().join(", ")
-                    )
-                };
-                return Err((
-                    line,
-                    (
-                        None,
-                        format!("unknown key '{}'{hint}", e.key.escape_debug()),
-                    ),
-                ));
-            };
-            let fail = |m: String| (line, (Some(key.name), m));
-            validate::no_control_chars(&e.value).map_err(fail)?;
-            if !key.multi {
-                if seen.contains(&key.name) {
-                    return Err(fail("key given more than once".into()));
-                }
-                seen.push(key.name);
-            }
-            key.set(&mut t, &e.value).map_err(fail)?;
-        }
-        // older configs have no auth-method: username set -> plain, else none
-        if !seen.contains(&"auth-method") {
-            t.auth_method = if t.username.is_some() {
-                AuthMethod::Plain
-            } else {
-                AuthMethod::None
-            };
-        }
-        t.validate().map_err(|(key, msg)| {
-            let line = key.and_then(|k| section.entries().find(|e| e.key == k).map(|e| e.line));
-            (line.or(Some(section.line)).filter(|l| *l > 0), (key, msg))
-        })?;
-        Ok(t)
-    }
-
     /// Check every value and the combination of keys (not the secrets: see
     /// [`SmtpTarget::validate_secrets`]).
     pub fn validate(&self) -> Result<(), Invalid> {
         validate::target_name(&self.name).map_err(|m| (None, m))?;
-        for key in keys::KEYS {
-            for v in key.values(self) {
-                validate::no_control_chars(&v).map_err(|m| (Some(key.name), m))?;
-            }
-        }
         if self.server.is_empty() {
             return Err((
                 Some("server"),
@@ -879,62 +803,9 @@ impl SmtpTarget {
         }
         Ok(())
     }
-
-    /// The `key value` pairs of the public section, in canonical order ([`keys::KEYS`]).
-    pub fn to_entries(&self) -> Vec<(String, String)> {
-        keys::KEYS
-            .iter()
-            .flat_map(|k| k.values(self).into_iter().map(|v| (k.name.to_string(), v)))
-            .collect()
-    }
 }
 
 impl SmtpSecrets {
-    /// Read from a private-file section.
-    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
-        let mut s = SmtpSecrets::default();
-        for e in section.entries() {
-            let line = Some(e.line).filter(|l| *l > 0);
-            let Some(slot) = keys::key(&e.key).and_then(|k| k.slot(&mut s)) else {
-                return Err((
-                    line,
-                    (
-                        None,
-                        // not the key's text: in this file a typo like `password=VALUE`
-                        // makes the secret the "key"
-                        format!(
-                            "unknown key in the private file (known keys: {}); the line's \
-                             text is not shown",
-                            keys::private_names().collect::<Vec<_>>().join(", ")
-                        ),
-                    ),
-                ));
-            };
-            if slot.is_some() {
-                return Err((
-                    line,
-                    (None, format!("key '{}' given more than once", e.key)),
-                ));
-            }
-            if !e.value.is_empty() {
-                *slot = Some(Secret::new(e.value.clone()));
-            }
-        }
-        Ok(s)
-    }
-
-    /// The `key value` pairs of the private section.
-    pub fn to_entries(&self) -> Vec<(String, String)> {
-        let mut copy = self.clone();
-        keys::KEYS
-            .iter()
-            .filter_map(|k| {
-                let v = k.slot(&mut copy)?.as_ref()?;
-                Some((k.name.to_string(), v.expose().to_string()))
-            })
-            .collect()
-    }
-
     /// True if no secret is set.
     pub fn is_empty(&self) -> bool {
         self.password.is_none()
