@@ -323,6 +323,118 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
     assert_eq!(connects, 1, "the flush used one SMTP session");
 }
 
+/// The caller waits for its bound, not for the delivery deadline, and not once per target:
+/// three targets whose server is down, in one call, return queued within a few seconds.
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn a_caller_waits_its_bound_for_all_targets_together() {
+    let _serial = serial();
+    let rig = Rig::get();
+    let l = limited();
+    let mut env = env_with_deadline(120);
+    env.settings.caller_wait = Duration::from_secs(2);
+    env.notifier = Notifier::new(env.settings.clone()).unwrap();
+    let names = ["down-a", "down-b", "down-c"];
+    for n in names {
+        let (t, s) = plain_target(&rig, &l, n);
+        env.add_target(&t, &s);
+    }
+    let _stopped = Stopped::new(&l);
+    let t0 = Instant::now();
+    let reports = env
+        .notifier
+        .delivery()
+        .send(&names, &note(&tag("bound")))
+        .unwrap();
+    let waited = t0.elapsed();
+    for r in &reports {
+        assert!(
+            matches!(r.result, Ok(Delivery::Queued { .. })),
+            "{}: {:?}",
+            r.target,
+            r.result
+        );
+    }
+    // one bound for all three (not 3 x the bound, far from 3 x the 120 s delivery deadline)
+    assert!(
+        waited < Duration::from_secs(15),
+        "the caller waited {waited:?}"
+    );
+    for n in names {
+        assert_eq!(spool_len(&env, n), 1, "{n}");
+    }
+}
+
+/// Child side of the killed-sender test: send once and wait (the parent kills it).
+#[test]
+#[ignore = "helper process of a_killed_sender_loses_nothing"]
+fn child_send_process() {
+    let Ok(dir) = std::env::var("OXNOTIFY_TEST_CHILD_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let mut settings = Settings::with_dirs(dir.join("etc"), dir.join("var"));
+    settings.caller_wait = Duration::from_secs(3);
+    let title = std::env::var("OXNOTIFY_TEST_TITLE").unwrap();
+    let _ = Notifier::new(settings)
+        .unwrap()
+        .delivery()
+        .send(&["killed-sender"], &note(&title));
+}
+
+/// A sender killed while it still tries (a job timeout, a restarted API worker) loses
+/// nothing: the message is in the outbox from the moment the call accepted it, no flush
+/// takes it while the sender may still deliver it, and the next flush after that does.
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn a_killed_sender_loses_nothing() {
+    let _serial = serial();
+    let rig = Rig::get();
+    let l = limited();
+    let env = env_with_deadline(120);
+    let (t, s) = plain_target(&rig, &l, "killed-sender");
+    env.add_target(&t, &s);
+    let title = tag("killed-sender");
+    let stopped = Stopped::new(&l);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_send_process", "--ignored", "--nocapture"])
+        .env("OXNOTIFY_TEST_CHILD_DIR", env.dir.path())
+        .env("OXNOTIFY_TEST_TITLE", &title)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while spool_len(&env, "killed-sender") == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(
+        spool_len(&env, "killed-sender"),
+        1,
+        "the message was in the outbox while its sender was still trying"
+    );
+    // while the killed sender's claim lasts, no flush tries it (it could still be on the wire)
+    let r = env.notifier.delivery().flush_outbox().unwrap();
+    assert_eq!((r[0].sessions, r[0].remaining), (0, 0), "{:?}", r[0]);
+    drop(stopped);
+    let claim_ends = Instant::now() + Duration::from_secs(15);
+    let mut delivered = 0;
+    while delivered == 0 && Instant::now() < claim_ends {
+        std::thread::sleep(Duration::from_millis(500));
+        delivered = env.notifier.delivery().flush_outbox().unwrap()[0].delivered;
+    }
+    assert_eq!(delivered, 1, "the next flush after the claim delivers it");
+    let got = wait_for(&l.maildir, &title, 1);
+    assert_eq!(
+        got.values().copied().collect::<Vec<_>>(),
+        vec![1],
+        "{got:?}"
+    );
+}
+
 /// Puts `n` messages for `target` into the spool as a failed send would have.
 fn spool(env: &Env, t: &SmtpTarget, prefix: &str, n: usize) {
     for i in 0..n {
