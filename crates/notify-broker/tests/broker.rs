@@ -90,10 +90,14 @@ fn setup_allowing(token_url: &str, deadline: Duration, broker_allow: BrokerAllow
 }
 
 fn authorize(env: &Env, expires_in: Option<Duration>) {
+    authorize_target(env, &env.target, expires_in)
+}
+
+fn authorize_target(env: &Env, target: &SmtpTarget, expires_in: Option<Duration>) {
     let http = UreqClient::new(&env.settings).unwrap();
     TokenManager::new(&env.settings, &http)
         .store_authorization(
-            &env.target,
+            target,
             &TokenSet {
                 access_token: Secret::new(TOKEN),
                 expires_in,
@@ -178,10 +182,10 @@ fn an_unknown_address_names_invalid_targets_the_admin_may_have_meant() {
     assert!(answer.contains("invalid targets (broken)"), "{answer}");
 }
 
-/// Idle clients of another user: a forked child that switched to `uid`/`gid` keeps `n`
-/// connections to the broker open without ever sending a byte, and opens a new one whenever
-/// the broker closes one (an attacker holding what it can, for as long as it likes). Killed on
-/// drop.
+/// Clients of another user: a forked child that switched to `uid`/`gid` keeps `n`
+/// connections to the broker open, sending `request` on each (nothing: idle connections), and
+/// opens a new one whenever the broker closes one (an attacker holding what it can, for as long
+/// as it likes). Killed on drop.
 struct IdleClients {
     pid: libc::pid_t,
 }
@@ -189,6 +193,11 @@ struct IdleClients {
 impl IdleClients {
     /// Returns once all `n` connections were made once.
     fn start(socket: &Path, uid: u32, gid: u32, n: usize) -> Self {
+        Self::sending(socket, uid, gid, n, b"")
+    }
+
+    /// The same, each connection sending `request`.
+    fn sending(socket: &Path, uid: u32, gid: u32, n: usize, request: &'static [u8]) -> Self {
         use std::os::unix::ffi::OsStrExt;
         // everything the child needs is prepared here: after fork() in this multi-threaded
         // process the child only makes system calls (no allocation, no locks)
@@ -223,25 +232,38 @@ impl IdleClients {
         if pid == 0 {
             // SAFETY: system calls on the prepared buffers; see above.
             unsafe {
-                libc::close(ready[0]);
+                // keep nothing of the parent: a file lock another test thread holds right now
+                // (its state's lock file) would stay held for as long as this child lives
+                let ready_w = 3;
+                if libc::dup2(ready[1], ready_w) != ready_w
+                    || libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0
+                {
+                    libc::_exit(4);
+                }
                 if libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
                 {
                     libc::_exit(2);
                 }
+                // the broker may close before the request is written
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 let connect = |fd: &mut libc::c_int| {
                     *fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                    *fd >= 0
+                    let ok = *fd >= 0
                         && libc::connect(*fd, (&addr as *const libc::sockaddr_un).cast(), addr_len)
-                            == 0
+                            == 0;
+                    if ok && !request.is_empty() {
+                        libc::write(*fd, request.as_ptr().cast(), request.len());
+                    }
+                    ok
                 };
                 for fd in fds.iter_mut() {
                     if !connect(fd) {
                         libc::_exit(3);
                     }
                 }
-                libc::write(ready[1], b"r".as_ptr().cast(), 1);
+                libc::write(ready_w, b"r".as_ptr().cast(), 1);
                 loop {
                     for (p, fd) in polls.iter_mut().zip(fds.iter()) {
                         *p = libc::pollfd {
@@ -396,4 +418,49 @@ fn idle_connections_of_an_allowed_user_do_not_keep_others_from_their_token() {
         "another allowed user's request took {took:?}"
     );
     eprintln!("200 idle connections of uid {ALLOWED_UID}: root served within {slowest:?}, uid {OTHER_ALLOWED_UID} within {took:?}");
+}
+
+#[test]
+fn requests_of_an_allowed_user_that_hold_workers_do_not_keep_others_from_their_token() {
+    if !can_switch_users() {
+        return;
+    }
+    let env = fair_env();
+    // a second target only ALLOWED_UID may use, whose token endpoint never answers: each of
+    // its requests holds a worker until the deadline
+    let endpoint = FaultInjectingSilentEndpoint::start();
+    let hung = SmtpTarget {
+        name: "hung".into(),
+        from_address: "hung@example.com".into(),
+        oauth2_token_url: Some(endpoint.url()),
+        broker_allow: BrokerAllow {
+            users: vec![ALLOWED_UID.to_string()],
+            groups: vec![],
+        },
+        ..env.target.clone()
+    };
+    let lock = ConfigLock::acquire(&env.settings).unwrap();
+    let mut cfg = NotificationConfig::load(&env.settings).unwrap();
+    cfg.add_smtp_target(&hung, &SmtpSecrets::default()).unwrap();
+    cfg.save(&env.settings, &lock).unwrap();
+    drop(lock);
+    authorize_target(&env, &hung, None);
+    let _busy = IdleClients::sending(
+        &env.socket,
+        ALLOWED_UID,
+        ALLOWED_UID,
+        200,
+        b"TOKEN hung@example.com\n",
+    );
+    let slowest = root_is_served(&env);
+    let (code, out, took) = token_as(&env, OTHER_ALLOWED_UID, OTHER_ALLOWED_UID);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), format!("{TOKEN}\n").as_str())
+    );
+    assert!(
+        took < FAIR_BOUND,
+        "another allowed user's request took {took:?}"
+    );
+    eprintln!("200 hanging requests of uid {ALLOWED_UID}: root served within {slowest:?}, uid {OTHER_ALLOWED_UID} within {took:?}");
 }
