@@ -153,8 +153,8 @@ fn stamp(settings: &Settings) -> Stamp {
 }
 
 /// The connect-time check: [`AllowIndex`] of the current configuration, rebuilt when the
-/// config file changed or [`INDEX_TTL`] passed. Building it reads the config (a fraction of a
-/// millisecond), so a flood of connections costs one build per [`INDEX_TTL`], not one each.
+/// config file changed or 2 s passed (account changes). Building it reads the config (a
+/// fraction of a millisecond), so a flood of connections costs one build per 2 s, not one each.
 pub struct Gate {
     settings: Settings,
     built: Option<Built>,
