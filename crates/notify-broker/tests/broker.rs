@@ -246,6 +246,8 @@ impl IdleClients {
                 {
                     libc::_exit(2);
                 }
+                // gone with the test, even if it is killed (after setuid, which clears it)
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 // the broker may close before the request is written
                 libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 let connect = |fd: &mut libc::c_int| {
