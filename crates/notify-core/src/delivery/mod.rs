@@ -660,6 +660,31 @@ impl<'a> Deliverer<'a> {
         Ok(out)
     }
 
+    /// Remove every waiting message of target `name` without sending it, each recorded as
+    /// given up with `reason`: the target was deleted, and a new target of the same name must
+    /// not deliver them. Returns how many there were.
+    pub fn discard_outbox(&self, name: &str, reason: &str) -> Result<usize> {
+        let _lock = self.outbox_lock(name)?;
+        let (entries, _) = outbox::entries(self.settings, name)?;
+        for e in &entries {
+            outbox::remove(self.settings, name, &e.id)?;
+            let _ = outbox::record_given_up(self.settings, name, &e.title, reason);
+        }
+        outbox::remove_dir_if_empty(self.settings, name);
+        Ok(entries.len())
+    }
+
+    /// The lock a flush of target `name` holds while it sends: whoever removes a waiting
+    /// message without sending it takes it too, so nothing on the wire is dropped.
+    fn outbox_lock(&self, name: &str) -> Result<FileLock> {
+        outbox::ensure_meta_dir(self.settings)?;
+        FileLock::exclusive_until(
+            &outbox::flush_lock_file(self.settings, name),
+            Instant::now() + self.settings.lock_timeout,
+            &format!("the outbox of target '{name}'"),
+        )
+    }
+
     /// Remove a waiting message without sending it (the admin's decision; recorded as given
     /// up). 404 if there is no such entry.
     pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
@@ -669,13 +694,7 @@ impl<'a> Deliverer<'a> {
                 format!("no outbox entry {id} (see `oxnotify outbox list`)"),
             )
         })?;
-        // a flush holds this lock while it sends: do not drop what is on the wire
-        outbox::ensure_meta_dir(self.settings)?;
-        let _lock = FileLock::exclusive_until(
-            &outbox::flush_lock_file(self.settings, &entry.target),
-            Instant::now() + self.settings.lock_timeout,
-            &format!("the outbox of target '{}'", entry.target),
-        )?;
+        let _lock = self.outbox_lock(&entry.target)?;
         outbox::remove(self.settings, &entry.target, &entry.id)?;
         outbox::remove_dir_if_empty(self.settings, &entry.target);
         let _ = outbox::record_given_up(
