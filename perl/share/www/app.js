@@ -96,8 +96,9 @@ async function saveTarget(ev) {
   const p = {};
   for (const el of f.elements) {
     if (!el.name || el.value === '') continue;
-    if (el.name === 'port') p.port = Number(el.value);
-    else if (el.name === 'mailto') p.mailto = el.value.split(/[,\s]+/).filter((s) => s);
+    // number inputs are integers, data-list inputs lists (comma or blank separated)
+    if (el.type === 'number') p[el.name] = Number(el.value);
+    else if (el.dataset.list !== undefined) p[el.name] = el.value.split(/[,\s]+/).filter((s) => s);
     else p[el.name] = el.value;
   }
   try {
