@@ -227,7 +227,8 @@ sub _read_secret_file {
     }
     my $v = $WHOLE_FILE{$k} ? do { local $/; <$fh> } : <$fh>;
     close($fh) if $file ne '-';
-    _die("--$k-file: '$file' is empty; it must hold the secret on its first line") if !defined $v || $v eq '';
+    _die("--$k-file: '$file' is empty; it must hold the secret on its first line")
+        if !defined $v || $v eq '';
     return $v if $WHOLE_FILE{$k};
     $v =~ s/\r?\n\z//;
     _die("--$k-file: the first line of '$file' is empty") if $v eq '';
@@ -237,8 +238,8 @@ sub _read_secret_file {
 sub _prompt_secret {
     my ($k) = @_;
     _die("--$k is a file: give --$k-file FILE (\"-\" reads stdin)") if $WHOLE_FILE{$k};
-    _die("--$k needs a value: give --$k-file FILE (\"-\" reads stdin), or run on a terminal to be asked")
-        if !-t STDIN;
+    _die("--$k needs a value: give --$k-file FILE (\"-\" reads stdin), or run on a terminal to be "
+        . 'asked') if !-t STDIN;
     my $term = POSIX::Termios->new;
     $term->getattr(fileno(STDIN));
     my $lflag = $term->getlflag;
@@ -268,7 +269,8 @@ sub _options {
         _die("unexpected argument '$a'") if $a !~ /^--([a-z0-9-]+)(?:=(.*))?$/s;
         my ($k, $v) = ($1, $2);
         if ($k =~ /^(.+)-file$/ && $secret{$1} && $props->{$1}) {
-            my $file = $v // shift(@$args) // _die("option --$k needs a file name (\"-\" for stdin)");
+            my $file = $v // shift(@$args)
+                // _die("option --$k needs a file name (\"-\" for stdin)");
             $p{$1} = _read_secret_file($1, $file, \$stdin_used);
             next;
         }
@@ -279,7 +281,8 @@ sub _options {
                 $p{$k} = _prompt_secret($k);
                 next;
             }
-            print STDERR "oxnotify: warning: --$k on the command line is visible to every user (ps);"
+            print STDERR "oxnotify: warning: --$k on the command line is visible to every user"
+                . " (ps);"
                 . " use --$k-file FILE, \"-\" for stdin, or leave the value out to be asked\n";
         }
         $v //= shift(@$args) // _die("option --$k needs a value");
@@ -310,7 +313,8 @@ sub _params {
 # Run a descriptor as the local (root) user: validated, no permission check.
 sub _call {
     my ($name, $param) = @_;
-    return OxNotify::API2::Schema::call(OxNotify::API2::Notifications::method($name), $param, undef);
+    my $method = OxNotify::API2::Notifications::method($name);
+    return OxNotify::API2::Schema::call($method, $param, undef);
 }
 
 # What the command does with its parameters; returns its result.
@@ -345,22 +349,28 @@ sub _when { defined $_[0] ? POSIX::strftime('%Y-%m-%d %H:%M:%S UTC', gmtime($_[0
 
 sub _age {
     my ($s) = @_;
-    return $s < 120 ? "$s s" : $s < 7200 ? int($s / 60) . " min" : $s < 172800 ? int($s / 3600) . " h"
+    return $s < 120 ? "$s s"
+        : $s < 7200 ? int($s / 60) . " min"
+        : $s < 172800 ? int($s / 3600) . " h"
         : int($s / 86400) . " d";
 }
 
 sub _print_targets {
     my ($list) = @_;
     printf "%-20s %-28s %-17s %s\n", qw(NAME SERVER AUTH FROM);
-    printf "%-20s %-28s %-17s %s\n", $_->{name}, $_->{error} ? "INVALID: $_->{error}" : "$_->{server}",
-        $_->{'auth-method'} // '', $_->{'from-address'} // '' for @$list;
+    for my $t (@$list) {
+        my $server = $t->{error} ? "INVALID: $t->{error}" : $t->{server};
+        printf "%-20s %-28s %-17s %s\n", $t->{name}, $server, $t->{'auth-method'} // '',
+            $t->{'from-address'} // '';
+    }
 }
 
 sub _print_keys {
     my ($target) = @_;
     for my $k (sort keys %$target) {
         my $v = $target->{$k};
-        printf "%-22s %s\n", $k, ref($v) eq 'ARRAY' ? join(', ', @$v) : (ref($v) ? ($v ? 1 : 0) : $v);
+        $v = ref($v) eq 'ARRAY' ? join(', ', @$v) : ref($v) ? ($v ? 1 : 0) : $v;
+        printf "%-22s %s\n", $k, $v;
     }
 }
 
@@ -374,8 +384,8 @@ sub _print_sent {
 sub _print_outbox {
     my ($list) = @_;
     print "outbox is empty\n" if !@$list;
-    printf "%-34s %-14s %-7s %-8s %s\n  last error: %s\n", $_->{id}, $_->{target}, _age($_->{age_secs}),
-        "$_->{attempts}x", $_->{title}, $_->{last_error} for @$list;
+    printf "%-34s %-14s %-7s %-8s %s\n  last error: %s\n", $_->{id}, $_->{target},
+        _age($_->{age_secs}), "$_->{attempts}x", $_->{title}, $_->{last_error} for @$list;
 }
 
 sub _print_flushed {
@@ -387,7 +397,7 @@ sub _print_flushed {
 
 sub _print_refreshed {
     my ($reports) = @_;
-    print "$_->{target}: $_->{outcome}" . ($_->{error} ? " - $_->{error}" : '') . "\n" for @$reports;
+    print "$_->{target}: $_->{outcome}", ($_->{error} ? " - $_->{error}" : ''), "\n" for @$reports;
 }
 
 sub _print_statuses {
@@ -401,12 +411,16 @@ sub _print_status {
     if ($s->{no_oauth2}) {
         print "$s->{target} ($s->{auth_method}):\n";
     } else {
-        print "$s->{target} ($s->{auth_method}): ", ($s->{authorized} ? 'authorized' : 'NOT authorized'), "\n";
+        my $e = $s->{last_error};
+        my $not = $s->{authorized} ? '' : 'NOT ';
+        print "$s->{target} ($s->{auth_method}): ${not}authorized\n";
         print "  authorized at:       ", _when($s->{authorized_at}), "\n";
         print "  last refresh:        ", _when($s->{last_refresh}), "\n";
-        print "  refresh token age:   ", ($s->{refresh_token_age_days} // '-'), " day(s), $s->{rotations} rotation(s)\n";
-        print "  estimated expiry:    ", _when($s->{estimated_expiry}), "\n" if $s->{estimated_expiry};
-        print "  last error:          $s->{last_error}{message} (", _when($s->{last_error}{time}), ")\n" if $s->{last_error};
+        print "  refresh token age:   ", ($s->{refresh_token_age_days} // '-'), " day(s), ",
+            "$s->{rotations} rotation(s)\n";
+        my $expiry = $s->{estimated_expiry};
+        print "  estimated expiry:    ", _when($expiry), "\n" if $expiry;
+        print "  last error:          $e->{message} (", _when($e->{time}), ")\n" if $e;
     }
     my $o = $s->{outbox};
     print "  outbox:              $o->{queued} queued",
@@ -461,7 +475,8 @@ sub _authorize {
             { state => $q->{state}, 'authorization-code' => $q->{code} // '', target => $name });
         return "target '$name' is authorized";
     };
-    $listener->wait_for_redirect(state => $begin->{state}, deadline => time + $timeout, finish => $finish)
+    my $deadline = time + $timeout;
+    $listener->wait_for_redirect(state => $begin->{state}, deadline => $deadline, finish => $finish)
         or _die("no redirect arrived within $timeout seconds; run `oxnotify authorize $name` again",
             408);
     return { target => $name, authorized => 1 };
@@ -472,7 +487,8 @@ sub _authorize_device {
     my ($name) = @_;
     my $start = _call('smtp_oauth2_device', { name => $name });
     local $| = 1;
-    print "On any device, open $start->{verification_uri}\nand enter the code: $start->{user_code}\n";
+    print "On any device, open $start->{verification_uri}\n";
+    print "and enter the code: $start->{user_code}\n";
     print "(or open $start->{verification_uri_complete})\n" if $start->{verification_uri_complete};
     print STDERR "Waiting up to $start->{expires_in} seconds for the sign-in ...\n";
     # each call waits a few seconds; an error (declined, expired) ends the loop
@@ -491,7 +507,10 @@ sub run {
         $format = $1 // shift(@args) // '';
     }
     if (!@args || $args[0] =~ /^(?:--help|-h)$/) { print usage(); return 0 }
-    if ($format ne 'text' && $format ne 'json') { print STDERR "--output-format must be text or json\n"; return 2 }
+    if ($format ne 'text' && $format ne 'json') {
+        print STDERR "--output-format must be text or json\n";
+        return 2;
+    }
     my $name = shift @args;
     if ($name eq 'help') {
         my $cmd = $COMMANDS{ join(' ', @args) };
@@ -502,7 +521,10 @@ sub run {
     my $cmd = $COMMANDS{$name};
     if (!$cmd) { print STDERR "unknown command '$name'\n" . usage(); return 2 }
     if (grep { $_ eq '--help' || $_ eq '-h' } @args) { print $cmd->{help}; return 0 }
-    if ($name eq 'token') { print STDERR "oxnotify: run `oxnotify token` through bin/oxnotify\n"; return 2 }
+    if ($name eq 'token') {
+        print STDERR "oxnotify: run `oxnotify token` through bin/oxnotify\n";
+        return 2;
+    }
 
     my ($p, $result);
     my $ok = eval {

@@ -45,7 +45,8 @@ sub startup ($self) {
     $self->hook(after_dispatch => sub ($c) {
         my $h = $c->res->headers;
         # pages: our own scripts only; nothing may frame us
-        $h->header('Content-Security-Policy' => "default-src 'self'; frame-ancestors 'none'; base-uri 'none'");
+        $h->header('Content-Security-Policy' =>
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'");
         $h->header('X-Content-Type-Options' => 'nosniff');
         $h->header('Referrer-Policy' => 'no-referrer');
         $h->header('Cache-Control' => 'no-store');
@@ -61,10 +62,10 @@ sub startup ($self) {
         (my $path = $m->{path}) =~ s/\{(\w+)\}/<#$1>/g;
         $r->any([$m->{method}] => "/api2/json/$path" => sub ($c) { _handle($c, $m) });
     }
-    $r->any('/api2/*any' => sub ($c) {
-        $c->render(status => 404, json => { message => 'no such API path', data => undef });
+    $r->any('/api2/*any' => sub ($c) { _error($c, 404, 'no such API path') });
+    $r->any('/*any' => { any => '' } => sub ($c) {
+        $c->render(status => 404, text => 'Not found');
     });
-    $r->any('/*any' => { any => '' } => sub ($c) { $c->render(status => 404, text => 'Not found') });
 }
 
 # One address may hold a few connections per worker; the rest are turned away with a 503
@@ -79,15 +80,20 @@ sub _limit_per_client ($c) {
     if (keys(%$conns) >= $MAX_CONNS_PER_CLIENT) {
         $c->res->headers->connection('close');
         $c->res->headers->header('Retry-After' => 5);
-        return $c->render(status => 503, json => {
-            message => "too many connections from $addr (at most $MAX_CONNS_PER_CLIENT); close idle ones and retry",
-            data => undef });
+        return _error($c, 503, "too many connections from $addr (at most $MAX_CONNS_PER_CLIENT); "
+            . 'close idle ones and retry');
     }
     $conns->{$id} = 1;
     $stream->on(close => sub {
         delete $conns->{$id};
         delete $app->{oxn_conns}{$addr} if !%$conns;
     });
+}
+
+# An API error answer: the message, per-parameter errors if any, no data.
+sub _error ($c, $status, $message, $errors = undef) {
+    return $c->render(status => $status,
+        json => { message => $message, ($errors ? (errors => $errors) : ()), data => undef });
 }
 
 sub _bad_request ($msg) { die OxNotify::Core::Error->new($msg, 400) }
@@ -104,8 +110,8 @@ sub _params ($c, $m) {
         # anything but a form is JSON, and must be one object: never silently ignored
         my $body = eval { Mojo::JSON::decode_json($req->body) };
         _bad_request('request body is not valid JSON: send a JSON object of parameters') if $@;
-        _bad_request('request body must be a JSON object of parameters, not ' . (ref($body) eq 'ARRAY' ? 'an array' : 'a scalar'))
-            if ref($body) ne 'HASH';
+        _bad_request('request body must be a JSON object of parameters, not '
+            . (ref($body) eq 'ARRAY' ? 'an array' : 'a scalar')) if ref($body) ne 'HASH';
         %p = %$body;
     } else {
         for my $k (@{ $req->params->names }) {
@@ -126,14 +132,14 @@ sub _handle ($c, $m) {
     my $role = lc($scheme // '') eq 'bearer' ? OxNotify::Server::Tokens::role_of($token) : undef;
     if (!$role) {
         $c->res->headers->header('WWW-Authenticate' => 'Bearer realm="oxnotify"');
-        return $c->render(status => 401, json => { message => 'authentication required: send "Authorization: Bearer <API token>"', data => undef });
+        return _error($c, 401, 'authentication required: send "Authorization: Bearer <API token>"');
     }
     my $data = eval { OxNotify::API2::Schema::call($m, _params($c, $m), $role) };
     if (my $err = $@) {
         my ($code, $msg, $errors) = ref($err) && $err->isa('OxNotify::Core::Error')
             ? ($err->code, $err->message, $err->{errors}) : (500, "internal error: $err", undef);
         $c->app->log->warn("$m->{method} $m->{path}: $code $msg") if $code >= 500;
-        return $c->render(status => $code, json => { message => $msg, ($errors ? (errors => $errors) : ()), data => undef });
+        return _error($c, $code, $msg, $errors);
     }
     return $c->render(json => { data => $data });
 }
@@ -148,7 +154,8 @@ sub serves (@args) {
 # The options of a serving command line, defaults applied, or undef if it is not valid.
 sub serve_options (@args) {
     shift @args if @args && $args[0] =~ /^(?:daemon|prefork)$/;
-    my %o = (listen => [], workers => 4, clients => 20, 'inactivity-timeout' => 15, www => www_dir());
+    my %o = (listen => [], workers => 4, clients => 20, 'inactivity-timeout' => 15);
+    $o{www} = www_dir();
     Getopt::Long::Configure('no_ignore_case', 'no_auto_abbrev');
     Getopt::Long::GetOptionsFromArray(\@args, \%o,
         'listen|l=s@', 'workers|w=i', 'clients|c=i', 'inactivity-timeout|i=i', 'www=s') && !@args
@@ -166,8 +173,8 @@ sub main (@args) {
         return 0;
     }
     my $o = serve_options(@args) // do {
-        print STDERR "usage: oxnotify-server [daemon] [-l URL]... [-w WORKERS] [-c CONNECTIONS-PER-WORKER]"
-            . " [-i SECONDS] [--www DIR]\n";
+        print STDERR "usage: oxnotify-server [daemon] [-l URL]... [-w WORKERS]"
+            . " [-c CONNECTIONS-PER-WORKER] [-i SECONDS] [--www DIR]\n";
         return 2;
     };
     my %o = %$o;
@@ -181,8 +188,10 @@ sub main (@args) {
     my $ok = eval {
         my $new = OxNotify::Server::Tokens::ensure();
         # the journal keeps stdout: say where the token is, never the token
-        print "oxnotify-server: created the $_ API token in " . OxNotify::Server::Tokens::token_file($_) . " (read it there)\n"
-            for sort keys %$new;
+        for my $role (sort keys %$new) {
+            my $file = OxNotify::Server::Tokens::token_file($role);
+            print "oxnotify-server: created the $role API token in $file (read it there)\n";
+        }
         OxNotify::Server::Tokens::check();
         1;
     };

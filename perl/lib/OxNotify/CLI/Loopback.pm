@@ -56,8 +56,8 @@ sub wait_for_redirect {
         # the state first: whatever does not carry ours (another local user, a web page) is
         # answered and ignored, it can neither abort nor complete this authorization
         if (!defined $q{state} || $q{state} ne $state) {
-            _reply($c, '400 Bad Request', 'Failed: state mismatch: this redirect does not belong to '
-                . 'this authorization. Still waiting for the right one.');
+            _reply($c, '400 Bad Request', 'Failed: state mismatch: this redirect does not belong '
+                . 'to this authorization. Still waiting for the right one.');
             next;
         }
         my $done = eval { $finish->(\%q) };
