@@ -685,6 +685,10 @@ C<get_oxnotify_smtp_targets>).
 
 =item pve_exception($error) - an L<OxNotify::Core::Error> as C<PVE::Exception>
 
+=item secret_keys() - the parameters that are secrets (stored privately, never returned): the
+private keys of the core's key table (C<OxNotify::Core::config_keys>), and
+C<oauth2-refresh-token>; the one list the CLI and the return schemas use
+
 =back
 
 =cut
