@@ -281,9 +281,8 @@ sub _options {
                 $p{$k} = _prompt_secret($k);
                 next;
             }
-            print STDERR "oxnotify: warning: --$k on the command line is visible to every user"
-                . " (ps);"
-                . " use --$k-file FILE, \"-\" for stdin, or leave the value out to be asked\n";
+            print STDERR "oxnotify: warning: --$k on the command line is visible to every user",
+                " (ps); use --$k-file FILE, \"-\" for stdin, or leave the value out to be asked\n";
         }
         $v //= shift(@$args) // _die("option --$k needs a value");
         if (($schema->{type} // '') eq 'array') { push @{ $p{$k} }, $v } else { $p{$k} = $v }
@@ -295,8 +294,8 @@ sub _options {
 sub _params {
     my ($cmd, $args) = @_;
     my %p;
-    for my $a (@{ $cmd->{args} // [] }) {
-        my ($name, $missing, $list) = @$a;
+    for my $spec (@{ $cmd->{args} // [] }) {
+        my ($name, $missing, $list) = @$spec;
         my @v;
         push @v, shift(@$args) while @$args && $args->[0] !~ /^--/ && (!@v || $list);
         _die($missing) if !@v && defined $missing;
