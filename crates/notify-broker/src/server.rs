@@ -9,7 +9,7 @@ use crate::peer;
 use crate::protocol::{self, Want, MAX_REQUEST};
 use crate::select::{self, NoTarget};
 use crate::token::{self, LazyHttp};
-use notify_core::smtp::xoauth2_string;
+use notify_core::delivery::smtp::xoauth2_string;
 use notify_core::{NotificationConfig, Secret, Settings};
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;

@@ -28,12 +28,12 @@ fn stats(name: &str, mut samples: Vec<Duration>) {
 fn time_sends(env: &Env, target: &str, before_each: impl Fn()) -> Vec<Duration> {
     let n = note("bench");
     // one warm-up send (connection setup paths, first TLS config load)
-    env.notifier.send_to_target(target, &n).unwrap();
+    env.notifier.delivery().send_to_target(target, &n).unwrap();
     (0..N)
         .map(|_| {
             before_each();
             let t0 = Instant::now();
-            env.notifier.send_to_target(target, &n).unwrap();
+            env.notifier.delivery().send_to_target(target, &n).unwrap();
             t0.elapsed()
         })
         .collect()
@@ -94,6 +94,7 @@ fn main() {
     let before = env.token_requests();
     for i in 0..100 {
         env.notifier
+            .delivery()
             .send_to_target("xoauth2", &note(&format!("bench-100 #{i}")))
             .unwrap();
     }
@@ -112,12 +113,16 @@ fn main() {
         .collect();
     let t0 = Instant::now();
     for n in &list {
-        let r = env.notifier.send(&["xoauth2"], n).unwrap();
+        let r = env.notifier.delivery().send(&["xoauth2"], n).unwrap();
         assert!(matches!(r[0].result, Ok(Delivery::Sent)));
     }
     let separate = t0.elapsed();
     let t0 = Instant::now();
-    let results = env.notifier.send_burst("xoauth2", &list).unwrap();
+    let results = env
+        .notifier
+        .delivery()
+        .send_burst("xoauth2", &list)
+        .unwrap();
     let burst = t0.elapsed();
     let sent = results
         .iter()

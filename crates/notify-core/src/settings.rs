@@ -1,6 +1,7 @@
 //! Where files live and how long we wait: one settings object, so the core never hard-codes a
 //! product path and tests run in temp dirs.
 
+use crate::store::{self, Store};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ pub struct Settings {
     /// `<config_dir>/priv`. On PVE: `/etc/pve/priv/oxnotify` (pmxcfs allows 0600 files only
     /// under `priv/`).
     pub private_config_dir: Option<PathBuf>,
-    /// How the OAuth2 state is stored and locked ([`StoreKind`]).
-    pub store: StoreKind,
+    /// How the OAuth2 state is stored and locked ([`store::Kind`]; [`Settings::store`]).
+    pub store: store::Kind,
     /// This node's name in cluster lock owners and in the state (who refreshed last).
     pub node_name: String,
     /// A cluster lock directory older than this is stale and may be taken over (pmxcfs
@@ -53,30 +54,6 @@ pub struct Settings {
     /// slots (they need `flock` and may be large). `None`: the state directory with the local
     /// store, [`DEFAULT_STATE_DIR`] with the cluster store (never the shared file system).
     pub node_local_dir: Option<PathBuf>,
-}
-
-/// Where the OAuth2 state lives and how writers are serialised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    /// A node-local directory: `flock` per target, fsynced writes (the default).
-    Local,
-    /// A directory on a shared file system (pmxcfs `/etc/pve`, NFS, CephFS) that several
-    /// nodes use at once: locks are directories created with `mkdir` (stale after
-    /// [`Settings::cluster_lock_stale`]), writes are temp file + rename without fsync, a
-    /// generation compare-and-swap guards every write, and the daily job refreshes each target
-    /// once per [`Settings::refresh_window`] across all nodes.
-    Cluster,
-}
-
-impl StoreKind {
-    /// Parse `local` / `cluster`.
-    pub fn parse(s: &str) -> Option<StoreKind> {
-        match s {
-            "local" => Some(StoreKind::Local),
-            "cluster" => Some(StoreKind::Cluster),
-            _ => None,
-        }
-    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -138,7 +115,7 @@ impl Settings {
             outbox_max_age: Duration::from_secs(2 * 86_400),
             http_proxy: None,
             private_config_dir: None,
-            store: StoreKind::Local,
+            store: store::Kind::Local,
             node_name: hello_name(),
             cluster_lock_stale: Duration::from_secs(120),
             refresh_window: Duration::from_secs(20 * 3600),
@@ -149,10 +126,11 @@ impl Settings {
     /// Where this host's own files go: the outbox and the connection slots
     /// ([`Settings::node_local_dir`]).
     pub fn local_dir(&self) -> PathBuf {
-        match (&self.node_local_dir, self.store) {
-            (Some(d), _) => d.clone(),
-            (None, StoreKind::Local) => self.state_dir.clone(),
-            (None, StoreKind::Cluster) => PathBuf::from(DEFAULT_STATE_DIR),
+        match &self.node_local_dir {
+            Some(d) => d.clone(),
+            None => self
+                .store
+                .default_node_local_dir(&self.state_dir, std::path::Path::new(DEFAULT_STATE_DIR)),
         }
     }
 
@@ -191,7 +169,7 @@ impl Settings {
             s.outbox_max_age = Duration::from_secs(t);
         }
         if let Some(kind) = var("OXNOTIFY_STATE_STORE") {
-            match StoreKind::parse(&kind) {
+            match store::Kind::parse(&kind) {
                 Some(k) => s.store = k,
                 None => eprintln!(
                     "oxnotify: OXNOTIFY_STATE_STORE must be 'local' or 'cluster'; using 'local'"
@@ -241,10 +219,14 @@ impl Settings {
         self.state_dir.join("lock")
     }
 
-    /// How long work under a cluster lock may take: well under half the stale time (PVE's
-    /// lock helper allows 60 s of pmxcfs's 120 s), so a live holder is never taken over.
-    pub fn cluster_lock_work_limit(&self) -> Duration {
-        self.cluster_lock_stale * 3 / 8
+    /// The store the state, the config and the pending authorizations are written to.
+    pub fn store(&self) -> Store {
+        Store::new(
+            self.store,
+            self.cluster_lock_dir(),
+            &self.node_name,
+            self.cluster_lock_stale,
+        )
     }
 
     /// The lock file serialising config writers (and the daily job).

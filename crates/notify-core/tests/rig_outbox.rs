@@ -6,8 +6,8 @@
 
 mod common;
 use common::*;
-use notify_core::outbox::{self, Entry};
-use notify_core::smtp::Outgoing;
+use notify_core::delivery::outbox::{self, Entry};
+use notify_core::delivery::smtp::Outgoing;
 use notify_core::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -241,7 +241,8 @@ fn thirty_concurrent_sends_to_a_three_connection_server_are_all_delivered_once()
                 let prefix = &prefix;
                 sc.spawn(move || {
                     let n = Notifier::with_http_client(env.settings.clone(), env.http.clone());
-                    n.send(&["burst30"], &note(&format!("{prefix} #{i:02}")))
+                    n.delivery()
+                        .send(&["burst30"], &note(&format!("{prefix} #{i:02}")))
                         .unwrap()
                         .pop()
                         .unwrap()
@@ -283,6 +284,7 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
     for i in 0..4 {
         let r = env
             .notifier
+            .delivery()
             .send(&["down"], &note(&format!("{prefix} #{i}")))
             .unwrap()
             .pop()
@@ -296,19 +298,19 @@ fn server_down_queues_then_one_flush_session_delivers_everything() {
         }
     }
     assert_eq!(spool_len(&env, "down"), 4);
-    let listed = env.notifier.outbox_list(Some("down")).unwrap();
+    let listed = env.notifier.delivery().outbox_list(Some("down")).unwrap();
     assert_eq!(
         listed.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         ids,
         "oldest first"
     );
-    let status = env.notifier.outbox_status("down").unwrap();
+    let status = env.notifier.status().outbox("down").unwrap();
     assert_eq!(status.queued, 4);
     assert!(status.warning.unwrap().contains("4 message(s) waiting"));
 
     drop(stopped);
     let mark = l.mark();
-    let reports = env.notifier.flush_outbox().unwrap();
+    let reports = env.notifier.delivery().flush_outbox().unwrap();
     let r = reports.iter().find(|r| r.target == "down").unwrap();
     assert_eq!((r.delivered, r.sessions, r.remaining), (4, 1, 0), "{r:?}");
     assert_eq!(spool_len(&env, "down"), 0);
@@ -340,7 +342,11 @@ fn child_flush_process() {
     };
     let dir = PathBuf::from(dir);
     let settings = Settings::with_dirs(dir.join("etc"), dir.join("var"));
-    Notifier::new(settings).unwrap().flush_outbox().unwrap();
+    Notifier::new(settings)
+        .unwrap()
+        .delivery()
+        .flush_outbox()
+        .unwrap();
 }
 
 #[test]
@@ -374,7 +380,7 @@ fn kill_during_flush_loses_nothing() {
     // no torn spool file: every one parses (entries() reports the others)
     let (_, bad) = outbox::entries(&env.settings, "killed").unwrap();
     assert!(bad.is_empty(), "{bad:?}");
-    let r = env.notifier.flush_outbox().unwrap();
+    let r = env.notifier.delivery().flush_outbox().unwrap();
     assert_eq!(r[0].remaining, 0, "{:?}", r[0]);
     let got = wait_for(&l.maildir, &prefix, 60);
     assert_eq!(got.len(), 60, "every message delivered");
@@ -397,6 +403,7 @@ fn permanent_rejection_fails_and_is_not_queued() {
     env.add_target(&t, &s);
     let r = env
         .notifier
+        .delivery()
         .send(&["rejects"], &note(&tag("rejected")))
         .unwrap()
         .pop()
@@ -445,7 +452,7 @@ fn permanent_rejection_fails_and_is_not_queued() {
     )
     .unwrap();
     let mark = l.mark();
-    let r = env.notifier.flush_outbox().unwrap();
+    let r = env.notifier.delivery().flush_outbox().unwrap();
     assert_eq!(
         (r[0].delivered, r[0].failed.len(), r[0].remaining),
         (2, 1, 0),
@@ -453,7 +460,7 @@ fn permanent_rejection_fails_and_is_not_queued() {
         r[0]
     );
     assert_eq!(l.connections_since(mark).0, 1);
-    let st = env.notifier.outbox_status("rejects").unwrap();
+    let st = env.notifier.status().outbox("rejects").unwrap();
     assert_eq!(st.given_up.count, 1);
     assert!(st.warning.unwrap().contains("given up"));
 }
@@ -482,10 +489,10 @@ fn expired_message_is_dropped_with_a_warning() {
     )
     .unwrap();
     spool(&env, &t, &prefix, 1);
-    let r = env.notifier.flush_outbox().unwrap();
+    let r = env.notifier.delivery().flush_outbox().unwrap();
     assert_eq!(r[0].expired.len(), 1, "{:?}", r[0]);
     assert_eq!((r[0].delivered, r[0].remaining), (1, 0), "{:?}", r[0]);
-    let st = env.notifier.outbox_status("old").unwrap();
+    let st = env.notifier.status().outbox("old").unwrap();
     assert_eq!(st.queued, 0);
     let w = st.warning.unwrap();
     assert!(w.contains("given up") && w.contains("stale"), "{w}");
@@ -509,6 +516,7 @@ fn bench_burst_of_100_versus_100_separate_sends() {
     for i in 0..100 {
         let r = env
             .notifier
+            .delivery()
             .send(&["bench"], &note(&format!("{prefix} #{i:03}")))
             .unwrap();
         assert!(
@@ -527,7 +535,7 @@ fn bench_burst_of_100_versus_100_separate_sends() {
         .collect();
     let mark = l.mark();
     let started = Instant::now();
-    let results = env.notifier.send_burst("bench", &list).unwrap();
+    let results = env.notifier.delivery().send_burst("bench", &list).unwrap();
     let burst = started.elapsed();
     assert!(results.iter().all(|r| matches!(r, Ok(Delivery::Sent))));
     let got2 = wait_for(&l.maildir, &prefix2, 100);

@@ -10,11 +10,11 @@
 //! flush) are recorded in `<state>/outbox.meta/<target>.given-up.json` for the status warning;
 //! the flush locks live there too, so `<state>/outbox` is empty exactly when nothing waits.
 
+use super::smtp::Outgoing;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::settings::Settings;
-use crate::smtp::Outgoing;
 use crate::state::now;
+use crate::store::local;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -187,27 +187,19 @@ fn given_up_file(settings: &Settings, target: &str) -> PathBuf {
 
 /// Create the directory of the flush locks and given-up records.
 pub fn ensure_meta_dir(settings: &Settings) -> Result<()> {
-    fsutil::ensure_dir(&settings.local_dir(), 0o700, false)?;
-    fsutil::ensure_dir(&meta_dir(settings), 0o700, true)
+    local::ensure_dir(&settings.local_dir(), 0o700, false)?;
+    local::ensure_dir(&meta_dir(settings), 0o700, true)
 }
 
 /// Remove `target`'s spool directory if it is empty (after a flush, under its lock). A send
 /// that queues at the same moment recreates it ([`save`] retries).
 pub fn remove_dir_if_empty(settings: &Settings, target: &str) {
     // temp files of writes a crash interrupted (a live write's is seconds old)
-    if let Ok(rd) = std::fs::read_dir(dir(settings, target)) {
-        for e in rd.flatten() {
-            let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age.as_secs() > 3600);
-            if stale {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    crate::store::sweep(
+        &dir(settings, target),
+        |n| n.starts_with(".tmp-"),
+        Some(std::time::Duration::from_secs(3600)),
+    );
     let _ = std::fs::remove_dir(dir(settings, target));
     let _ = std::fs::remove_dir(root(settings));
 }
@@ -233,9 +225,9 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 fn ensure_dirs(settings: &Settings, target: &str) -> Result<()> {
-    fsutil::ensure_dir(&settings.local_dir(), 0o700, false)?;
-    fsutil::ensure_dir(&root(settings), 0o700, true)?;
-    fsutil::ensure_dir(&dir(settings, target), 0o700, true)
+    local::ensure_dir(&settings.local_dir(), 0o700, false)?;
+    local::ensure_dir(&root(settings), 0o700, true)?;
+    local::ensure_dir(&dir(settings, target), 0o700, true)
 }
 
 /// Write `entry` (new or updated) atomically, 0600.
@@ -248,7 +240,7 @@ pub fn save(settings: &Settings, entry: &Entry) -> Result<()> {
     let mut tries = 0;
     loop {
         ensure_dirs(settings, &entry.target)?;
-        match fsutil::write_atomic(&path, &json, 0o600) {
+        match local::write_atomic(&path, &json, 0o600) {
             // a flush removed the empty directory between our mkdir and our write
             Err(Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
@@ -377,7 +369,7 @@ pub fn record_given_up(settings: &Settings, target: &str, title: &str, reason: &
         path: given_up_file(settings, target),
         message: e.to_string(),
     })?;
-    fsutil::write_atomic(&given_up_file(settings, target), &json, 0o600)
+    local::write_atomic(&given_up_file(settings, target), &json, 0o600)
 }
 
 fn given_up(settings: &Settings, target: &str) -> GivenUp {

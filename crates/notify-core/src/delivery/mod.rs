@@ -1,7 +1,7 @@
 //! Delivery that loses nothing: every send runs within one deadline
 //! ([`Settings::delivery_deadline`]), waits for one of the target's connection slots
-//! ([`crate::slots`]), retries transient failures with backoff, and what still could not be
-//! delivered for a transient reason goes to the durable [`crate::outbox`] ("queued", not
+//! ([`slots`]), retries transient failures with backoff, and what still could not be
+//! delivered for a transient reason goes to the durable [`outbox`] ("queued", not
 //! "failed"). A flush sends a target's queue oldest first over one SMTP session; it runs from
 //! the timer, the daily job, the CLI, and after every successful send to the same target.
 //!
@@ -11,18 +11,33 @@
 //! not returned "sent" or "queued" has not promised anything, and the spool files are written
 //! atomically.
 
+pub mod outbox;
+pub mod slots;
+pub mod smtp;
+
 use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
 use crate::config::NotificationConfig;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::notification::Notification;
-use crate::outbox::{self, Entry};
-use crate::smtp::{self, Batch, Credential, Outgoing};
+use crate::oauth2::TokenHttpClient;
+use crate::settings::Settings;
 use crate::state::now;
-use crate::{slots, Notifier};
+use crate::store::local::FileLock;
+use crate::tokens::TokenManager;
+use outbox::Entry;
 use serde::Serialize;
+use smtp::{Batch, Credential, Outgoing};
 use std::time::{Duration, Instant};
 
-/// How a notification left [`Notifier::send`] for one target.
+/// Sends notifications and flushes the outbox ([`crate::Notifier::delivery`]).
+pub struct Deliverer<'a> {
+    settings: &'a Settings,
+    http: &'a dyn TokenHttpClient,
+    context: Option<&'a dyn Context>,
+}
+
+/// How a notification left [`Deliverer::send`] for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// The server accepted it.
@@ -67,7 +82,7 @@ pub struct FlushReport {
     pub error: Option<String>,
 }
 
-/// What [`Notifier::deliver_now`] did: one fate per message, and the SMTP sessions it opened.
+/// What [`Deliverer::deliver_now`] did: one fate per message, and the SMTP sessions it opened.
 struct Run {
     fates: Vec<Fate>,
     sessions: usize,
@@ -86,7 +101,55 @@ enum Fate {
     Pending(Error),
 }
 
-impl Notifier {
+impl<'a> Deliverer<'a> {
+    /// A deliverer with these settings, getting tokens with `http`.
+    pub fn new(settings: &'a Settings, http: &'a dyn TokenHttpClient) -> Self {
+        Deliverer {
+            settings,
+            http,
+            context: None,
+        }
+    }
+
+    /// The same deliverer, resolving `mailto-user` through the host's `context` (for the
+    /// notifications that do not carry their own `user_emails`).
+    pub fn with_context(mut self, context: &'a dyn Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// The messages of `notifications` for `target`, with its `mailto-user` entries
+    /// resolved through the context where the notification does not carry them.
+    fn messages(
+        &self,
+        target: &SmtpTarget,
+        notifications: &[Notification],
+    ) -> Result<Vec<Outgoing>> {
+        let resolved = match self.context {
+            Some(c) if !target.mailto_user.is_empty() => {
+                Some(crate::context::user_emails(c, &target.mailto_user))
+            }
+            _ => None,
+        };
+        notifications
+            .iter()
+            .map(|n| match (&resolved, &n.user_emails) {
+                (Some(emails), None) => {
+                    let n = Notification {
+                        user_emails: Some(emails.clone()),
+                        ..n.clone()
+                    };
+                    n.to_message(target).map(|m| Outgoing::of(&m))
+                }
+                _ => n.to_message(target).map(|m| Outgoing::of(&m)),
+            })
+            .collect()
+    }
+
+    fn load_config(&self) -> Result<NotificationConfig> {
+        NotificationConfig::load(self.settings)
+    }
+
     /// Send `notification` to each of `targets`; one report per target, failures do not stop
     /// the others. A transient failure that outlasts the delivery deadline queues the message
     /// ([`Delivery::Queued`]). Disabled targets fail with a clear error.
@@ -124,7 +187,9 @@ impl Notifier {
     pub fn send_to_target(&self, target: &str, notification: &Notification) -> Result<()> {
         let config = self.load_config()?;
         let (target, secrets) = usable_target(&config, target)?;
-        let message = Outgoing::of(&notification.to_message(&target)?);
+        let message = self
+            .messages(&target, std::slice::from_ref(notification))?
+            .remove(0);
         let deadline = Instant::now() + self.settings.delivery_deadline;
         match self
             .deliver_now(&target, &secrets, &[message], deadline, &mut |_| {})
@@ -143,10 +208,7 @@ impl Notifier {
         notifications: &[Notification],
     ) -> Result<Vec<Result<Delivery>>> {
         let (target, secrets) = usable_target(config, name)?;
-        let mut messages = Vec::with_capacity(notifications.len());
-        for n in notifications {
-            messages.push(Outgoing::of(&n.to_message(&target)?));
-        }
+        let messages = self.messages(&target, notifications)?;
         let started = now();
         let deadline = Instant::now() + self.settings.delivery_deadline;
         let fates = self
@@ -165,26 +227,26 @@ impl Notifier {
                 Fate::Pending(e) => {
                     let reason = e.to_string();
                     let entry = Entry::new(name, &n.title, m, started, &reason);
-                    match outbox::save(&self.settings, &entry) {
+                    match outbox::save(self.settings, &entry) {
                         Ok(()) => Ok(Delivery::Queued {
                             id: entry.id,
                             reason,
                         }),
                         // the outbox cannot take it: the caller must know it was not kept
-                        Err(q) => Err(Error::Io {
-                            path: outbox::dir(&self.settings, name),
-                            source: std::io::Error::other(format!(
+                        Err(q) => Err(Error::io(
+                            outbox::dir(self.settings, name),
+                            std::io::Error::other(format!(
                                 "{reason}; the message could not be queued in the outbox \
                                  either ({q}), so it was NOT kept: fix the state directory"
                             )),
-                        }),
+                        )),
                     }
                 }
             })
             .collect();
         // the target works again: send what waited for it, within what is left of this
         // send's deadline (the caller waits for it)
-        if any_sent && outbox::has_entries(&self.settings, name) {
+        if any_sent && outbox::has_entries(self.settings, name) {
             let _ = self.flush_until(config, name, deadline);
         }
         Ok(results)
@@ -193,11 +255,15 @@ impl Notifier {
     /// Flush the outbox of every target that has one (the timer, the daily job,
     /// `oxnotify outbox flush`).
     pub fn flush_outbox(&self) -> Result<Vec<FlushReport>> {
-        let config = self.load_config()?;
-        Ok(outbox::targets(&self.settings)
+        Ok(self.flush_configured(&self.load_config()?))
+    }
+
+    /// [`Deliverer::flush_outbox`] with a config the caller has read.
+    pub fn flush_configured(&self, config: &NotificationConfig) -> Vec<FlushReport> {
+        outbox::targets(self.settings)
             .iter()
-            .map(|t| self.flush_target(&config, t))
-            .collect())
+            .map(|t| self.flush_target(config, t))
+            .collect()
     }
 
     /// Flush one target's outbox: give up what is too old, then send the rest oldest first
@@ -218,14 +284,11 @@ impl Notifier {
             target: name.to_string(),
             ..Default::default()
         };
-        if let Err(e) = outbox::ensure_meta_dir(&self.settings) {
+        if let Err(e) = outbox::ensure_meta_dir(self.settings) {
             report.error = Some(e.to_string());
             return report;
         }
-        let _lock = match crate::fsutil::FileLock::try_exclusive(&outbox::flush_lock_file(
-            &self.settings,
-            name,
-        )) {
+        let _lock = match FileLock::try_exclusive(&outbox::flush_lock_file(self.settings, name)) {
             Ok(Some(l)) => l,
             Ok(None) => {
                 report.busy = true;
@@ -236,7 +299,7 @@ impl Notifier {
                 return report;
             }
         };
-        let (entries, bad) = match outbox::entries(&self.settings, name) {
+        let (entries, bad) = match outbox::entries(self.settings, name) {
             Ok(x) => x,
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -252,8 +315,8 @@ impl Notifier {
                     outbox::human_age(max_age),
                     e.last_error
                 );
-                let _ = outbox::record_given_up(&self.settings, name, &e.title, &reason);
-                if outbox::remove(&self.settings, name, &e.id).is_ok() {
+                let _ = outbox::record_given_up(self.settings, name, &e.title, &reason);
+                if outbox::remove(self.settings, name, &e.id).is_ok() {
                     report.expired.push((e.id.clone(), e.title.clone()));
                 }
             } else {
@@ -277,7 +340,7 @@ impl Notifier {
         report.error = unreadable.first().cloned();
         if kept.is_empty() {
             if report.remaining == 0 {
-                outbox::remove_dir_if_empty(&self.settings, name);
+                outbox::remove_dir_if_empty(self.settings, name);
             }
             return report;
         }
@@ -288,7 +351,7 @@ impl Notifier {
                 return report;
             }
         };
-        let settings = &self.settings;
+        let settings = self.settings;
         let mut removal_errors = Vec::new();
         let run = self.deliver_now(&target, &secrets, &messages, deadline, &mut |i| {
             if let Err(e) = outbox::remove(settings, name, &kept[i].id) {
@@ -355,7 +418,7 @@ impl Notifier {
             }
             let batch: Vec<Outgoing> = todo.iter().map(|i| messages[*i].clone()).collect();
             let stopped = match slots::acquire(
-                &self.settings,
+                self.settings,
                 &target.name,
                 target.connection_limit(),
                 deadline,
@@ -381,9 +444,9 @@ impl Notifier {
             if !err.is_transient() || backoff + Duration::from_secs(2) >= left {
                 for f in fates.iter_mut().filter(|f| f.is_none()) {
                     *f = Some(if err.is_transient() {
-                        Fate::Pending(copy(&err))
+                        Fate::Pending(err.clone())
                     } else {
-                        Fate::Blocked(copy(&err))
+                        Fate::Blocked(err.clone())
                     });
                 }
                 break;
@@ -414,7 +477,7 @@ impl Notifier {
         };
         let mut run = |c: &Credential<'_>, accepted: &mut dyn FnMut(usize)| {
             *sessions += 1;
-            smtp::deliver_batch(&self.settings, target, c, messages, deadline, accepted)
+            smtp::deliver_batch(self.settings, target, c, messages, deadline, accepted)
         };
         match target.auth_method {
             AuthMethod::None => run(&Credential::None, accepted),
@@ -429,7 +492,7 @@ impl Notifier {
                 ),
             },
             AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
-                let tokens = self.tokens().with_deadline(deadline);
+                let tokens = TokenManager::new(self.settings, self.http).with_deadline(deadline);
                 let user = target.auth_identity();
                 let first = match tokens.access_token(target, secrets, false) {
                     Ok(t) => t,
@@ -461,6 +524,50 @@ impl Notifier {
             }
         }
     }
+
+    /// The waiting messages of `target` (or of every target), oldest first per target.
+    pub fn outbox_list(&self, target: Option<&str>) -> Result<Vec<outbox::Listed>> {
+        let names = match target {
+            Some(t) => {
+                crate::config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
+                vec![t.to_string()]
+            }
+            None => outbox::targets(self.settings),
+        };
+        let mut out = Vec::new();
+        for t in names {
+            let (entries, _) = outbox::entries(self.settings, &t)?;
+            out.extend(entries.iter().map(outbox::Listed::from));
+        }
+        Ok(out)
+    }
+
+    /// Remove a waiting message without sending it (the admin's decision; recorded as given
+    /// up). 404 if there is no such entry.
+    pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
+        let entry = outbox::find(self.settings, id)?.ok_or_else(|| {
+            Error::param(
+                "id",
+                format!("no outbox entry {id} (see `oxnotify outbox list`)"),
+            )
+        })?;
+        // a flush holds this lock while it sends: do not drop what is on the wire
+        outbox::ensure_meta_dir(self.settings)?;
+        let _lock = FileLock::exclusive_until(
+            &outbox::flush_lock_file(self.settings, &entry.target),
+            Instant::now() + self.settings.lock_timeout,
+            &format!("the outbox of target '{}'", entry.target),
+        )?;
+        outbox::remove(self.settings, &entry.target, &entry.id)?;
+        outbox::remove_dir_if_empty(self.settings, &entry.target);
+        let _ = outbox::record_given_up(
+            self.settings,
+            &entry.target,
+            &entry.title,
+            "dropped by the admin",
+        );
+        Ok(outbox::Listed::from(&entry))
+    }
 }
 
 /// The enabled target `name` and its secrets.
@@ -474,101 +581,4 @@ fn usable_target(config: &NotificationConfig, name: &str) -> Result<(SmtpTarget,
     }
     let secrets = config.smtp_secrets(name)?;
     Ok((target, secrets))
-}
-
-/// The same error again, for each message a session-level failure left undelivered. The
-/// variants a delivery produces keep their kind; any other becomes a local error with the
-/// same text.
-fn copy(e: &Error) -> Error {
-    match e {
-        Error::Parameter { param, message } => Error::param(param.clone(), message.clone()),
-        Error::NotFound(t) => Error::NotFound(t.clone()),
-        Error::NeedsReauthorization { target, reason } => Error::NeedsReauthorization {
-            target: target.clone(),
-            reason: reason.clone(),
-        },
-        Error::Token {
-            target,
-            problem,
-            message,
-            retry_after,
-        } => Error::Token {
-            target: target.clone(),
-            problem: *problem,
-            message: message.clone(),
-            retry_after: *retry_after,
-        },
-        Error::Smtp {
-            target,
-            step,
-            message,
-            code,
-            transient,
-        } => Error::Smtp {
-            target: target.clone(),
-            step: *step,
-            message: message.clone(),
-            code: *code,
-            transient: *transient,
-        },
-        Error::LockTimeout { what, path, holder } => Error::LockTimeout {
-            what: what.clone(),
-            path: path.clone(),
-            holder: holder.clone(),
-        },
-        Error::Io { path, source } => Error::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        other => Error::Io {
-            path: std::path::PathBuf::from("oxnotify"),
-            source: std::io::Error::other(other.to_string()),
-        },
-    }
-}
-
-impl Notifier {
-    /// The waiting messages of `target` (or of every target), oldest first per target.
-    pub fn outbox_list(&self, target: Option<&str>) -> Result<Vec<outbox::Listed>> {
-        let names = match target {
-            Some(t) => {
-                crate::config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
-                vec![t.to_string()]
-            }
-            None => outbox::targets(&self.settings),
-        };
-        let mut out = Vec::new();
-        for t in names {
-            let (entries, _) = outbox::entries(&self.settings, &t)?;
-            out.extend(entries.iter().map(outbox::Listed::from));
-        }
-        Ok(out)
-    }
-
-    /// Remove a waiting message without sending it (the admin's decision; recorded as given
-    /// up). 404 if there is no such entry.
-    pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
-        let entry = outbox::find(&self.settings, id)?.ok_or_else(|| {
-            Error::param(
-                "id",
-                format!("no outbox entry {id} (see `oxnotify outbox list`)"),
-            )
-        })?;
-        // a flush holds this lock while it sends: do not drop what is on the wire
-        outbox::ensure_meta_dir(&self.settings)?;
-        let _lock = crate::fsutil::FileLock::exclusive_until(
-            &outbox::flush_lock_file(&self.settings, &entry.target),
-            Instant::now() + self.settings.lock_timeout,
-            &format!("the outbox of target '{}'", entry.target),
-        )?;
-        outbox::remove(&self.settings, &entry.target, &entry.id)?;
-        outbox::remove_dir_if_empty(&self.settings, &entry.target);
-        let _ = outbox::record_given_up(
-            &self.settings,
-            &entry.target,
-            &entry.title,
-            "dropped by the admin",
-        );
-        Ok(outbox::Listed::from(&entry))
-    }
 }
