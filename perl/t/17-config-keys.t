@@ -9,8 +9,6 @@ use Mojo::File ();
 use OxNotify::Core;
 use OxNotify::API2::Notifications;
 
-plan skip_all => 'this library has no OxNotify::Core::config_keys yet' if !OxNotify::Core->can('config_keys');
-
 my @table = @{ OxNotify::Core::config_keys() };
 ok(@table, 'the core has a key table');
 for my $k (@table) {
@@ -47,6 +45,8 @@ sub perl_type {
 }
 is($create->{$_}{type}, perl_type($table{$_}), "$_: type $table{$_}{kind}" . ($table{$_}{multi} ? ' (list)' : ''))
     for sort keys %table;
+is(($create->{$_}{enum} ? 1 : 0), ($table{$_}{kind} eq 'choice' ? 1 : 0),
+    "$_: " . ($table{$_}{kind} eq 'choice' ? 'one of a fixed set' : 'free') . ' in the schema') for sort keys %table;
 
 my $delete_item = qr/$update->{delete}{items}{pattern}/;
 for my $k (sort keys %table) {

@@ -336,12 +336,7 @@ sub _batch_exit {
 # map `oxnotify token` uses); 3 for anything that is not an OxNotify::Core::Error.
 sub _error_exit {
     my ($err) = @_;
-    return 3 if !(Scalar::Util::blessed($err) && $err->isa('OxNotify::Core::Error'));
-    return $err->exit_code if $err->can('exit_code');
-    # the same map, for a library whose errors do not carry their exit code yet
-    my %by_kind = ('invalid-input' => 2, conflict => 2, internal => 3, 'not-found' => 4,
-        'needs-reauthorization' => 5, transient => $EX_TEMPFAIL, 'needs-admin-fix' => 78);
-    return $by_kind{ $err->kind // '' } // ($err->code == 404 ? 4 : $err->code >= 500 ? 3 : 2);
+    return Scalar::Util::blessed($err) && $err->isa('OxNotify::Core::Error') ? $err->exit_code : 3;
 }
 
 sub _when { defined $_[0] ? POSIX::strftime('%Y-%m-%d %H:%M:%S UTC', gmtime($_[0])) : 'never' }

@@ -147,15 +147,11 @@ my %REQUIRED = map { $_ => 1 } qw(server from-address);
 my @SECRET_KEYS;
 
 sub secret_keys {
-    @SECRET_KEYS = List::Util::uniq(_private_config_keys(), 'oauth2-refresh-token')
-        if !@SECRET_KEYS;
+    @SECRET_KEYS = List::Util::uniq(
+        (map { $_->{name} } grep { $_->{private} } @{ OxNotify::Core::config_keys() }),
+        'oauth2-refresh-token',
+    ) if !@SECRET_KEYS;
     return @SECRET_KEYS;
-}
-
-sub _private_config_keys {
-    return qw(password oauth2-client-secret oauth2-private-key)
-        if !OxNotify::Core->can('config_keys');
-    return map { $_->{name} } grep { $_->{private} } @{ OxNotify::Core::config_keys() };
 }
 
 # delete: every optional key (a list, or one comma-separated string as PVE clients send it)
@@ -400,7 +396,7 @@ sub _descriptors {
                 target => _s('The target now authorized (with state).'),
                 'refresh-token' => _s('The refresh token (without state, reference-compatible).'),
             ),
-            code => sub { _smtp_oauth2_token(_defined($_[0])) },
+            code => sub { OxNotify::Core::smtp_oauth2_token(_defined($_[0])) },
         },
         {
             name => 'smtp_oauth2_device',
@@ -483,48 +479,9 @@ sub _descriptors {
                     warning => _s('What the admin should change.'),
                 ),
             },
-            code => sub { _get_targets() },
+            code => sub { _plain(OxNotify::Core::get_targets()) },
         },
     );
-}
-
-# OxNotify::Core::smtp_oauth2_token and get_targets where the library has them, else the same
-# in Perl: with state, finish the authorization begun with a state; without (the reference's
-# form), exchange with the registration given.
-sub _smtp_oauth2_token {
-    my ($p) = @_;
-    return OxNotify::Core::smtp_oauth2_token($p) if OxNotify::Core->can('smtp_oauth2_token');
-    if (defined $p->{state}) {
-        return OxNotify::Core::authorize_complete({
-            state => $p->{state},
-            'authorization-code' => $p->{'authorization-code'},
-            (defined $p->{target} ? (target => $p->{target}) : ()),
-        });
-    }
-    my %missing = map { ($_ => 'property is required without state') }
-        grep { !defined $p->{$_} } 'auth-method', 'client-id', 'redirect-uri';
-    my $detail = join('; ', map { "$_: $missing{$_}" } sort keys %missing);
-    die OxNotify::Core::Error->new("parameter verification failed - $detail", 400,
-        errors => \%missing) if %missing;
-    return OxNotify::Core::exchange_smtp_oauth2_code($p);
-}
-
-# Every target as pve-manager's targets list shows it: name, type, disable, origin, and comment,
-# error, warning where set.
-sub _get_targets {
-    return _plain(OxNotify::Core::get_targets()) if OxNotify::Core->can('get_targets');
-    return [
-        map {
-            my $t = $_;
-            {
-                name => $t->{name},
-                type => $t->{type},
-                disable => $t->{disable} ? 1 : 0,
-                origin => 'user-created',
-                map { defined $t->{$_} ? ($_ => $t->{$_}) : () } qw(comment error warning),
-            }
-        } @{ OxNotify::Core::list_targets() }
-    ];
 }
 
 # Method names and paths that do not collide with pve-manager's PVE::API2::Cluster::Notifications
