@@ -154,12 +154,15 @@ sub secret_keys {
     return @SECRET_KEYS;
 }
 
-# delete: every optional key (a list, or one comma-separated string as PVE clients send it)
-my @DELETABLE = sort grep { !$REQUIRED{$_} && $_ ne 'oauth2-refresh-token' } keys %SMTP;
-my $DELETE_ITEM = do {
-    my $k = join('|', map { quotemeta } @DELETABLE);
-    "^(?:$k)(?:[,;\\s]+(?:$k))*\$";
-};
+# delete: the keys the core's key table says a target can do without (a list, or one
+# comma-separated string as PVE clients send it)
+sub _delete_param {
+    my $keys = OxNotify::Core::config_keys();
+    my @deletable = sort map { $_->{name} } grep { $_->{deletable} } @$keys;
+    my $k = join('|', map { quotemeta } @deletable);
+    return _list('A list of settings you want to delete: ' . join(', ', @deletable) . '.',
+        pattern => "^(?:$k)(?:[,;\\s]+(?:$k))*\$");
+}
 
 my $ORIGIN = {
     type => 'string',
@@ -318,10 +321,7 @@ sub _descriptors {
                 %SMTP,
                 name => $NAME,
                 digest => $DIGEST,
-                delete => _list(
-                    'A list of settings you want to delete: ' . join(', ', @DELETABLE) . '.',
-                    pattern => $DELETE_ITEM,
-                ),
+                delete => _delete_param(),
             ),
             returns => { type => 'null' },
             code => sub { OxNotify::Core::update_target(_update_params($_[0])); return undef },
