@@ -202,10 +202,22 @@ sub main (@args) {
         inactivity_timeout => $o{'inactivity-timeout'}, keep_alive_timeout => 5,
         # a worker blocked in one slow send must not be killed before the core's own deadlines
         heartbeat_timeout => 180,
-        # no PID file (systemd tracks us); cleanup 0: never remove someone else's /tmp/prefork.pid
-        cleanup => 0);
+        # Prefork always writes a PID file, by default $TMPDIR/prefork.pid: as root that
+        # follows whatever symlink a local user put there. Ours goes to a directory only we
+        # can write: systemd's RuntimeDirectory (/run/oxnotify), else a fresh private one.
+        pid_file => _pid_file(), cleanup => 1);
     $server->run;
     return 0;
+}
+
+# Where the server's PID file goes: never a directory others may write to.
+sub _pid_file {
+    my $run = $ENV{RUNTIME_DIRECTORY};
+    if (defined $run && $run =~ m{^(/[^:]+)} && -d $1 && !-l $1 && !((stat $1)[2] & 0o022)) {
+        return "$1/server.pid";
+    }
+    require File::Temp;
+    return File::Temp::tempdir('oxnotify-server.XXXXXXXX', TMPDIR => 1, CLEANUP => 1) . '/server.pid';
 }
 
 1;
