@@ -463,8 +463,8 @@ sub _authorize {
     print "Open this URL in a browser and grant access:\n$begin->{url}\n";
     my $finish = sub {
         my ($q) = @_;
-        my $why = $q->{error_description} ? " ($q->{error_description})" : '';
-        _die("the provider refused: $q->{error}$why") if $q->{error};
+        my $why = $q->{error_description} ? ' (' . _peer_text($q->{error_description}) . ')' : '';
+        _die('the provider refused: ' . _peer_text($q->{error}) . $why) if $q->{error};
         _call('smtp_oauth2_token',
             { state => $q->{state}, 'authorization-code' => $q->{code} // '', target => $name });
         return "target '$name' is authorized";
@@ -476,14 +476,26 @@ sub _authorize {
     return { target => $name, authorized => 1 };
 }
 
+# Text a peer chose (a provider's device answer, a redirect's error), made safe for a terminal
+# as the core does with every peer text: one line, no control characters (escape sequences
+# could rewrite the screen or the window title), no bidi overrides, at most 300 characters.
+sub _peer_text {
+    my ($text) = @_;
+    $text //= '';
+    $text =~ s/[\x00-\x1f\x7f-\x9f\x{200e}\x{200f}\x{202a}-\x{202e}\x{2066}-\x{2069}]+/ /g;
+    $text =~ s/\A\s+|\s+\z//g;
+    return length($text) > 300 ? substr($text, 0, 300) . '...' : $text;
+}
+
 # RFC 8628: show the URL and code, then wait (the library polls at the provider's interval)
 sub _authorize_device {
     my ($name) = @_;
     my $start = _call('smtp_oauth2_device', { name => $name });
     local $| = 1;
-    print "On any device, open $start->{verification_uri}\n";
-    print "and enter the code: $start->{user_code}\n";
-    print "(or open $start->{verification_uri_complete})\n" if $start->{verification_uri_complete};
+    print 'On any device, open ' . _peer_text($start->{verification_uri}) . "\n";
+    print 'and enter the code: ' . _peer_text($start->{user_code}) . "\n";
+    print '(or open ' . _peer_text($start->{verification_uri_complete}) . ")\n"
+        if $start->{verification_uri_complete};
     print STDERR "Waiting up to $start->{expires_in} seconds for the sign-in ...\n";
     # each call waits a few seconds; an error (declined, expired) ends the loop
     while (1) {
