@@ -25,7 +25,7 @@ my $api = '/oxnotify';
 my %ours = map { $_->{name} => $_ } @{ PVE::API2::OxNotify->method_attributes() };
 
 # --- registration, privileges, schemas -------------------------------------------------------
-is(scalar(keys %ours), 11, 'all eleven methods registered in a PVE::RESTHandler class');
+is(scalar(keys %ours), 12, 'all twelve methods registered in a PVE::RESTHandler class');
 is_deeply([sort grep { !$ours{$_}{protected} } keys %ours], [], 'every method is protected (runs in the privileged daemon)');
 ok(eval { PVE::RESTHandler::validate_method_schemas(); 1 }, 'verifyapi: every registered schema is valid') or diag $@;
 my %pve = map { $_->{name} => $_ } @{ PVE::API2::Cluster::Notifications->method_attributes() };

@@ -42,7 +42,7 @@ pub use authorization::{Authorizer, CodeExchange};
 pub use config::smtp::{AuthMethod, SmtpMode, SmtpSecrets, SmtpTarget};
 pub use config::NotificationConfig;
 pub use context::Context;
-pub use delivery::{Deliverer, Delivery, FlushReport, SendReport};
+pub use delivery::{Deliverer, Delivery, FlushReport, SendReport, Verification};
 pub use error::{Error, ErrorKind, Result, SmtpStep, TokenProblem};
 pub use notification::{Notification, Severity};
 pub use refresh::{DailyRun, RefreshOutcome, RefreshReport, Refresher};

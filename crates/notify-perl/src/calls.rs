@@ -129,6 +129,15 @@ pub fn get_targets(_params: Value) -> Result<Value, CallError> {
     Ok(Value::Array(api::target_summaries(&*notifier()?)?))
 }
 
+/// `verify({name})` -> `{target, ok, credential, steps: [{step, ms}], error?, kind?}`: a
+/// login check that sends nothing (token, connect, EHLO, TLS, AUTH, QUIT); at most one per
+/// target every 10 s.
+pub fn verify(params: Value) -> Result<Value, CallError> {
+    let p: Name = parse("verify", params)?;
+    let v = notifier()?.delivery().verify(&p.name)?;
+    serde_json::to_value(v).map_err(internal)
+}
+
 /// `config_keys({})` -> the SMTP target keys: `[{name, kind, private, multi, deletable}]`.
 pub fn config_keys(_params: Value) -> Result<Value, CallError> {
     Ok(notify_core::config::keys::describe())

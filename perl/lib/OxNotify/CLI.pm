@@ -94,6 +94,19 @@ my %COMMANDS = (
               Remove a target with its secrets and OAuth2 state.
             EOF
     },
+    'target verify' => {
+        method => 'verify_target',
+        args => [[name => 'missing target name']],
+        print => \&_print_verified,
+        batch => sub { $_[0]{ok} ? '' : ($_[0]{kind} // '') eq 'transient' ? 'later' : 'failed' },
+        help => <<~'EOF',
+            oxnotify target verify NAME
+              Check that the target can log in, sending nothing: an access token (cached or
+              new), then connect, EHLO, TLS, AUTH and QUIT; each step with its time. Exit 1 if
+              the login failed for good, 75 if it failed for a temporary reason. At most once
+              per target every 10 seconds.
+            EOF
+    },
     authorize => {
         run => \&_authorize,
         args => [[name => 'missing target name']],
@@ -328,7 +341,7 @@ sub _execute {
 # else 75 (EX_TEMPFAIL) if one failed only for now or waits in the outbox, else 0.
 sub _batch_exit {
     my ($judge, $items) = @_;
-    my %seen = map { ($judge->($_) || 'ok') => 1 } @$items;
+    my %seen = map { ($judge->($_) || 'ok') => 1 } ref($items) eq 'ARRAY' ? @$items : ($items);
     return $seen{failed} ? 1 : $seen{later} ? $EX_TEMPFAIL : 0;
 }
 
@@ -366,6 +379,13 @@ sub _print_keys {
         $v = ref($v) eq 'ARRAY' ? join(', ', @$v) : ref($v) ? ($v ? 1 : 0) : $v;
         printf "%-22s %s\n", $k, $v;
     }
+}
+
+sub _print_verified {
+    my ($v) = @_;
+    my $steps = join(', ', map { "$_->{step} $_->{ms} ms" } @{ $v->{steps} // [] });
+    print $v->{ok} ? "target '$v->{target}': login OK ($v->{credential}; $steps)\n"
+        : "target '$v->{target}': login FAILED ($v->{kind}; $steps): $v->{error}\n";
 }
 
 sub _print_sent {

@@ -21,7 +21,7 @@ use constant ABI_VERSION => 1;
 my @FUNCTIONS = qw(
     list_targets get_target create_target update_target delete_target test_target
     authorize_url authorize_begin authorize_complete device_begin device_complete
-    exchange_smtp_oauth2_code smtp_oauth2_token get_targets config_keys refresh_targets daily send
+    exchange_smtp_oauth2_code smtp_oauth2_token get_targets config_keys verify refresh_targets daily send
     target_status selftest
     send_burst outbox_list outbox_flush outbox_drop outbox_status
 );
@@ -249,6 +249,12 @@ naming each missing parameter.
 
 Every target as a notification stack lists its targets: C<name>, C<type>, C<disable> (0/1),
 C<origin>, and C<comment>, C<error>, C<warning> where present.
+
+=item verify({ name })
+
+A login check that sends nothing: C<{ target, ok, credential, steps =E<gt> [{ step, ms }],
+error?, kind? }> (C<credential>: C<cached token>, C<new token>, C<password> or C<none>). At
+most one per target every 10 seconds (a transient error otherwise).
 
 =item config_keys()
 

@@ -82,6 +82,36 @@ pub struct FlushReport {
     pub error: Option<String>,
 }
 
+/// What [`Deliverer::verify`] found: each step with its time, and the failure if one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// Target name.
+    pub target: String,
+    /// True if the server accepted the login (or, without auth, the session).
+    pub ok: bool,
+    /// Where the credential came from: `cached token`, `new token`, `password` or `none`.
+    pub credential: &'static str,
+    /// The steps made, in order, each with its time in milliseconds.
+    pub steps: Vec<VerifyStep>,
+    /// Why it failed (secret-free; names the step and what to do), if it did.
+    pub error: Option<String>,
+    /// What must happen next, if it failed.
+    pub kind: Option<crate::error::ErrorKind>,
+}
+
+/// One step of a [`Verification`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyStep {
+    /// `token` (getting the access token) or `smtp` (connect, EHLO, TLS, AUTH, QUIT).
+    pub step: &'static str,
+    /// How long it took.
+    pub ms: u64,
+}
+
+/// At most one login check per target in this many seconds (it costs the SMTP server and the
+/// provider a login each time, and the audit role may ask for it).
+pub const VERIFY_INTERVAL_SECS: u64 = 10;
+
 /// A target's messages of one call, accepted: resolved, and spooled where the outbox took them.
 struct Accepted {
     target: SmtpTarget,
@@ -228,6 +258,114 @@ impl<'a> Deliverer<'a> {
         let deadline = self.caller_deadline();
         let accepted = self.accept(&config, target, notifications, deadline)?;
         Ok(self.deliver_accepted(&config, accepted, deadline))
+    }
+
+    /// Check that target `name` can log in, sending nothing: an access token (from the cache
+    /// or new, which it says), then connect, EHLO, STARTTLS/TLS, AUTH and QUIT, no MAIL FROM.
+    /// Each step is reported with its time; a failure names the step, its kind and the hint.
+    /// At most once per [`VERIFY_INTERVAL_SECS`] per target (a 503-style transient error).
+    pub fn verify(&self, name: &str) -> Result<Verification> {
+        let config = self.load_config()?;
+        let (target, secrets) = usable_target(&config, name)?;
+        self.verify_rate_limit(name)?;
+        let deadline = self.caller_deadline();
+        let mut v = Verification {
+            target: name.to_string(),
+            ok: false,
+            credential: "none",
+            steps: Vec::new(),
+            error: None,
+            kind: None,
+        };
+        let t0 = Instant::now();
+        let ms = |t: Instant| t.elapsed().as_millis() as u64;
+        let token;
+        let credential = match target.auth_method {
+            AuthMethod::None => Credential::None,
+            AuthMethod::Plain => {
+                v.credential = "password";
+                let Some(password) = secrets.password.as_ref() else {
+                    return Err(Error::param("password", "missing"));
+                };
+                Credential::Password {
+                    user: target.auth_identity(),
+                    password,
+                }
+            }
+            _ => {
+                let got = TokenManager::new(self.settings, self.http)
+                    .with_deadline(deadline)
+                    .access_token(&target, &secrets, false);
+                v.steps.push(VerifyStep {
+                    step: "token",
+                    ms: ms(t0),
+                });
+                match got {
+                    Ok(t) => {
+                        v.credential = if t.from_cache {
+                            "cached token"
+                        } else {
+                            "new token"
+                        };
+                        token = t.token;
+                        Credential::Bearer {
+                            user: target.auth_identity(),
+                            token: &token,
+                        }
+                    }
+                    Err(e) => {
+                        v.kind = Some(e.kind());
+                        v.error = Some(e.to_string());
+                        return Ok(v);
+                    }
+                }
+            }
+        };
+        let t1 = Instant::now();
+        let batch = smtp::deliver_batch(
+            self.settings,
+            &target,
+            &credential,
+            &[],
+            deadline,
+            &mut |_| {},
+        );
+        v.steps.push(VerifyStep {
+            step: "smtp",
+            ms: ms(t1),
+        });
+        match batch.stopped {
+            None => v.ok = true,
+            Some(e) => {
+                v.kind = Some(e.kind());
+                v.error = Some(e.to_string());
+            }
+        }
+        Ok(v)
+    }
+
+    /// Refuse a second login check of `name` within [`VERIFY_INTERVAL_SECS`] (any process of
+    /// the host: a stamp file's time).
+    fn verify_rate_limit(&self, name: &str) -> Result<()> {
+        let dir = self.settings.local_dir().join("verify");
+        crate::store::local::ensure_dir(&self.settings.local_dir(), 0o700, false)?;
+        crate::store::local::ensure_dir(&dir, 0o700, true)?;
+        let stamp = dir.join(format!("{name}.stamp"));
+        let recent = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < VERIFY_INTERVAL_SECS);
+        if recent {
+            return Err(Error::LockTimeout {
+                what: format!(
+                    "the login check of target '{name}' (at most one per {VERIFY_INTERVAL_SECS} s)"
+                ),
+                path: stamp,
+                holder: None,
+            });
+        }
+        crate::store::local::write_atomic(&stamp, b"", 0o600)
     }
 
     /// When a sender stops waiting: [`Settings::caller_wait`] from now, never later than the

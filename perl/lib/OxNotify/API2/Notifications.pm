@@ -442,6 +442,26 @@ sub _descriptors {
             code => sub { OxNotify::Core::test_target({ name => $_[0]{name} }); return undef },
         },
         {
+            name => 'verify_target',
+            path => 'targets/{name}/verify',
+            method => 'POST',
+            description => 'Check that a target can log in, sending nothing: an access token (cached or '
+                . 'new), then connect, EHLO, TLS, AUTH and QUIT. Each step with its time; a failure '
+                . 'names the step, its kind and what to do. At most once per target every 10 s.',
+            permissions => { check => $ANY },
+            protected => 1,
+            parameters => _params(name => $NAME),
+            returns => _object(
+                target => _s('The target.'),
+                ok => _bool('The server accepted the login.'),
+                credential => _s('cached token, new token, password or none.'),
+                steps => { type => 'array', description => 'Each step ({step, ms}).' },
+                error => _s('Why it failed.'),
+                kind => _s('What must happen next, if it failed.'),
+            ),
+            code => sub { _plain(OxNotify::Core::verify({ name => $_[0]{name} })) },
+        },
+        {
             name => 'oauth2_status',
             path => 'targets/{name}/oauth2-status',
             method => 'GET',
@@ -494,6 +514,7 @@ sub _beside_pve {
         'endpoints/smtp' => "endpoints/$type",
         'endpoints/smtp/{name}' => "endpoints/$type/{name}",
         'targets/{name}/test' => "endpoints/$type/{name}/test",
+        'targets/{name}/verify' => "endpoints/$type/{name}/verify",
         'targets/{name}/oauth2-status' => "endpoints/$type/{name}/oauth2-status",
         'targets' => "$type-targets",
         'smtp-oauth2-authorize-url' => "$type-oauth2-authorize-url",
@@ -502,6 +523,7 @@ sub _beside_pve {
     );
     my %name = (
         test_target => "test_${u}_endpoint",
+        verify_target => "verify_${u}_endpoint",
         oauth2_status => "${u}_oauth2_status",
         get_targets => "get_${u}_targets",
     );
@@ -619,12 +641,13 @@ choice belongs to the copy of the descriptors a stack registers, so a process ca
 
 C<layout =E<gt> 'own'> (default; what C<oxnotify-server> mounts): C<endpoints/smtp>,
 C<endpoints/smtp/{name}>, C<smtp-oauth2-authorize-url>, C<smtp-oauth2-token>,
-C<targets/{name}/test>, C<targets/{name}/oauth2-status>, C<targets>. Mount it as a subtree of
+C<targets/{name}/test>, C<targets/{name}/verify>, C<targets/{name}/oauth2-status>, C<targets>. Mount it as a subtree of
 a PVE-style API (C<subclass>).
 
 C<layout =E<gt> 'beside-pve'> (with C<type>, default C<oxnotify-smtp>): names and paths that can
 be registered into pve-manager's C<PVE::API2::Cluster::Notifications> itself without
 collisions: C<endpoints/TYPE>, C<endpoints/TYPE/{name}>, C<endpoints/TYPE/{name}/test>,
+C<endpoints/TYPE/{name}/verify>,
 C<endpoints/TYPE/{name}/oauth2-status>, C<TYPE-targets>, C<TYPE-oauth2-authorize-url>,
 C<TYPE-oauth2-token>; method names with C<smtp> replaced by the type
 (C<get_oxnotify_smtp_endpoints>, C<test_oxnotify_smtp_endpoint>, C<oxnotify_smtp_oauth2_status>,

@@ -19,6 +19,8 @@ our %ROLE_PRIVS = (
 # check (pve-manager's) lets Mapping.Audit through, as it does for sending a test (mail, and
 # load on the SMTP server and the provider, without limit).
 our %READ_ONLY = (audit => 1);
+# ... except these, which change nothing and send nothing (a login check, rate-limited)
+our %READ_ONLY_MAY = (verify_target => 1);
 
 # RESTHandler parameters (properties with 'optional') -> a JSON schema.
 sub json_schema {
@@ -117,7 +119,7 @@ sub call {
         my $ok = check_permissions($method->{permissions}{check}, $role);
         die OxNotify::Core::Error->new("permission check failed: needs $ok", 403) if $ok ne '1';
         die OxNotify::Core::Error->new("permission check failed: the $role role may only read", 403)
-            if $READ_ONLY{$role} && ($method->{method} // 'GET') ne 'GET';
+            if $READ_ONLY{$role} && ($method->{method} // 'GET') ne 'GET' && !$READ_ONLY_MAY{ $method->{name} };
     }
     validate($method, $param);
     # booleans arrive as JSON::PP::Boolean after coercion; the library wants plain JSON values
