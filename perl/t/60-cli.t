@@ -113,6 +113,7 @@ close($cli);
 is($? >> 8, 0, 'authorize exits 0') or diag $rest;
 ($rc, $out) = cli('status m365');
 is($rc, 0, 'authorized target: status exit 0') or diag $out;
+like($out, qr/m365 \(microsoft-oauth2\): authorized/, 'status text');
 # a login check that sends nothing, and its rate limit
 ($rc, $out) = cli('target verify m365');
 is($rc, 0, 'target verify: exit 0') or diag $out;
@@ -120,7 +121,6 @@ like($out, qr/target 'm365': login OK \((?:cached|new) token; token \d+ ms, smtp
 ($rc, $out) = cli('target verify m365');
 is($rc, 75, 'a second check within 10 s: EX_TEMPFAIL') or diag $out;
 like($out, qr/at most one per 10 s/, '... saying why');
-like($out, qr/m365 \(microsoft-oauth2\): authorized/, 'status text');
 
 my $subject = uniq('cli-send');
 ($rc, $out) = cli('send m365 --title', shq($subject), '--body', shq("hello\nfrom the cli"), '--severity warning');

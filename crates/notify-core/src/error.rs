@@ -277,6 +277,16 @@ pub enum Error {
         /// What changed.
         reason: String,
     },
+    /// The same request came too soon (429): try again after `retry_after_secs`.
+    #[error("{what}: at most one per {interval_secs} s; try again in {retry_after_secs} s")]
+    RateLimited {
+        /// What was asked for ("the login check of target 'x'").
+        what: String,
+        /// The interval allowed between two.
+        interval_secs: u64,
+        /// Seconds until the next one is allowed.
+        retry_after_secs: u64,
+    },
     /// A state file exists but cannot be parsed (500); it is left untouched.
     #[error("state file {} is corrupt ({message}); it was left untouched: fix or remove it and re-authorize", .path.display())]
     CorruptState {
@@ -340,6 +350,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::DigestMismatch => 409,
             Error::LockTimeout { .. } | Error::StoreNotWritable { .. } => 503,
+            Error::RateLimited { .. } => 429,
             Error::NewerStateStored { .. } => 409,
             Error::Token {
                 problem: TokenProblem::Setup,
@@ -378,7 +389,9 @@ impl Error {
                 ..
             } => ErrorKind::InvalidInput,
             Error::Smtp { .. } => ErrorKind::NeedsAdminFix,
-            Error::LockTimeout { .. } | Error::StoreNotWritable { .. } => ErrorKind::Transient,
+            Error::LockTimeout { .. }
+            | Error::StoreNotWritable { .. }
+            | Error::RateLimited { .. } => ErrorKind::Transient,
             Error::NewerStateStored { .. } => ErrorKind::Conflict,
             Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => {
                 ErrorKind::Internal
@@ -418,6 +431,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Token { retry_after, .. } => *retry_after,
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => Some(Duration::from_secs(*retry_after_secs)),
             _ => None,
         }
     }

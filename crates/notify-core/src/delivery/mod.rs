@@ -351,18 +351,16 @@ impl<'a> Deliverer<'a> {
         crate::store::local::ensure_dir(&self.settings.local_dir(), 0o700, false)?;
         crate::store::local::ensure_dir(&dir, 0o700, true)?;
         let stamp = dir.join(format!("{name}.stamp"));
-        let recent = std::fs::metadata(&stamp)
+        let age = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() < VERIFY_INTERVAL_SECS);
-        if recent {
-            return Err(Error::LockTimeout {
-                what: format!(
-                    "the login check of target '{name}' (at most one per {VERIFY_INTERVAL_SECS} s)"
-                ),
-                path: stamp,
-                holder: None,
+            .map(|age| age.as_secs());
+        if let Some(age) = age.filter(|a| *a < VERIFY_INTERVAL_SECS) {
+            return Err(Error::RateLimited {
+                what: format!("the login check of target '{name}'"),
+                interval_secs: VERIFY_INTERVAL_SECS,
+                retry_after_secs: VERIFY_INTERVAL_SECS - age,
             });
         }
         crate::store::local::write_atomic(&stamp, b"", 0o600)
