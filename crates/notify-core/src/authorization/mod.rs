@@ -290,6 +290,7 @@ impl<'a> Authorizer<'a> {
                 pkce_verifier: req.pkce_verifier.clone(),
                 created: now(),
                 device: None,
+                registration: None,
             },
         )?;
         Ok(serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name }))
@@ -357,6 +358,7 @@ impl<'a> Authorizer<'a> {
                 pkce_verifier: Secret::new(""),
                 created: now(),
                 device: Some(auth.details.clone()),
+                registration: None,
             },
         )?;
         let mut v = serde_json::to_value(&auth).unwrap_or_else(|_| Value::Object(Map::new()));
