@@ -649,7 +649,10 @@ mod tests {
         assert_eq!(s.generation, u64::MAX);
         let err = st.save_next("t", &mut s, &lock).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("generation") && msg.contains("t.json"), "{msg}");
+        assert!(
+            msg.contains("generation") && msg.contains("t.json"),
+            "{msg}"
+        );
         // nothing replaced the stored state, and no generation 0 anywhere
         assert_eq!(std::fs::read(&path).unwrap(), stored);
         assert_eq!(s.generation, u64::MAX);

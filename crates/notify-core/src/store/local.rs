@@ -247,7 +247,10 @@ mod tests {
         assert!(!dir.path().join("created").exists());
         // a FIFO (or any non-regular file) is no lock file
         let fifo = dir.path().join("f.lock");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let err = FileLock::try_exclusive(&fifo).unwrap_err().to_string();
         assert!(err.contains("regular file"), "{err}");
