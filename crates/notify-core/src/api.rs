@@ -244,8 +244,8 @@ fn check_endpoint_hosts(n: &Notifier, target: &SmtpTarget) -> Result<()> {
     if !target.auth_method.is_oauth2() {
         return Ok(());
     }
-    let params = crate::oauth2::EndpointParams::of_target(target)
-        .allowing(&n.settings().provider_hosts);
+    let params =
+        crate::oauth2::EndpointParams::of_target(target).allowing(&n.settings().provider_hosts);
     crate::oauth2::provider::resolve(target.auth_method, &params).map(|_| ())
 }
 

@@ -41,8 +41,8 @@ impl Binding {
                 target.auth_method,
                 &EndpointParams::of_target(target),
             )
-                .ok()
-                .map(|e| registration_fingerprint(target, &e))
+            .ok()
+            .map(|e| registration_fingerprint(target, &e))
         } else {
             None
         };

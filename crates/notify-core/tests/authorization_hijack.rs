@@ -25,7 +25,10 @@ struct CannedProvider {
 impl CannedProvider {
     fn new() -> Arc<Self> {
         Arc::new(CannedProvider {
-            device: Mutex::new(device_answer("https://microsoft.com/devicelogin", "ABCD-EFGH")),
+            device: Mutex::new(device_answer(
+                "https://microsoft.com/devicelogin",
+                "ABCD-EFGH",
+            )),
             asked: Mutex::new(Vec::new()),
         })
     }
@@ -100,7 +103,12 @@ fn put(n: &Notifier, target: &SmtpTarget) {
 }
 
 fn microsoft(name: &str) -> SmtpTarget {
-    let mut t = SmtpTarget::new(name, "smtp.office365.com", "a@example.com", vec!["b@example.com".into()]);
+    let mut t = SmtpTarget::new(
+        name,
+        "smtp.office365.com",
+        "a@example.com",
+        vec!["b@example.com".into()],
+    );
     t.auth_method = AuthMethod::MicrosoftOAuth2;
     t.oauth2_client_id = Some(CLIENT.into());
     t.oauth2_tenant_id = Some(TENANT.into());
@@ -112,8 +120,14 @@ fn named_providers_endpoints_are_pinned_to_their_hosts() {
     let (_d, n, http) = setup(&[]);
     for (key, url) in [
         ("oauth2-token-url", "https://evil.example/token"),
-        ("oauth2-authorize-url", "https://login.microsoftonline.com.evil.example/authorize"),
-        ("oauth2-device-authorize-url", "https://evil.example/devicecode"),
+        (
+            "oauth2-authorize-url",
+            "https://login.microsoftonline.com.evil.example/authorize",
+        ),
+        (
+            "oauth2-device-authorize-url",
+            "https://evil.example/devicecode",
+        ),
     ] {
         let mut p = params(json!({ key: url }));
         if key == "oauth2-device-authorize-url" {
@@ -133,12 +147,19 @@ fn named_providers_endpoints_are_pinned_to_their_hosts() {
     g.remove("oauth2-tenant-id");
     let err = api::create_target(&n, &g).unwrap_err();
     assert!(err.to_string().contains("oauth2.googleapis.com"), "{err}");
-    assert!(NotificationConfig::load(n.settings()).unwrap().smtp_target_names().is_empty());
+    assert!(NotificationConfig::load(n.settings())
+        .unwrap()
+        .smtp_target_names()
+        .is_empty());
 
     // the sovereign clouds are the provider's own hosts
-    for (i, host) in ["login.microsoftonline.us", "login.chinacloudapi.cn", "login.partner.microsoftonline.cn"]
-        .iter()
-        .enumerate()
+    for (i, host) in [
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut p = params(json!({
             "oauth2-token-url": format!("https://{host}/{{tenant}}/oauth2/v2.0/token"),
@@ -149,8 +170,11 @@ fn named_providers_endpoints_are_pinned_to_their_hosts() {
     }
     // a host root allows through the environment's setting (never a parameter)
     let (_d2, n2, _) = setup(&["idp.example"]);
-    api::create_target(&n2, &params(json!({ "oauth2-token-url": "https://idp.example/token" })))
-        .unwrap();
+    api::create_target(
+        &n2,
+        &params(json!({ "oauth2-token-url": "https://idp.example/token" })),
+    )
+    .unwrap();
 
     // a hand edit cannot get around the pin: nothing is asked of the host
     let mut t = microsoft("edited");
@@ -159,10 +183,16 @@ fn named_providers_endpoints_are_pinned_to_their_hosts() {
     n.authorization()
         .store_refresh_token(&t, Secret::new("stored-refresh-token"))
         .unwrap();
-    let secrets = NotificationConfig::load(n.settings()).unwrap().smtp_secrets("edited").unwrap();
+    let secrets = NotificationConfig::load(n.settings())
+        .unwrap()
+        .smtp_secrets("edited")
+        .unwrap();
     let err = n.tokens().refresh(&t, &secrets).unwrap_err();
     assert!(err.to_string().contains("evil.example"), "{err}");
-    assert!(n.authorization().begin("edited", "http://127.0.0.1:1/cb").is_err());
+    assert!(n
+        .authorization()
+        .begin("edited", "http://127.0.0.1:1/cb")
+        .is_err());
     assert!(http.asked().is_empty(), "{:?}", http.asked());
 }
 
@@ -174,7 +204,10 @@ fn device_answers_that_point_elsewhere_are_refused() {
     put(&n, &t);
     for (uri, code) in [
         ("https://evil.example/devicelogin", "ABCD-EFGH"),
-        ("https://microsoft.com.evil.example/devicelogin", "ABCD-EFGH"),
+        (
+            "https://microsoft.com.evil.example/devicelogin",
+            "ABCD-EFGH",
+        ),
         ("http://microsoft.com/devicelogin", "ABCD-EFGH"),
         ("https://microsoft.com/devicelogin", "ABCD\u{1b}[2J"),
     ] {
@@ -183,7 +216,10 @@ fn device_answers_that_point_elsewhere_are_refused() {
         assert_eq!(err.kind(), ErrorKind::NeedsAdminFix, "{uri}: {err}");
         let m = err.to_string();
         assert!(
-            m.contains("target 'dev'") && m.contains("oauth2-device-authorize-url") && !m.contains("/devicelogin") && !m.contains('\u{1b}'),
+            m.contains("target 'dev'")
+                && m.contains("oauth2-device-authorize-url")
+                && !m.contains("/devicelogin")
+                && !m.contains('\u{1b}'),
             "{uri}: {m}"
         );
     }
@@ -194,15 +230,26 @@ fn device_answers_that_point_elsewhere_are_refused() {
         "https://login.microsoftonline.us/common/oauth2/deviceauth",
     ] {
         *http.device.lock().unwrap() = device_answer(uri, "ABCD-EFGH");
-        let v = n.authorization().device_begin("dev").unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let v = n
+            .authorization()
+            .device_begin("dev")
+            .unwrap_or_else(|e| panic!("{uri}: {e}"));
         assert_eq!(v["verification_uri"], uri);
         assert_eq!(v["client-id"], CLIENT);
-        assert_eq!(v["scope"], "https://outlook.office.com/SMTP.Send offline_access");
+        assert_eq!(
+            v["scope"],
+            "https://outlook.office.com/SMTP.Send offline_access"
+        );
         assert_eq!(v["authorize-host"], "login.microsoftonline.com");
         assert_eq!(v["token-host"], "login.microsoftonline.com");
     }
     // the generic provider: the device endpoint's own host
-    let mut g = SmtpTarget::new("gen", "mail.example.com", "a@example.com", vec!["b@example.com".into()]);
+    let mut g = SmtpTarget::new(
+        "gen",
+        "mail.example.com",
+        "a@example.com",
+        vec!["b@example.com".into()],
+    );
     g.auth_method = AuthMethod::OAuth2;
     g.oauth2_client_id = Some("cid".into());
     g.oauth2_flow = Some(OAuth2Flow::DeviceCode);
@@ -223,10 +270,16 @@ fn a_pending_authorization_completes_only_for_the_registration_it_was_started_fo
     let (_d, n, http) = setup(&["idp.example"]);
     let t = microsoft("m365");
     put(&n, &t);
-    let begun = n.authorization().begin("m365", "http://127.0.0.1:1/cb").unwrap();
+    let begun = n
+        .authorization()
+        .begin("m365", "http://127.0.0.1:1/cb")
+        .unwrap();
     // what the admin is about to authorize
     assert_eq!(begun["client-id"], CLIENT);
-    assert_eq!(begun["scope"], "https://outlook.office.com/SMTP.Send offline_access");
+    assert_eq!(
+        begun["scope"],
+        "https://outlook.office.com/SMTP.Send offline_access"
+    );
     assert_eq!(begun["authorize-host"], "login.microsoftonline.com");
     assert_eq!(begun["token-host"], "login.microsoftonline.com");
     // someone with an edit right repoints the token URL during the 10 minutes
@@ -239,14 +292,26 @@ fn a_pending_authorization_completes_only_for_the_registration_it_was_started_fo
         .unwrap_err();
     assert_eq!(err.http_code(), 400);
     let m = err.to_string();
-    assert!(m.contains("target 'm365'") && m.contains("changed after this authorization was started"), "{m}");
-    assert!(http.asked().is_empty(), "the code went to {:?}", http.asked());
+    assert!(
+        m.contains("target 'm365'") && m.contains("changed after this authorization was started"),
+        "{m}"
+    );
+    assert!(
+        http.asked().is_empty(),
+        "the code went to {:?}",
+        http.asked()
+    );
 
     // unchanged, it completes
     put(&n, &t);
-    let begun = n.authorization().begin("m365", "http://127.0.0.1:1/cb").unwrap();
+    let begun = n
+        .authorization()
+        .begin("m365", "http://127.0.0.1:1/cb")
+        .unwrap();
     assert_eq!(
-        n.authorization().complete(begun["state"].as_str().unwrap(), "the-code", None).unwrap(),
+        n.authorization()
+            .complete(begun["state"].as_str().unwrap(), "the-code", None)
+            .unwrap(),
         "m365"
     );
     assert_eq!(http.asked().len(), 1);
@@ -263,8 +328,16 @@ fn a_pending_authorization_completes_only_for_the_registration_it_was_started_fo
     let asked_before = http.asked().len();
     let err = n
         .authorization()
-        .device_complete(begun["handle"].as_str().unwrap(), None, std::time::Duration::from_secs(1))
+        .device_complete(
+            begun["handle"].as_str().unwrap(),
+            None,
+            std::time::Duration::from_secs(1),
+        )
         .unwrap_err();
-    assert!(err.to_string().contains("changed after this authorization was started"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("changed after this authorization was started"),
+        "{err}"
+    );
     assert_eq!(http.asked().len(), asked_before);
 }

@@ -69,7 +69,8 @@ impl<'a> Authorizer<'a> {
     /// The authorize URL for configured target `name`, with fresh `state` and PKCE verifier.
     /// The caller keeps both until the redirect comes back.
     pub fn authorize_url(&self, name: &str, redirect_uri: &str) -> Result<AuthorizeRequest> {
-        self.authorize_request(name, redirect_uri).map(|(req, _, _)| req)
+        self.authorize_request(name, redirect_uri)
+            .map(|(req, _, _)| req)
     }
 
     /// [`Authorizer::authorize_url`], with the target and registration it was made for.
@@ -137,7 +138,9 @@ impl<'a> Authorizer<'a> {
                     req.auth_method,
                     req.client_id,
                     req.client_secret.clone(),
-                    &req.endpoints.clone().allowing(&self.settings.provider_hosts),
+                    &req.endpoints
+                        .clone()
+                        .allowing(&self.settings.provider_hosts),
                 )?
             }
         };
@@ -232,24 +235,21 @@ impl<'a> Authorizer<'a> {
         let auth =
             oauth2::device_start(self.http, &reg, Instant::now() + self.settings.http_timeout)?;
         let hosts = &self.settings.provider_hosts;
-        let checked = oauth2::provider::check_verification_uri(
-            &reg.endpoints,
-            &auth.verification_uri,
-            hosts,
-        )
-        .and_then(|()| match &auth.verification_uri_complete {
-            Some(u) => oauth2::provider::check_verification_uri(&reg.endpoints, u, hosts),
-            None => Ok(()),
-        })
-        .and_then(|()| {
-            let code = &auth.user_code;
-            let printable = code.chars().all(|c| c.is_ascii_graphic() || c == ' ');
-            if code.trim().is_empty() || code.len() > 64 || !printable {
-                Err("its user code is not a short printable code".to_string())
-            } else {
-                Ok(())
-            }
-        });
+        let checked =
+            oauth2::provider::check_verification_uri(&reg.endpoints, &auth.verification_uri, hosts)
+                .and_then(|()| match &auth.verification_uri_complete {
+                    Some(u) => oauth2::provider::check_verification_uri(&reg.endpoints, u, hosts),
+                    None => Ok(()),
+                })
+                .and_then(|()| {
+                    let code = &auth.user_code;
+                    let printable = code.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+                    if code.trim().is_empty() || code.len() > 64 || !printable {
+                        Err("its user code is not a short printable code".to_string())
+                    } else {
+                        Ok(())
+                    }
+                });
         if let Err(why) = checked {
             return Err(Error::Token {
                 target: Some(name.to_string()),
@@ -356,7 +356,8 @@ impl<'a> Authorizer<'a> {
                 registration: Binding::of(&target).registration,
             },
         )?;
-        let mut v = serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name });
+        let mut v =
+            serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name });
         add_registration_facts(&mut v, &reg, reg.endpoints.authorize_url.as_ref());
         Ok(v)
     }
@@ -496,7 +497,10 @@ fn host_of(url: &url::Url) -> String {
 fn add_registration_facts(v: &mut Value, reg: &ClientRegistration, authorize: Option<&url::Url>) {
     if let Value::Object(m) = v {
         m.insert("client-id".into(), Value::String(reg.client_id.clone()));
-        m.insert("scope".into(), Value::String(reg.endpoints.scopes.join(" ")));
+        m.insert(
+            "scope".into(),
+            Value::String(reg.endpoints.scopes.join(" ")),
+        );
         m.insert(
             "authorize-host".into(),
             authorize.map_or(Value::Null, |u| Value::String(host_of(u))),

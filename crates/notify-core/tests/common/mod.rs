@@ -181,7 +181,10 @@ impl Env {
         Self::with_settings(dir, settings)
     }
 
-    pub fn with_settings(dir: tempfile::TempDir, settings: Settings) -> Env {
+    pub fn with_settings(dir: tempfile::TempDir, mut settings: Settings) -> Env {
+        if settings.provider_hosts.is_empty() {
+            settings.provider_hosts = rig_provider_hosts();
+        }
         let http = Arc::new(CountingHttp {
             inner: UreqClient::new(&settings).unwrap(),
             count: AtomicUsize::new(0),
