@@ -247,7 +247,7 @@ fn host_allowed(url: &url::Url, own: &[&str], extra: &[String]) -> bool {
     let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
         return false;
     };
-    own.contains(&host.as_str()) || extra.iter().any(|h| *h == host)
+    own.contains(&host.as_str()) || extra.contains(&host)
 }
 
 /// Check the verification URL a device endpoint answered with before anyone is sent there:
