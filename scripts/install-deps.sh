@@ -41,8 +41,9 @@ if [ ! -x "$HERE/rig/exim/usr/sbin/exim4" ]; then
 fi
 getent passwd Debian-exim >/dev/null || adduser --system --group --quiet --allow-bad-names --home /var/spool/exim4 \
   --no-create-home Debian-exim
-# playwright-core (pinned in the lock file) drives Debian's chromium; it downloads no browser
-if [ ! -d "$HERE/../tests/browser/node_modules/playwright-core" ]; then
+# playwright-core (pinned in the lock file) drives Debian's chromium; it downloads no browser;
+# eslint checks the page's scripts (perl/t/56-www.t)
+if [ ! -d "$HERE/../tests/browser/node_modules/playwright-core" ] || [ ! -x "$HERE/../tests/browser/node_modules/.bin/eslint" ]; then
   (cd "$HERE/../tests/browser" && npm ci --no-audit --no-fund --silent)
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust stable) is required" >&2; exit 1; }

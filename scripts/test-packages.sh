@@ -80,6 +80,16 @@ unset OXNOTIFY_LIB OXNOTIFY_CONFIG_DIR OXNOTIFY_STATE_DIR
 P="env -u PERL5LIB perl -MOxNotify::Core"
 $P -e 'OxNotify::Core::library_path() =~ m{^/usr/lib/.*/oxnotify/libnotify_perl\.so$} or die OxNotify::Core::library_path()' \
   && ok "installed module loads the installed library"
+for f in index.html app.js style.css callback.html callback.js; do
+  [ -f "/usr/share/oxnotify/www/$f" ] || fail "web page: /usr/share/oxnotify/www/$f not installed"
+done
+$P -MOxNotify::Server -MMojo::UserAgent -e '
+  OxNotify::Server::www_dir() eq "/usr/share/oxnotify/www" or die "www_dir: ", OxNotify::Server::www_dir(), "\n";
+  my $ua = Mojo::UserAgent->new; $ua->server->app(OxNotify::Server->new);
+  for my $path ("/", "/app.js", "/oauth2/callback", "/callback.js", "/style.css") {
+    my $res = $ua->get($path)->result;
+    $res->code == 200 && $res->body =~ /\S/ or die "GET $path: ", $res->code, "\n";
+  }' && ok "web page installed in /usr/share/oxnotify/www, and the installed server serves it" || fail "web page"
 REDIRECT=http://127.0.0.1:47126/callback
 USER=pkg-test@example.test
 $P -e '

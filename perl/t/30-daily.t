@@ -48,16 +48,25 @@ my $pid = open(my $holder, '-|') // die;
 if (!$pid) {
     require Fcntl;
     # another daily run holds the run lock
-    open(my $lk, ">>", "$ENV{OXNOTIFY_STATE_DIR}/daily.lock") or die;
+    open(my $lk, "+<", "$ENV{OXNOTIFY_STATE_DIR}/daily.lock") or die;
     flock($lk, Fcntl::LOCK_EX()) or die;
+    # as the library's lock does: the holder's pid at offset 0, fixed width
+    syswrite($lk, sprintf("%10d\n", $$)) // die;
     print "locked\n";
-    sleep 4;
+    sleep 8;
     exit 0;
 }
 my $l = <$holder>;
 $out = `$^X bin/oxnotify-daily --no-syslog --lock-timeout 1 2>&1`;
 is($? >> 8, 0, 'busy lock: exit 0') or diag $out;
-like($out, qr/another instance of the daily refresh is running/, 'says so');
+like($out, qr/another instance of the daily refresh is running \(pid \d+ \(perl\)\), for \d+ s/,
+    'says so, who holds it and since when') or diag $out;
+# a holder that has held it for hours is stuck: the job says so and fails, every day
+utime(time - 7200, time - 7200, "$ENV{OXNOTIFY_STATE_DIR}/daily.lock") or die;
+$out = `$^X bin/oxnotify-daily --no-syslog --lock-timeout 1 2>&1`;
+is($? >> 8, 1, 'a lock held for hours: exit 1') or diag $out;
+like($out, qr/held by another instance \(pid \d+ \(perl\)\), for 7\d{3} s, longer than any run takes: it is stuck/,
+    'names the stuck holder') or diag $out;
 close($holder);
 
 # a malformed line outside any target (and a foreign section with a broken line): every valid

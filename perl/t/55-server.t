@@ -3,6 +3,7 @@
 # connection bound, refusal of insecure token files. Needs no rig: the slow SMTP peer is a fake.
 use strict;
 use warnings;
+use File::Temp ();
 use Test::More;
 use HTTP::Tiny ();
 use IO::Socket::IP ();
@@ -125,6 +126,21 @@ like($last, qr/^HTTP\/1\.1 503/, 'the 9th open connection from one address is tu
 like($last, qr/too many connections from 127\.0\.0\.1/, '... saying why');
 close($_) for @conns;
 stop_server($pid);
+
+# Prefork's default PID file is $TMPDIR/prefork.pid: a local user's symlink there (to a file
+# that does not exist yet, say in /etc/cron.d) must not make the root server create it
+{
+    my $tmp = File::Temp::tempdir(CLEANUP => 1);
+    my $victim = "$tmp/created-through-the-link";
+    symlink($victim, "$tmp/prefork.pid") or die;
+    local $ENV{TMPDIR} = $tmp;
+    ($pid, $port, $log) = start_server();
+    ok(!exists $EXITED{$pid}, 'server with a planted prefork.pid symlink runs') or diag slurp($log);
+    sleep 2;    # the manager writes its PID file in its first rounds
+    stop_server($pid);
+    ok(!-e $victim, 'nothing was created through the symlink');
+    ok(-l "$tmp/prefork.pid", 'the planted link is left as it was');
+}
 
 # an insecure token file: the server does not start
 chmod(0644, $admin_file);

@@ -147,6 +147,23 @@ like($out, qr/^m365: rotated$/m, 'refresh output');
 ($rc, $out) = cli('--output-format json status');
 is($J->decode($out)->[0]{rotations}, 1, 'status JSON');
 
+# the provider's error text is printed safe for a terminal: no escape sequences, no bidi
+{
+    my $pid = open(my $cli, '-|', "$^X bin/oxnotify authorize m365 --timeout 30 2>&1") // die;
+    my $url;
+    while (my $line = <$cli>) { if ($line =~ m{^(http\S+/auth\?\S+)}) { $url = $1; last } }
+    my ($redirect) = $url =~ /redirect_uri=([^&]+)/;
+    $redirect =~ s/%([0-9A-F]{2})/chr hex $1/ge;
+    my ($state) = $url =~ /[?&]state=([^&]+)/;
+    HTTP::Tiny->new(timeout => 30)->get("$redirect?state=$state&error=access_denied%1B%5B2J"
+        . '&error_description=%1B%5D0%3Bpwned%07denied%1B%5B31m%E2%80%AEtxt.exe');
+    my $rest = do { local $/; <$cli> };
+    close($cli);
+    isnt($? >> 8, 0, 'a refused authorization fails');
+    like($rest, qr/the provider refused: access_denied .*denied/, 'says what the provider said') or diag $rest;
+    unlike($rest, qr/[\x1b\x07]|\x{202e}|\xe2\x80\xae/, 'without escape or bidi characters');
+}
+
 # authorize timeout: nobody comes back
 ($rc, $out) = cli('authorize m365 --timeout 1');
 is($rc, 2, 'authorize timeout: exit 2');

@@ -7,6 +7,7 @@
 // env: SERVER_URL TOKEN RIG_ISSUER RIG_SMTP_STARTTLS_PORT USER_EMAIL SHOTS RIG_APP_CLIENT_ID
 //      RIG_APP_CLIENT_SECRET RIG_APP_MAILBOX
 import { chromium } from 'playwright-core';
+/* global document -- the functions given to page.waitForFunction run in the page */
 
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} not set`); return v; };
 const server = env('SERVER_URL');
@@ -28,7 +29,7 @@ async function expectMessage(re, what) {
       re.source, { timeout: 20000 });
   } catch (e) {
     await page.screenshot({ path: `${shots}/failed.png`, fullPage: true });
-    throw new Error(`${what}: expected ${re}, page says: ${await message()}`);
+    throw new Error(`${what}: expected ${re}, page says: ${await message()}`, { cause: e });
   }
   console.log(`ok   ${what}: ${await message()}`);
 }

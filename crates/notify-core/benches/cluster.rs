@@ -15,7 +15,7 @@ mod common;
 
 use common::counting_proxy::CountingTokenProxy;
 use common::*;
-use notify_core::store::Kind as StoreKind;
+use notify_core::store;
 use notify_core::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -105,7 +105,7 @@ impl Sim {
 fn simulate(rig: &Rig, nodes: usize) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("shared"));
-    settings.store = StoreKind::Cluster;
+    settings.store = store::Kind::Cluster;
     settings.node_name = "admin".into();
     let env = Env::with_settings(dir, settings);
     let proxy = CountingTokenProxy::start(&rig.issuer);

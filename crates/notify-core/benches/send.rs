@@ -80,6 +80,19 @@ fn main() {
     let cached_requests = env.token_requests() - before;
     stats("xoauth2, cached token (STARTTLS)", cached);
 
+    // send() spools each message before its first attempt (and removes it once the server
+    // took it); send_to_target() does not: the difference is the cost of durability
+    let n = note("bench");
+    let spooled: Vec<Duration> = (0..N)
+        .map(|_| {
+            let t0 = Instant::now();
+            let r = env.notifier.delivery().send(&["xoauth2"], &n).unwrap();
+            assert!(matches!(r[0].result, Ok(Delivery::Sent)));
+            t0.elapsed()
+        })
+        .collect();
+    stats("xoauth2, cached token, send() spooled", spooled);
+
     let drop_cache = || {
         let mut st = env.state_json("xoauth2");
         st.as_object_mut().unwrap().remove("access_token");
@@ -133,4 +146,41 @@ fn main() {
         separate.as_secs_f64(),
         burst.as_secs_f64()
     );
+
+    // the caller's wait when the server is unreachable (a closed port): one bound
+    // (OXNOTIFY_CALLER_WAIT, default 10 s) for all targets of the call together
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let names: Vec<String> = (0..5).map(|i| format!("unreachable{i}")).collect();
+    for name in &names {
+        let mut t = none.clone();
+        t.name = name.clone();
+        t.port = Some(closed);
+        env.add_target(&t, &SmtpSecrets::default());
+    }
+    for k in [1, 5] {
+        let targets: Vec<&str> = names[..k].iter().map(String::as_str).collect();
+        let t0 = Instant::now();
+        let r = env
+            .notifier
+            .delivery()
+            .send(&targets, &note("unreachable"))
+            .unwrap();
+        let waited = t0.elapsed();
+        let queued = r
+            .iter()
+            .filter(|r| matches!(r.result, Ok(Delivery::Queued { .. })))
+            .count();
+        println!(
+            "caller wait, {k} unreachable target(s): {:.2} s ({queued} queued, caller bound {} s)",
+            waited.as_secs_f64(),
+            env.settings
+                .caller_wait
+                .min(env.settings.delivery_deadline)
+                .as_secs()
+        );
+    }
 }

@@ -401,7 +401,8 @@ fn forget_tokens(n: &Notifier, name: &str) -> Result<()> {
     store.remove(name, &lock)
 }
 
-/// Delete target `name` with its secrets and OAuth2 state (`DELETE endpoints/smtp/{name}`).
+/// Delete target `name` with its secrets, OAuth2 state and waiting messages (`DELETE
+/// endpoints/smtp/{name}`; each waiting message is recorded as given up).
 /// 404 if missing, 409 on a digest mismatch.
 pub fn delete_target(n: &Notifier, name: &str, digest: Option<&str>) -> Result<()> {
     let lock = ConfigLock::acquire(n.settings())?;
@@ -409,6 +410,10 @@ pub fn delete_target(n: &Notifier, name: &str, digest: Option<&str>) -> Result<(
     cfg.check_digest(digest)?;
     cfg.remove_smtp_target(name)?;
     cfg.save(n.settings(), &lock)?;
+    // what waits for the deleted target goes with it: a new target of the same name (maybe
+    // pointing elsewhere) must not deliver it
+    n.delivery()
+        .discard_outbox(name, "its target was deleted")?;
     let store = StateStore::new(n.settings());
     let tl = store.lock(name)?;
     store.remove(name, &tl)

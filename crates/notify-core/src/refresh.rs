@@ -73,6 +73,9 @@ pub struct DailyRun {
     pub busy: bool,
     /// Who holds the daily lock, when `busy` (pid or node, since when).
     pub holder: Option<String>,
+    /// For how long the holder has held it, when `busy` and known (a run that holds it for
+    /// hours is stuck, and the job must say so rather than skip quietly).
+    pub held_for_secs: Option<u64>,
     /// One report per OAuth2 target.
     pub reports: Vec<RefreshReport>,
     /// Malformed config lines that belong to no target (file and line, never their text).
@@ -180,10 +183,14 @@ impl<'a> Refresher<'a> {
         let store = settings.store();
         store.ensure_dir(&settings.state_dir, Access::Private, false)?;
         let deadline = Instant::now() + lock_timeout;
+        let (lock_file, lock_name) = (
+            settings.daily_lock_file(),
+            format!("daily-{}", settings.node_name),
+        );
         // a read-only shared file system fails here, before any token request
         let _run = match store.lock_until(
-            &settings.daily_lock_file(),
-            &format!("daily-{}", settings.node_name),
+            &lock_file,
+            &lock_name,
             deadline,
             "the daily refresh of this node",
         ) {
@@ -192,6 +199,7 @@ impl<'a> Refresher<'a> {
                 return Ok(DailyRun {
                     busy: true,
                     holder,
+                    held_for_secs: store.held_for(&lock_file, &lock_name).map(|d| d.as_secs()),
                     reports: Vec::new(),
                     problems: NotificationConfig::load(settings)
                         .map(|c| config_problems(&c))
@@ -225,6 +233,7 @@ impl<'a> Refresher<'a> {
         Ok(DailyRun {
             busy: false,
             holder: None,
+            held_for_secs: None,
             reports,
             problems: config_problems(&config),
             warnings,

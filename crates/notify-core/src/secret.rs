@@ -8,7 +8,7 @@ use zeroize::Zeroize;
 /// wiped from memory on drop, and it must be asked for explicitly with [`Secret::expose`].
 ///
 /// It (de)serializes transparently because the private config and the state files must store
-/// it; those files are written 0600 by [`crate::fsutil::write_atomic`].
+/// it; those files are written 0600 by [`crate::store::Store::write`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

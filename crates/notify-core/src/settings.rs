@@ -25,6 +25,11 @@ pub struct Settings {
     /// Deadline of one whole delivery to one target: lock waits, token requests, connection,
     /// retries and the transfer all fit in it.
     pub delivery_deadline: Duration,
+    /// How long a sender waits for its notification, all its targets together: within it a
+    /// transient failure is retried; after it the message stays queued in the outbox (where
+    /// it is from the moment the call accepted it) and the call returns. Bounded by
+    /// [`Settings::delivery_deadline`].
+    pub caller_wait: Duration,
     /// Longest wait for the config lock or a target's lock.
     pub lock_timeout: Duration,
     /// Refresh the cached access token when it expires within this margin.
@@ -70,6 +75,7 @@ impl std::fmt::Debug for Settings {
             .field("http_timeout", &self.http_timeout)
             .field("smtp_timeout", &self.smtp_timeout)
             .field("delivery_deadline", &self.delivery_deadline)
+            .field("caller_wait", &self.caller_wait)
             .field("lock_timeout", &self.lock_timeout)
             .field("hello_name", &self.hello_name)
             .field("outbox_max_age", &self.outbox_max_age)
@@ -115,6 +121,7 @@ impl Settings {
             http_timeout: Duration::from_secs(30),
             smtp_timeout: Duration::from_secs(30),
             delivery_deadline: Duration::from_secs(120),
+            caller_wait: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(30),
             token_expiry_margin: Duration::from_secs(300),
             refresh_parallelism: 4,
@@ -144,6 +151,7 @@ impl Settings {
 
     /// Defaults, overridden by the environment: `OXNOTIFY_CONFIG_DIR`, `OXNOTIFY_STATE_DIR`,
     /// `OXNOTIFY_HTTP_TIMEOUT`, `OXNOTIFY_SMTP_TIMEOUT`, `OXNOTIFY_DELIVERY_DEADLINE`,
+    /// `OXNOTIFY_CALLER_WAIT`,
     /// `OXNOTIFY_LOCK_TIMEOUT` and `OXNOTIFY_OUTBOX_MAX_AGE` (seconds), `OXNOTIFY_HTTP_PROXY`
     /// (falls back to `https_proxy` / `HTTPS_PROXY`); the cluster store:
     /// `OXNOTIFY_STATE_STORE` (`local` or `cluster`; anything else is ignored with a warning
@@ -171,6 +179,9 @@ impl Settings {
         }
         if let Some(t) = secs("OXNOTIFY_DELIVERY_DEADLINE") {
             s.delivery_deadline = Duration::from_secs(t);
+        }
+        if let Some(t) = secs("OXNOTIFY_CALLER_WAIT") {
+            s.caller_wait = Duration::from_secs(t);
         }
         if let Some(t) = secs("OXNOTIFY_LOCK_TIMEOUT") {
             s.lock_timeout = Duration::from_secs(t);

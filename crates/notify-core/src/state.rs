@@ -92,6 +92,9 @@ pub struct OAuth2State {
     /// When the cached access token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires_at: Option<i64>,
+    /// The cached access token's lifetime as issued (`expires_in`, seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_lifetime: Option<i64>,
     /// The last refresh/send failure, cleared by the next success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
@@ -135,10 +138,15 @@ impl OAuth2State {
         }
     }
 
-    /// The cached access token if it is valid for at least `margin_secs` more.
+    /// The cached access token if it is valid for at least `margin_secs` more. The margin
+    /// adapts to short-lived tokens: it is at most a quarter of the token's lifetime, so a
+    /// provider that issues 5-minute tokens does not cost a refresh on every use.
     pub fn cached_access_token(&self, margin_secs: i64) -> Option<&Secret> {
+        let margin = self
+            .access_token_lifetime
+            .map_or(margin_secs, |l| margin_secs.min(l / 4));
         match (&self.access_token, self.access_token_expires_at) {
-            (Some(t), Some(exp)) if exp - margin_secs > now() => Some(t),
+            (Some(t), Some(exp)) if exp - margin > now() => Some(t),
             _ => None,
         }
     }
@@ -147,6 +155,7 @@ impl OAuth2State {
     pub fn drop_access_token(&mut self) {
         self.access_token = None;
         self.access_token_expires_at = None;
+        self.access_token_lifetime = None;
     }
 
     /// Record `e` with its kind, for the status report.
@@ -572,6 +581,23 @@ mod tests {
         s.generation = generation;
         s.target = Some(target.to_string());
         serde_json::to_vec(&s).unwrap()
+    }
+
+    #[test]
+    fn a_short_lived_token_is_cached_for_most_of_its_life() {
+        let mut s = OAuth2State::authorized(Secret::new("rt"));
+        // a 5-minute token, issued a minute ago: the 300 s margin would never use it
+        s.access_token = Some(Secret::new("at"));
+        s.access_token_expires_at = Some(now() + 240);
+        s.access_token_lifetime = Some(300);
+        assert!(s.cached_access_token(300).is_some());
+        // a minute before expiry it is refreshed (a quarter of its life)
+        s.access_token_expires_at = Some(now() + 60);
+        assert!(s.cached_access_token(300).is_none());
+        // an hour's token keeps the configured margin
+        s.access_token_lifetime = Some(3600);
+        s.access_token_expires_at = Some(now() + 240);
+        assert!(s.cached_access_token(300).is_none());
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -491,6 +491,7 @@ fn cache_access_token(state: &mut OAuth2State, tokens: &TokenSet) {
         Some(d) if !tokens.access_token.is_empty() => {
             state.access_token = Some(tokens.access_token.clone());
             state.access_token_expires_at = Some(now() + d.as_secs() as i64);
+            state.access_token_lifetime = Some(d.as_secs() as i64);
         }
         _ => state.drop_access_token(),
     }

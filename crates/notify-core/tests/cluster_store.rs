@@ -12,7 +12,7 @@ mod common;
 use common::counting_proxy::CountingTokenProxy;
 use common::*;
 use notify_core::state::StateStore;
-use notify_core::store::Kind as StoreKind;
+use notify_core::store;
 use notify_core::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ fn cluster_node_child() {
         return;
     };
     let settings = Settings::from_env();
-    assert_eq!(settings.store, StoreKind::Cluster);
+    assert_eq!(settings.store, store::Kind::Cluster);
     let words: Vec<&str> = mode.split(' ').collect();
     match words[..] {
         ["daily"] => {
@@ -92,7 +92,7 @@ impl Cluster {
     fn new(rig: &Rig, name: &str, stale: Duration) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("shared"));
-        settings.store = StoreKind::Cluster;
+        settings.store = store::Kind::Cluster;
         // PVE-like: secrets apart from the public file (as /etc/pve/priv/oxnotify)
         settings.private_config_dir = Some(dir.path().join("shared-priv/oxnotify"));
         settings.node_name = "node0".into();
@@ -411,7 +411,7 @@ fn state_of_an_older_generation_never_replaces_a_newer_one() {
     let dir = tempfile::tempdir().unwrap();
     let node = |name: &str| {
         let mut s = Settings::with_dirs(dir.path().join("etc"), dir.path().join("shared"));
-        s.store = StoreKind::Cluster;
+        s.store = store::Kind::Cluster;
         s.node_name = name.into();
         StateStore::new(&s)
     };
@@ -483,7 +483,7 @@ fn fault_injecting_hanging_endpoint() -> String {
 fn work_under_a_cluster_lock_ends_well_before_the_lock_goes_stale() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("shared"));
-    settings.store = StoreKind::Cluster;
+    settings.store = store::Kind::Cluster;
     // a token request may take 30 s, but a lock that goes stale after 8 s allows 3 s of work
     settings.http_timeout = Duration::from_secs(30);
     settings.cluster_lock_stale = Duration::from_secs(8);

@@ -354,6 +354,13 @@ fn daily_json(run: notify_core::DailyRun) -> Result<Value, CallError> {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct SendParams {
     targets: Vec<String>,
+    user_emails: Option<BTreeMap<String, String>>,
+}
+
+/// One notification as the calls take it: `{title, body?, html-body?, severity?, fields?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Message {
     title: String,
     #[serde(default)]
     body: String,
@@ -362,7 +369,19 @@ struct SendParams {
     severity: Severity,
     #[serde(default)]
     fields: BTreeMap<String, String>,
-    user_emails: Option<BTreeMap<String, String>>,
+}
+
+impl From<Message> for Notification {
+    fn from(m: Message) -> Self {
+        Notification {
+            title: m.title,
+            body: m.body,
+            html_body: m.html_body,
+            severity: m.severity,
+            fields: m.fields,
+            user_emails: None,
+        }
+    }
 }
 
 /// `send({targets: [...], title, body?, html-body?, severity?, fields?, user-emails?})` -> one
@@ -370,16 +389,22 @@ struct SendParams {
 /// server took the message or it waits in the outbox (then `queued` is true, `id` names the
 /// outbox entry and `message` says why it could not be sent now).
 pub fn send(params: Value) -> Result<Value, CallError> {
-    let mut p: SendParams = parse("send", params)?;
+    let mut message = object(params);
+    let mut routing = Map::new();
+    for k in ["targets", "user-emails"] {
+        if let Some(v) = message.remove(k) {
+            routing.insert(k.into(), v);
+        }
+    }
+    let p: SendParams = parse("send", Value::Object(routing))?;
+    let n: Notification = parse::<Message>("send", Value::Object(message))?.into();
     if p.targets.is_empty() {
         return Err(CallError::bad_request(
             "invalid parameters for send: 'targets' is empty",
         ));
     }
-    let targets = std::mem::take(&mut p.targets);
-    let context = context(p.user_emails.take());
-    let n = p.notification();
-    let names: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let context = context(p.user_emails);
+    let names: Vec<&str> = p.targets.iter().map(String::as_str).collect();
     let notifier = notifier()?;
     let reports = delivering(&notifier, &context).send(&names, &n)?;
     Ok(Value::Array(
@@ -388,19 +413,6 @@ pub fn send(params: Value) -> Result<Value, CallError> {
             .map(|r| delivery_json(&r.target, r.result))
             .collect(),
     ))
-}
-
-impl SendParams {
-    fn notification(self) -> Notification {
-        Notification {
-            title: self.title,
-            body: self.body,
-            html_body: self.html_body,
-            severity: self.severity,
-            fields: self.fields,
-            user_emails: self.user_emails,
-        }
-    }
 }
 
 fn delivery_json(target: &str, result: notify_core::Result<Delivery>) -> Value {
@@ -418,22 +430,9 @@ fn delivery_json(target: &str, result: notify_core::Result<Delivery>) -> Value {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct BurstItem {
-    title: String,
-    #[serde(default)]
-    body: String,
-    html_body: Option<String>,
-    #[serde(default)]
-    severity: Severity,
-    #[serde(default)]
-    fields: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct BurstParams {
     target: String,
-    notifications: Vec<BurstItem>,
+    notifications: Vec<Message>,
     user_emails: Option<BTreeMap<String, String>>,
 }
 
@@ -445,14 +444,7 @@ pub fn send_burst(params: Value) -> Result<Value, CallError> {
     let list: Vec<Notification> = p
         .notifications
         .into_iter()
-        .map(|i| Notification {
-            title: i.title,
-            body: i.body,
-            html_body: i.html_body,
-            severity: i.severity,
-            fields: i.fields,
-            user_emails: None,
-        })
+        .map(Notification::from)
         .collect();
     let context = context(p.user_emails);
     let notifier = notifier()?;

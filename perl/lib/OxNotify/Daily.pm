@@ -12,6 +12,9 @@ our $VERSION = '0.2.0';
 # Syslog level per refresh outcome: transient problems are retried tomorrow (warning);
 # everything else needs the admin (err).
 my %LEVEL = (refreshed => 'info', rotated => 'info', 'not-due' => 'info', transient => 'warning');
+# a daily run that holds its lock for longer than this is stuck (seconds)
+my $STALE_AFTER = 3600;
+
 my %OK = (refreshed => 1, rotated => 1, 'not-due' => 1);    # not-due: another node refreshed it today
 
 sub _when {
@@ -33,7 +36,17 @@ sub refresh {
     }
     if ($res->{locked}) {
         my $who = defined $res->{holder} ? " ($res->{holder})" : '';
-        $log->('notice', "another instance of the daily refresh is running$who; nothing done");
+        my $for = $res->{held_for_secs};
+        my $since = defined $for ? ", for $for s" : '';
+        # a run takes minutes at most: one that holds the lock for longer is stuck, and a job
+        # that skips quietly every day would let every grant expire unnoticed
+        if (defined $for && $for > ($opts{stale_after} // $STALE_AFTER)) {
+            $log->('err', "the daily refresh is held by another instance$who$since, longer than "
+                . "any run takes: it is stuck; stop it (or remove the lock if its holder is gone); "
+                . "nothing was refreshed");
+            return { exit_code => 1, lines => \@lines, locked => 1, reports => [] };
+        }
+        $log->('notice', "another instance of the daily refresh is running$who$since; nothing done");
         return { exit_code => 0, lines => \@lines, locked => 1, reports => [] };
     }
     # malformed lines outside any target do not stop the job, but the admin must see them
@@ -130,7 +143,9 @@ unknown outcomes.
 
 Safe to run concurrently with sends and with itself: token refreshes take a per-target lock
 and persist rotated refresh tokens immediately; a second daily run waits up to
-C<lock_timeout> seconds for the first to end and then does nothing (exit code 0).
+C<lock_timeout> seconds for the first to end and then does nothing (exit code 0), saying who
+holds the lock and for how long; a holder that has held it for longer than C<stale_after>
+seconds (default 3600; a run takes minutes) is stuck, and the job says so and exits 1.
 
 =head1 FUNCTIONS
 
@@ -138,7 +153,7 @@ C<lock_timeout> seconds for the first to end and then does nothing (exit code 0)
 
 =item refresh(%opts)
 
-Options: C<lock_timeout> (seconds, default 60). Returns C<{ exit_code, lines =E<gt> [[level,
+Options: C<lock_timeout> (seconds, default 60), C<stale_after> (seconds, default 3600). Returns C<{ exit_code, lines =E<gt> [[level,
 message], ...], locked, reports }>; logs nothing.
 
 =item flush_lines($reports)

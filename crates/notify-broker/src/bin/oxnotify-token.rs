@@ -176,16 +176,42 @@ fn print_token(out: &notify_core::Secret) -> ExitCode {
     }
 }
 
-/// One request to the broker; the whole answer.
+/// One request to the broker; the whole answer. The broker may answer and close before it
+/// read the request (it refuses users no target allows at connect): then writing fails or
+/// reading ends in a reset, and the answer is what came before.
 fn ask_broker(socket: &str, request: &str) -> std::io::Result<String> {
-    use std::io::Read;
+    use std::io::{ErrorKind, Read};
     let mut c = std::os::unix::net::UnixStream::connect(socket)?;
     c.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    c.write_all(request.as_bytes())?;
-    c.shutdown(std::net::Shutdown::Write)?;
-    let mut answer = String::new();
-    c.take(64 * 1024).read_to_string(&mut answer)?;
-    Ok(answer)
+    match c
+        .write_all(request.as_bytes())
+        .and_then(|_| c.shutdown(std::net::Shutdown::Write))
+    {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {}
+        Err(e) => return Err(e),
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.len() > 64 * 1024 {
+                    return Err(std::io::Error::new(
+                        ErrorKind::InvalidData,
+                        "the answer is too long",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && !answer.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(answer)
+        .map_err(|_| std::io::Error::new(ErrorKind::InvalidData, "the answer is not UTF-8"))
 }
 
 fn usage(m: &str) -> ExitCode {

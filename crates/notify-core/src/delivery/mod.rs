@@ -82,6 +82,18 @@ pub struct FlushReport {
     pub error: Option<String>,
 }
 
+/// A target's messages of one call, accepted: resolved, and spooled where the outbox took them.
+struct Accepted {
+    target: SmtpTarget,
+    secrets: SmtpSecrets,
+    messages: Vec<Outgoing>,
+    /// The spool entry of each message (`None`: the outbox could not take it).
+    entries: Vec<Option<Entry>>,
+    /// Each message's title (for an entry written only after a failed attempt).
+    titles: Vec<String>,
+    started: i64,
+}
+
 /// What [`Deliverer::deliver_now`] did: one fate per message, and the SMTP sessions it opened.
 struct Run {
     fates: Vec<Fate>,
@@ -151,25 +163,59 @@ impl<'a> Deliverer<'a> {
     }
 
     /// Send `notification` to each of `targets`; one report per target, failures do not stop
-    /// the others. A transient failure that outlasts the delivery deadline queues the message
-    /// ([`Delivery::Queued`]). Disabled targets fail with a clear error.
+    /// the others. The message is in the outbox from the moment it is accepted; the targets
+    /// are tried at the same time, and the call returns within [`Settings::caller_wait`]: what
+    /// failed for a transient reason by then stays queued ([`Delivery::Queued`]) and the
+    /// outbox timer goes on trying. Disabled targets fail with a clear error.
     pub fn send(&self, targets: &[&str], notification: &Notification) -> Result<Vec<SendReport>> {
         notification.validate()?;
         let config = self.load_config()?;
+        let deadline = self.caller_deadline();
+        // resolved and spooled on the calling thread (the host's lookups are asked here)
+        let accepted: Vec<Result<Accepted>> = targets
+            .iter()
+            .map(|t| self.accept(&config, t, std::slice::from_ref(notification), deadline))
+            .collect();
+        let (settings, http, config) = (self.settings, self.http, &config);
+        let results: Vec<Result<Vec<Result<Delivery>>>> = std::thread::scope(|s| {
+            let running: Vec<_> = accepted
+                .into_iter()
+                .map(|a| {
+                    s.spawn(move || {
+                        a.map(|a| {
+                            Deliverer::new(settings, http).deliver_accepted(config, a, deadline)
+                        })
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::io(
+                            outbox::dir(settings, "?"),
+                            std::io::Error::other(
+                                "a delivery thread panicked; the message stays in the outbox",
+                            ),
+                        ))
+                    })
+                })
+                .collect()
+        });
         Ok(targets
             .iter()
-            .map(|t| SendReport {
+            .zip(results)
+            .map(|(t, r)| SendReport {
                 target: t.to_string(),
-                result: self
-                    .send_burst_with_config(&config, t, std::slice::from_ref(notification))
-                    .and_then(|mut r| r.pop().unwrap_or(Ok(Delivery::Sent))),
+                result: r.and_then(|mut r| r.pop().unwrap_or(Ok(Delivery::Sent))),
             })
             .collect())
     }
 
     /// Send several notifications to one target over one SMTP session (one connect, one
-    /// AUTH), as far as the server lets us; one result per notification, in order. What could
-    /// not be delivered for a transient reason is queued.
+    /// AUTH), as far as the server lets us; one result per notification, in order. Like
+    /// [`Deliverer::send`]: spooled first, the caller waits at most [`Settings::caller_wait`],
+    /// what could not be delivered for a transient reason by then stays queued.
     pub fn send_burst(
         &self,
         target: &str,
@@ -179,7 +225,19 @@ impl<'a> Deliverer<'a> {
             n.validate()?;
         }
         let config = self.load_config()?;
-        self.send_burst_with_config(&config, target, notifications)
+        let deadline = self.caller_deadline();
+        let accepted = self.accept(&config, target, notifications, deadline)?;
+        Ok(self.deliver_accepted(&config, accepted, deadline))
+    }
+
+    /// When a sender stops waiting: [`Settings::caller_wait`] from now, never later than the
+    /// delivery deadline.
+    fn caller_deadline(&self) -> Instant {
+        Instant::now()
+            + self
+                .settings
+                .caller_wait
+                .min(self.settings.delivery_deadline)
     }
 
     /// Send `notification` to one target now, without the outbox: the test button and callers
@@ -201,55 +259,114 @@ impl<'a> Deliverer<'a> {
         }
     }
 
-    fn send_burst_with_config(
+    /// Take `notifications` for target `name`: its messages, each spooled in the outbox
+    /// before its first attempt (marked in flight until `deadline`, so no flush sends it
+    /// meanwhile). A message the outbox cannot take is still sent, only not kept.
+    fn accept(
         &self,
         config: &NotificationConfig,
         name: &str,
         notifications: &[Notification],
-    ) -> Result<Vec<Result<Delivery>>> {
+        deadline: Instant,
+    ) -> Result<Accepted> {
         let (target, secrets) = usable_target(config, name)?;
         let messages = self.messages(&target, notifications)?;
-        let started = now();
-        let deadline = Instant::now() + self.settings.delivery_deadline;
+        // a little past the caller's deadline: the sender updates the entry after it
+        let until = now() + deadline.saturating_duration_since(Instant::now()).as_secs() as i64 + 2;
+        let entries = notifications
+            .iter()
+            .zip(&messages)
+            .map(|(n, m)| {
+                let e = Entry::accepted(name, &n.title, m, until);
+                outbox::spool(self.settings, &e).ok().map(|()| e)
+            })
+            .collect();
+        Ok(Accepted {
+            target,
+            secrets,
+            messages,
+            entries,
+            titles: notifications.iter().map(|n| n.title.clone()).collect(),
+            started: now(),
+        })
+    }
+
+    /// Deliver what [`Deliverer::accept`] took, by `deadline`: a delivered message leaves the
+    /// outbox as soon as the server took it, one refused for good leaves it with the error for
+    /// the caller, one that failed for a transient reason stays, durably, for the outbox timer.
+    fn deliver_accepted(
+        &self,
+        config: &NotificationConfig,
+        accepted: Accepted,
+        deadline: Instant,
+    ) -> Vec<Result<Delivery>> {
+        let Accepted {
+            target,
+            secrets,
+            messages,
+            entries,
+            titles,
+            started,
+        } = accepted;
+        let name = target.name.as_str();
+        let settings = self.settings;
         let fates = self
-            .deliver_now(&target, &secrets, &messages, deadline, &mut |_| {})
+            .deliver_now(&target, &secrets, &messages, deadline, &mut |i| {
+                if let Some(e) = &entries[i] {
+                    let _ = outbox::remove(settings, name, &e.id);
+                }
+            })
             .fates;
         let mut any_sent = false;
         let results = fates
             .into_iter()
-            .zip(notifications.iter().zip(&messages))
-            .map(|(fate, (n, m))| match fate {
+            .zip(entries.into_iter().zip(messages.iter().zip(&titles)))
+            .map(|(fate, (entry, (m, title)))| match fate {
                 Fate::Sent => {
                     any_sent = true;
                     Ok(Delivery::Sent)
                 }
-                Fate::Failed(e) | Fate::Blocked(e) => Err(e),
+                Fate::Failed(e) | Fate::Blocked(e) => {
+                    // the caller gets the error: nothing waits for the timer
+                    if let Some(entry) = entry {
+                        let _ = outbox::remove(settings, name, &entry.id);
+                    }
+                    Err(e)
+                }
                 Fate::Pending(e) => {
                     let reason = e.to_string();
-                    let entry = Entry::new(name, &n.title, m, started, &reason);
-                    match outbox::save(self.settings, &entry) {
+                    let mut entry =
+                        entry.unwrap_or_else(|| Entry::new(name, title, m, started, ""));
+                    entry.attempts = 1;
+                    entry.last_attempt = now();
+                    entry.last_error = reason.clone();
+                    entry.in_flight_until = None;
+                    match outbox::save(settings, &entry) {
                         Ok(()) => Ok(Delivery::Queued {
                             id: entry.id,
                             reason,
                         }),
                         // the outbox cannot take it: the caller must know it was not kept
-                        Err(q) => Err(Error::io(
-                            outbox::dir(self.settings, name),
-                            std::io::Error::other(format!(
-                                "{reason}; the message could not be queued in the outbox \
-                                 either ({q}), so it was NOT kept: fix the state directory"
-                            )),
-                        )),
+                        Err(q) => {
+                            let _ = outbox::remove(settings, name, &entry.id);
+                            Err(Error::io(
+                                outbox::dir(settings, name),
+                                std::io::Error::other(format!(
+                                    "{reason}; the message could not be queued in the outbox \
+                                     either ({q}), so it was NOT kept: fix the state directory"
+                                )),
+                            ))
+                        }
                     }
                 }
             })
             .collect();
         // the target works again: send what waited for it, within what is left of this
         // send's deadline (the caller waits for it)
-        if any_sent && outbox::has_entries(self.settings, name) {
+        if any_sent && outbox::has_entries(settings, name) {
             let _ = self.flush_until(config, name, deadline);
         }
-        Ok(results)
+        results
     }
 
     /// Flush the outbox of every target that has one (the timer, the daily job,
@@ -308,7 +425,8 @@ impl<'a> Deliverer<'a> {
         };
         let max_age = self.settings.outbox_max_age.as_secs() as i64;
         let mut due = Vec::with_capacity(entries.len());
-        for e in entries {
+        // a live sender is still trying these: not ours to send (it would be sent twice)
+        for e in entries.into_iter().filter(|e| !e.in_flight()) {
             if e.age_secs() > max_age {
                 let reason = format!(
                     "not delivered within {} (last error: {})",
@@ -542,6 +660,31 @@ impl<'a> Deliverer<'a> {
         Ok(out)
     }
 
+    /// Remove every waiting message of target `name` without sending it, each recorded as
+    /// given up with `reason`: the target was deleted, and a new target of the same name must
+    /// not deliver them. Returns how many there were.
+    pub fn discard_outbox(&self, name: &str, reason: &str) -> Result<usize> {
+        let _lock = self.outbox_lock(name)?;
+        let (entries, _) = outbox::entries(self.settings, name)?;
+        for e in &entries {
+            outbox::remove(self.settings, name, &e.id)?;
+            let _ = outbox::record_given_up(self.settings, name, &e.title, reason);
+        }
+        outbox::remove_dir_if_empty(self.settings, name);
+        Ok(entries.len())
+    }
+
+    /// The lock a flush of target `name` holds while it sends: whoever removes a waiting
+    /// message without sending it takes it too, so nothing on the wire is dropped.
+    fn outbox_lock(&self, name: &str) -> Result<FileLock> {
+        outbox::ensure_meta_dir(self.settings)?;
+        FileLock::exclusive_until(
+            &outbox::flush_lock_file(self.settings, name),
+            Instant::now() + self.settings.lock_timeout,
+            &format!("the outbox of target '{name}'"),
+        )
+    }
+
     /// Remove a waiting message without sending it (the admin's decision; recorded as given
     /// up). 404 if there is no such entry.
     pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
@@ -551,13 +694,7 @@ impl<'a> Deliverer<'a> {
                 format!("no outbox entry {id} (see `oxnotify outbox list`)"),
             )
         })?;
-        // a flush holds this lock while it sends: do not drop what is on the wire
-        outbox::ensure_meta_dir(self.settings)?;
-        let _lock = FileLock::exclusive_until(
-            &outbox::flush_lock_file(self.settings, &entry.target),
-            Instant::now() + self.settings.lock_timeout,
-            &format!("the outbox of target '{}'", entry.target),
-        )?;
+        let _lock = self.outbox_lock(&entry.target)?;
         outbox::remove(self.settings, &entry.target, &entry.id)?;
         outbox::remove_dir_if_empty(self.settings, &entry.target);
         let _ = outbox::record_given_up(

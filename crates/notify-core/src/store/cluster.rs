@@ -183,6 +183,11 @@ pub fn holder_of(path: &Path) -> Option<String> {
     })
 }
 
+/// How long ago the owner of lock directory `path` took it (by its clock), if known.
+pub fn held_for(path: &Path) -> Option<Duration> {
+    read_owner(path).map(|o| Duration::from_secs(unix_now().saturating_sub(o.time).max(0) as u64))
+}
+
 /// The owner of lock directory `path`, if it has a readable one.
 pub fn read_owner(path: &Path) -> Option<Owner> {
     let bytes = fsutil::read_regular(&path.join(OWNER_FILE)).ok()??;

@@ -217,6 +217,19 @@ impl Store {
         })
     }
 
+    /// For how long the lock has been held: the lock file's last write (the holder writes
+    /// its pid when it takes it), or the lock directory owner's time in the cluster store.
+    /// `None` if that cannot be told.
+    pub fn held_for(&self, local_file: &Path, name: &str) -> Option<Duration> {
+        match self.kind {
+            Kind::Local => std::fs::metadata(local_file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok()),
+            Kind::Cluster => cluster::held_for(&self.lock_dir.join(name)),
+        }
+    }
+
     /// Whether the store takes writes now; [`Error::StoreNotWritable`] if not (a cluster file
     /// system without quorum). The local store is not probed.
     pub fn probe_writable(&self) -> Result<()> {
