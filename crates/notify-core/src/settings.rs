@@ -331,3 +331,18 @@ fn hello_name() -> String {
         "localhost".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_provider_hosts_are_host_names_only() {
+        assert_eq!(
+            parse_host_list("127.0.0.1, LocalHost idp.example.com,[::1]"),
+            ["127.0.0.1", "localhost", "idp.example.com", "[::1]"]
+        );
+        // a URL, a port or a wildcard would widen the pin unexpectedly: ignored
+        assert!(parse_host_list("https://evil.example,evil.example:443,*.example,*").is_empty());
+    }
+}
