@@ -77,8 +77,10 @@ $t->get_ok("$api/endpoints/smtp" => \%R)->status_is(200)->json_is('/data/0/name'
 $t->post_ok("$api/smtp-oauth2-authorize-url" => \%R => json => { name => 'm365', 'redirect-uri' => $RigTest::REDIRECT })
   ->status_is(403)->json_like('/message' => qr/needs Mapping\.Modify/);
 $t->post_ok("$api/smtp-oauth2-token" => \%R => json => { state => 'x', 'authorization-code' => 'y' })->status_is(403);
-# (as pve-manager declares it, Mapping.Audit may send a test; this target is not authorized yet)
-$t->post_ok("$api/targets/m365/test" => \%R)->status_is(400)->json_like('/message' => qr/authoriz/);
+# pve-manager lets Mapping.Audit send a test; the standalone audit role only reads (a test is
+# mail, and load on the SMTP server and the provider, without limit)
+$t->post_ok("$api/targets/m365/test" => \%R)->status_is(403)->json_like('/message' => qr/audit role may only read/);
+$t->post_ok("$api/targets/m365/test" => \%A)->status_is(400)->json_like('/message' => qr/authoriz/);
 $t->put_ok("$api/endpoints/smtp/m365" => \%R => json => { comment => 'x' })->status_is(403);
 $t->delete_ok("$api/endpoints/smtp/m365" => \%R)->status_is(403);
 

@@ -123,8 +123,30 @@ for my $n (1 .. 9) {
     last if $n < 9 && $head !~ /^HTTP\/1\.1 200/ && fail("connection $n refused: $head");
 }
 like($last, qr/^HTTP\/1\.1 503/, 'the 9th open connection from one address is turned away');
-like($last, qr/too many connections from 127\.0\.0\.1/, '... saying why');
+like($last, qr/too many connections from 127\.0\.0\.1 uid 0/, '... saying why (and whose)');
 close($_) for @conns;
+# every local user comes from 127.0.0.1: another user's idle connections (nobody's, here) do
+# not turn root away
+{
+    my $hold = fork() // die;
+    if (!$hold) {
+        POSIX::setgid(65534); POSIX::setuid(65534) or POSIX::_exit(1);
+        my @mine = map { IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port) } 1 .. 8;
+        for my $s (@mine) {
+            print {$s} "GET /api2/json/targets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $admin\r\n\r\n";
+            my $l = <$s>;    # served: the connection is now counted, and kept open
+        }
+        sleep 10;
+        POSIX::_exit(0);
+    }
+    sleep 3;
+    my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port) or die;
+    print {$s} "GET /api2/json/targets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $admin\r\nConnection: close\r\n\r\n";
+    my $status = <$s> // '';
+    like($status, qr/^HTTP\/1\.1 200/, "another user's 8 connections do not turn root away");
+    kill('KILL', $hold);
+    waitpid($hold, 0);
+}
 stop_server($pid);
 
 # Prefork's default PID file is $TMPDIR/prefork.pid: a local user's symlink there (to a file

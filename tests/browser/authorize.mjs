@@ -53,6 +53,14 @@ try {
   await page.waitForSelector('#authorize-web1');
   await page.screenshot({ path: `${shots}/1-target-created.png`, fullPage: true });
 
+  // an error answer without the state of the authorization started here (another window, a
+  // page of an attacker's) is not taken for the provider's
+  // (globalThis is the page's window: this function runs in the browser)
+  await page.evaluate(() => globalThis.postMessage(
+    { type: 'oxnotify-oauth2', state: 'forged', error: 'access_denied', error_description: 'forged' },
+    globalThis.location.origin));
+  await expectMessage(/State mismatch/, 'an error answer with a foreign state is refused');
+
   // first the user cancels at the provider: it redirects back with error=access_denied
   const [cancelled] = await Promise.all([page.waitForEvent('popup'), page.click('#authorize-web1')]);
   await cancelled.waitForSelector('input[name="login"]', { timeout: 20000 });

@@ -68,12 +68,14 @@ sub startup ($self) {
     });
 }
 
-# One address may hold a few connections per worker; the rest are turned away with a 503
-# instead of filling the worker (the inactivity timeout ends idle ones).
+# One client may hold a few connections per worker; the rest are turned away with a 503
+# instead of filling the worker (the inactivity timeout ends idle ones). Every local user
+# comes from 127.0.0.1, so there a client is a local user (the uid that owns the peer's
+# socket), not the address: one user's idle connections do not turn away the others.
 sub _limit_per_client ($c) {
     my $id = $c->tx->connection // return;
     my $stream = Mojo::IOLoop->singleton->stream($id) // return;
-    my $addr = $c->tx->remote_address // '';
+    my $addr = _client($c->tx);
     my $app = $c->app;
     my $conns = $app->{oxn_conns}{$addr} //= {};
     return if $conns->{$id};
@@ -88,6 +90,35 @@ sub _limit_per_client ($c) {
         delete $conns->{$id};
         delete $app->{oxn_conns}{$addr} if !%$conns;
     });
+}
+
+# The client of a connection: its address, and for a loopback peer also the local user that
+# owns the peer's socket (from /proc/net/tcp, as identd finds it).
+sub _client ($tx) {
+    my $addr = $tx->remote_address // '';
+    return $addr if $addr !~ /^(?:127\.|::1$|::ffff:127\.)/;
+    my ($peer, $local) = map { _proc_net_addr($_->[0], $_->[1]) }
+        [$addr, $tx->remote_port], [$tx->local_address, $tx->local_port];
+    for my $table ('/proc/net/tcp', '/proc/net/tcp6') {
+        open(my $fh, '<', $table) or next;
+        while (my $line = <$fh>) {
+            my @f = split ' ', $line;
+            return "$addr uid $f[7]" if @f > 7 && $f[1] eq $peer && $f[2] eq $local;
+        }
+    }
+    return $addr;
+}
+
+# An address and port as /proc/net/tcp(6) writes them (the address in host byte order).
+sub _proc_net_addr ($ip, $port) {
+    my $p = sprintf('%04X', $port // 0);
+    if ($ip =~ /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/) {
+        my $hex = sprintf('%02X%02X%02X%02X', $4, $3, $2, $1);
+        # an IPv4-mapped peer of a dual-stack socket is listed in tcp6
+        return $ip =~ /^::ffff:/ ? '0000000000000000FFFF0000' . $hex . ":$p" : "$hex:$p";
+    }
+    return '00000000000000000000000001000000' . ":$p" if $ip eq '::1';
+    return "?:$p";
 }
 
 # An API error answer: the message, per-parameter errors if any, no data.

@@ -174,13 +174,15 @@ async function authorizeDevice(name) {
 window.addEventListener('message', async (ev) => {
   if (ev.origin !== window.location.origin || !ev.data || ev.data.type !== 'oxnotify-oauth2') return;
   const d = ev.data;
+  // the state first: an answer (error or code) that does not belong to the authorization
+  // started here is not shown as the provider's and does not end it
+  if (!pending || d.state !== pending.state) {
+    show('State mismatch: this answer does not belong to the authorization started here. Click Authorize again.');
+    return;
+  }
   if (d.error) {
     show('The provider refused the authorization: ' + d.error + (d.error_description ? ' (' + d.error_description + ')' : ''));
     pending = null;
-    return;
-  }
-  if (!pending || d.state !== pending.state) {
-    show('State mismatch: this answer does not belong to the authorization started here. Click Authorize again.');
     return;
   }
   const p = pending;

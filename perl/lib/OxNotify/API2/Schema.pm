@@ -15,6 +15,11 @@ our %ROLE_PRIVS = (
     audit => { map { $_ => 1 } qw(Mapping.Audit Sys.Audit) },
 );
 
+# Roles that only read: anything but a GET is refused for them, also where the descriptor's
+# check (pve-manager's) lets Mapping.Audit through, as it does for sending a test (mail, and
+# load on the SMTP server and the provider, without limit).
+our %READ_ONLY = (audit => 1);
+
 # RESTHandler parameters (properties with 'optional') -> a JSON schema.
 sub json_schema {
     my ($params) = @_;
@@ -111,6 +116,8 @@ sub call {
     if (defined $role) {
         my $ok = check_permissions($method->{permissions}{check}, $role);
         die OxNotify::Core::Error->new("permission check failed: needs $ok", 403) if $ok ne '1';
+        die OxNotify::Core::Error->new("permission check failed: the $role role may only read", 403)
+            if $READ_ONLY{$role} && ($method->{method} // 'GET') ne 'GET';
     }
     validate($method, $param);
     # booleans arrive as JSON::PP::Boolean after coercion; the library wants plain JSON values
@@ -130,7 +137,8 @@ OxNotify::API2::Schema - parameter validation and permission checks for the API 
 Turns the RESTHandler-style C<parameters> of L<OxNotify::API2::Notifications> into JSON
 schemas and validates with L<JSON::Validator> (with coercion, so query/form strings work);
 evaluates C<permissions-E<gt>{check}> expressions against the standalone server's roles
-(C<admin>: everything; C<audit>: Mapping.Audit, Sys.Audit).
+(C<admin>: everything; C<audit>: Mapping.Audit, Sys.Audit, and only GET methods: it may not
+send a test either, which pve-manager's check would allow it).
 
 =head1 FUNCTIONS
 
