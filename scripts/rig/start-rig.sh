@@ -239,6 +239,9 @@ ISSUER=http://127.0.0.1:$OIDC_PORT
 {
   echo "RIG_DIR=$RIG_DIR"
   echo "RIG_ISSUER=$ISSUER"
+  # the rig stands in for Microsoft and Google on loopback: root's setting that lets the
+  # named providers' endpoints point there (they are pinned to the providers' hosts otherwise)
+  echo "OXNOTIFY_ALLOW_PROVIDER_HOSTS=127.0.0.1,localhost"
   echo "RIG_AUTHORIZE_URL=$ISSUER/auth"
   echo "RIG_TOKEN_URL=$ISSUER/token"
   echo "RIG_DEVICE_AUTH_URL=$ISSUER/device/auth"

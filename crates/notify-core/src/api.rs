@@ -238,6 +238,17 @@ fn string_param<'a>(params: &'a Map<String, Value>, key: &str) -> Result<Option<
     }
 }
 
+/// 400 unless the endpoints of an OAuth2 target are on its provider's hosts, or on hosts root
+/// allows ([`crate::Settings::provider_hosts`]): pinned when written, not only when used.
+fn check_endpoint_hosts(n: &Notifier, target: &SmtpTarget) -> Result<()> {
+    if !target.auth_method.is_oauth2() {
+        return Ok(());
+    }
+    let params =
+        crate::oauth2::EndpointParams::of_target(target).allowing(&n.settings().provider_hosts);
+    crate::oauth2::provider::resolve(target.auth_method, &params).map(|_| ())
+}
+
 /// Create an SMTP target (`POST endpoints/smtp`). `params` holds `name`, config keys,
 /// `password` / `oauth2-client-secret` (to the private file) and optionally
 /// `oauth2-refresh-token` (to the target's state). 400 on invalid input or a taken name;
@@ -247,6 +258,7 @@ pub fn create_target(n: &Notifier, params: &Map<String, Value>) -> Result<()> {
     validate::config_id(name).map_err(|m| Error::param("name", m))?;
     let (entries, extra) = split_params(params, &["name"])?;
     let target = build_target(name, &entries)?;
+    check_endpoint_hosts(n, &target)?;
     let mut secrets = SmtpSecrets::default();
     apply_secrets(&mut secrets, extra.secrets);
     let lock = ConfigLock::acquire(n.settings())?;
@@ -312,6 +324,7 @@ pub fn update_target(
         .collect();
     entries.extend(updates);
     let target = build_target(name, &entries)?;
+    check_endpoint_hosts(n, &target)?;
     for key in delete.iter().filter_map(|d| keys::key(d)) {
         if let Some(slot) = key.slot(&mut secrets) {
             *slot = None;

@@ -37,9 +37,12 @@ impl Binding {
     /// The fingerprints of `target` as configured now.
     pub fn of(target: &SmtpTarget) -> Self {
         let registration = if target.auth_method.is_oauth2() {
-            crate::oauth2::provider::resolve(target.auth_method, &EndpointParams::of_target(target))
-                .ok()
-                .map(|e| registration_fingerprint(target, &e))
+            crate::oauth2::provider::resolve_any_host(
+                target.auth_method,
+                &EndpointParams::of_target(target),
+            )
+            .ok()
+            .map(|e| registration_fingerprint(target, &e))
         } else {
             None
         };

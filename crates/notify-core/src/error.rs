@@ -287,6 +287,15 @@ pub enum Error {
         /// Seconds until the next one is allowed.
         retry_after_secs: u64,
     },
+    /// Too many authorizations are in progress (503): a new one can start when some finish
+    /// or expire (after 10 minutes).
+    #[error("target '{target}': cannot start another authorization: {limit} authorizations are already in progress (started and not finished within 10 minutes); finish or abandon them and try again in a few minutes")]
+    TooManyPending {
+        /// The target whose authorization was refused.
+        target: String,
+        /// The limit reached.
+        limit: usize,
+    },
     /// A state file exists but cannot be parsed (500); it is left untouched.
     #[error("state file {} is corrupt ({message}); it was left untouched: fix or remove it and re-authorize", .path.display())]
     CorruptState {
@@ -352,6 +361,7 @@ impl Error {
             Error::LockTimeout { .. } | Error::StoreNotWritable { .. } => 503,
             Error::RateLimited { .. } => 429,
             Error::NewerStateStored { .. } => 409,
+            Error::TooManyPending { .. } => 503,
             Error::Token {
                 problem: TokenProblem::Setup,
                 ..
@@ -393,6 +403,7 @@ impl Error {
             | Error::StoreNotWritable { .. }
             | Error::RateLimited { .. } => ErrorKind::Transient,
             Error::NewerStateStored { .. } => ErrorKind::Conflict,
+            Error::TooManyPending { .. } => ErrorKind::Transient,
             Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => {
                 ErrorKind::Internal
             }

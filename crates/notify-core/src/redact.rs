@@ -146,6 +146,10 @@ impl Redactor {
             if out.contains(f.as_str()) {
                 out = out.replace(f.as_str(), REDACTED);
             }
+            if f.contains('%') {
+                // `%2f` is `%2F` (RFC 3986 2.1): a peer may echo escapes in either case
+                out = replace_escapes_any_case(&out, f);
+            }
         }
         if self.raw.is_empty() {
             return out;
@@ -215,6 +219,43 @@ impl Redactor {
     }
 }
 
+/// `text` with every occurrence of the percent-encoded `form` replaced by [`REDACTED`], the
+/// hex digits of its escapes matched in either case (the rest of `form` exactly).
+fn replace_escapes_any_case(text: &str, form: &str) -> String {
+    let (t, f) = (text.as_bytes(), form.as_bytes());
+    // which bytes of the form are the two hex digits of an escape
+    let hex: Vec<bool> = (0..f.len())
+        .map(|i| (i >= 1 && f[i - 1] == b'%') || (i >= 2 && f[i - 2] == b'%'))
+        .collect();
+    let matches_at = |start: usize| {
+        t.len() - start >= f.len()
+            && f.iter().enumerate().all(|(i, b)| {
+                let c = t[start + i];
+                if hex[i] {
+                    c.eq_ignore_ascii_case(b)
+                } else {
+                    c == *b
+                }
+            })
+    };
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut copied) = (0, 0);
+    while i + f.len() <= t.len() && !f.is_empty() {
+        if matches_at(i) {
+            // a match is a whole UTF-8 sequence (its bytes equal the form's, up to ASCII
+            // case), so it starts and ends on character boundaries
+            out.push_str(&text[copied..i]);
+            out.push_str(REDACTED);
+            i += f.len();
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// RFC 3986 percent-encoding of everything but unreserved characters.
 fn percent_encode(v: &str) -> String {
     let mut out = String::with_capacity(v.len() * 3);
@@ -266,6 +307,44 @@ mod tests {
             );
             assert!(out.contains(REDACTED), "{out}");
         }
+    }
+
+    #[test]
+    fn percent_escapes_in_any_case_are_removed() {
+        let s = Secret::new(SECRET);
+        let r = Redactor::new().secret(Some(&s));
+        let upper = percent_encode(SECRET);
+        // lowercase hex digits (RFC 3986 says equivalent), and a mix of both
+        let lower = lower_escapes(&upper, |_| true);
+        let mixed = lower_escapes(&upper, |i| i % 2 == 0);
+        let form_lower = lower_escapes(&form_encode(SECRET), |_| true);
+        for t in [lower, mixed, form_lower] {
+            assert_ne!(t, upper);
+            let out = r.apply(&format!("error_description: bad value {t} end"));
+            assert!(!out.contains(&t), "{out}");
+            assert!(out.contains(REDACTED), "{out}");
+            assert!(out.starts_with("error_description: bad value ") && out.ends_with(" end"));
+        }
+    }
+
+    /// `text` with the hex digits of the `n`-th escape lowercased where `which(n)`.
+    fn lower_escapes(text: &str, which: impl Fn(usize) -> bool) -> String {
+        let mut out = String::new();
+        let mut n = 0;
+        let mut rest = 0;
+        for c in text.chars() {
+            if c == '%' {
+                rest = 2;
+                n += 1;
+                out.push(c);
+            } else if rest > 0 {
+                rest -= 1;
+                out.push(if which(n) { c.to_ascii_lowercase() } else { c });
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct Settings {
     /// slots (they need `flock` and may be large). `None`: the state directory with the local
     /// store, [`DEFAULT_STATE_DIR`] with the cluster store (never the shared file system).
     pub node_local_dir: Option<PathBuf>,
+    /// Hosts the endpoints of `microsoft-oauth2` / `google-oauth2` targets may point to
+    /// besides the providers' own (their sovereign clouds included), from
+    /// `OXNOTIFY_ALLOW_PROVIDER_HOSTS`: an identity proxy, a test stand-in. Root-only: it comes
+    /// from the environment of the process (service unit, root's shell), never from an API
+    /// parameter or the config files an API user may edit.
+    pub provider_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -79,6 +85,7 @@ impl std::fmt::Debug for Settings {
             .field("cluster_lock_stale", &self.cluster_lock_stale)
             .field("refresh_window", &self.refresh_window)
             .field("node_local_dir", &self.node_local_dir)
+            .field("provider_hosts", &self.provider_hosts)
             .field(
                 "http_proxy",
                 &self.http_proxy.as_deref().map(proxy_without_credentials),
@@ -127,6 +134,7 @@ impl Settings {
             cluster_lock_stale: Duration::from_secs(120),
             refresh_window: Duration::from_secs(20 * 3600),
             node_local_dir: None,
+            provider_hosts: Vec::new(),
         }
     }
 
@@ -149,7 +157,9 @@ impl Settings {
     /// `OXNOTIFY_STATE_STORE` (`local` or `cluster`; anything else is ignored with a warning
     /// on stderr), `OXNOTIFY_NODE_NAME` (default: the host name),
     /// `OXNOTIFY_CLUSTER_LOCK_STALE` and `OXNOTIFY_REFRESH_WINDOW` (seconds),
-    /// `OXNOTIFY_PRIVATE_CONFIG_DIR`, `OXNOTIFY_LOCAL_STATE_DIR` (outbox and slots).
+    /// `OXNOTIFY_PRIVATE_CONFIG_DIR`, `OXNOTIFY_LOCAL_STATE_DIR` (outbox and slots);
+    /// `OXNOTIFY_ALLOW_PROVIDER_HOSTS` (host names separated by commas or blanks: see
+    /// [`Settings::provider_hosts`]).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut s = Settings::with_dirs(
@@ -206,6 +216,9 @@ impl Settings {
         }
         s.private_config_dir = var("OXNOTIFY_PRIVATE_CONFIG_DIR").map(PathBuf::from);
         s.node_local_dir = var("OXNOTIFY_LOCAL_STATE_DIR").map(PathBuf::from);
+        s.provider_hosts = var("OXNOTIFY_ALLOW_PROVIDER_HOSTS")
+            .map(|v| parse_host_list(&v))
+            .unwrap_or_default();
         s.http_proxy = var("OXNOTIFY_HTTP_PROXY")
             .or_else(|| var("https_proxy"))
             .or_else(|| var("HTTPS_PROXY"));
@@ -267,6 +280,36 @@ impl Settings {
     }
 }
 
+/// Host names (or bracketed IPv6 addresses, as URLs write them) from a list separated by
+/// commas or blanks, lowercased; anything else (a URL, a port, a wildcard) is ignored with a
+/// warning on stderr.
+pub fn parse_host_list(list: &str) -> Vec<String> {
+    let name = |h: &str| {
+        h.len() <= 253
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    let ipv6 = |h: &str| {
+        h.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    };
+    list.split([',', ' ', '\t', '\n'])
+        .filter(|h| !h.is_empty())
+        .filter_map(|h| {
+            if name(h) || ipv6(h) {
+                Some(h.to_ascii_lowercase())
+            } else {
+                eprintln!(
+                    "oxnotify: OXNOTIFY_ALLOW_PROVIDER_HOSTS: ignoring an entry that is not a \
+                     host name (no scheme, port or wildcard)"
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 /// Node names go into lock directory names: host-name characters only.
 fn valid_node_name(name: &str) -> bool {
     name.len() <= 64
@@ -286,5 +329,20 @@ fn hello_name() -> String {
         name.to_string()
     } else {
         "localhost".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_provider_hosts_are_host_names_only() {
+        assert_eq!(
+            parse_host_list("127.0.0.1, LocalHost idp.example.com,[::1]"),
+            ["127.0.0.1", "localhost", "idp.example.com", "[::1]"]
+        );
+        // a URL, a port or a wildcard would widen the pin unexpectedly: ignored
+        assert!(parse_host_list("https://evil.example,evil.example:443,*.example,*").is_empty());
     }
 }

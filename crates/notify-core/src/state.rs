@@ -411,8 +411,19 @@ impl StateStore {
                 });
             }
         }
+        // a generation of u64::MAX comes only from a damaged or hand-edited file: wrapping to
+        // 0 would let every older copy win the next compare-and-swap
+        let Some(next) = state.generation.checked_add(1) else {
+            return Err(Error::CorruptState {
+                path,
+                message: format!(
+                    "target '{target}': its generation counter is exhausted (u64::MAX), so no \
+                     newer state can be written"
+                ),
+            });
+        };
         state.version = STATE_VERSION;
-        state.generation += 1;
+        state.generation = next;
         state.target = Some(target.to_string());
         let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::CorruptState {
             path: path.clone(),
@@ -650,6 +661,27 @@ mod tests {
         assert_eq!(got.refresh_token.unwrap().expose(), "rt-cur");
         assert_eq!(got.generation, 5);
         assert_eq!(names(&dir), ["t.json", "t.lock"]);
+    }
+
+    #[test]
+    fn an_exhausted_generation_is_refused_not_wrapped() {
+        let (_d, st) = store();
+        let path = st.settings.oauth2_state_file("t");
+        let lock = st.lock("t").unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let stored = with_token("rt-max", u64::MAX, "t");
+        std::fs::write(&path, &stored).unwrap();
+        let mut s = st.load_locked("t", &lock).unwrap().unwrap();
+        assert_eq!(s.generation, u64::MAX);
+        let err = st.save_next("t", &mut s, &lock).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("generation") && msg.contains("t.json"),
+            "{msg}"
+        );
+        // nothing replaced the stored state, and no generation 0 anywhere
+        assert_eq!(std::fs::read(&path).unwrap(), stored);
+        assert_eq!(s.generation, u64::MAX);
     }
 
     #[test]

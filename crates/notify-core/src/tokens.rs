@@ -324,7 +324,7 @@ impl<'a> TokenManager<'a> {
                 });
             }
         }
-        let minted = ClientRegistration::of_target(target, secrets)
+        let minted = ClientRegistration::of_target(target, secrets, &self.settings.provider_hosts)
             .and_then(|reg| self.mint(target, secrets, &reg, lock));
         binding.stamp(&mut state);
         let tokens = match minted {
@@ -410,7 +410,7 @@ impl<'a> TokenManager<'a> {
             })?;
         // a cluster lock bounds the work under it (a token request included)
         let deadline = lock.bound(self.deadline);
-        let result = ClientRegistration::of_target(target, secrets)
+        let result = ClientRegistration::of_target(target, secrets, &self.settings.provider_hosts)
             .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name, deadline));
         let tokens = match result {
             Ok(t) => t,

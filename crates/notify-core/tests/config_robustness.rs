@@ -309,3 +309,237 @@ fn a_save_removes_temp_files_a_killed_writer_left() {
     cfg.save(&s, &lock).unwrap();
     assert!(!leftover.exists() && !public_leftover.exists());
 }
+
+/// A minimal SMTP server on loopback that accepts every message (AUTH PLAIN included).
+fn accepting_smtp_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let _ = s.write_all(b"220 fake ESMTP\r\n");
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let mut in_data = false;
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let up = line.to_ascii_uppercase();
+                    let reply: &[u8] = if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            b"250 2.0.0 queued\r\n"
+                        } else {
+                            b""
+                        }
+                    } else if up.starts_with("EHLO") {
+                        b"250-fake\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+                    } else if up.starts_with("AUTH") {
+                        b"235 2.7.0 ok\r\n"
+                    } else if up.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    } else if up.starts_with("QUIT") {
+                        let _ = s.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = s.write_all(reply);
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Issue 17 item 6, a config fuzzer: bytes that are not UTF-8 (0x80, 0xff, a truncated 3- and
+/// 4-byte sequence) inserted into every line of every section of both files, foreign sections
+/// included. Each time the file loads, only the section with the byte is reported (file and
+/// line, never text) and skipped, every other target lists, shows its status and sends, and a
+/// write elsewhere keeps the files byte for byte.
+#[test]
+fn a_byte_that_is_not_utf8_stops_only_its_section() {
+    let port = accepting_smtp_server();
+    let canary = "pw-Zx9-very-private-42";
+    let smtp = |name: &str, auth: &str| {
+        format!(
+            "smtp: {name}\n\tserver 127.0.0.1\n\tport {port}\n\tmode insecure\n\tallow-insecure-auth 1\n{auth}\tfrom-address a@example.com\n\tmailto b@example.com\n"
+        )
+    };
+    let public = format!(
+        "# notifications, kept by hand\n\n{}\n{}\nsendmail: local\n\tmailto-user root@pam\n\tcomment x\n\nmatcher: m1\n\tmode all\n\tmatch-field exact:type=vzdump\n\n{}",
+        smtp("ok1", ""),
+        smtp("ok2", "\tauth-method plain\n\tusername u2\n"),
+        smtp("vic", "\tauth-method plain\n\tusername u3\n"),
+    ) + "\n" + &smtp(
+        "oa",
+        "\tauth-method microsoft-oauth2\n\toauth2-client-id 11111111-2222-3333-4444-555555555555\n\toauth2-tenant-id contoso.onmicrosoft.com\n",
+    );
+    let private = format!(
+        "smtp: ok2\n\tpassword {canary}-ok2\n\nsmtp: orphan\n\tcomment not ours\n\nsmtp: vic\n\tpassword {canary}-vic\n"
+    );
+    let targets = ["ok1", "ok2", "vic", "oa"];
+    // which section a line of a file belongs to (None: outside any)
+    let owner = |text: &str, idx: usize| -> Option<String> {
+        let mut current = None;
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() {
+                current = None;
+            } else if !l.starts_with(['\t', ' ', '#']) {
+                current = l
+                    .split_once(':')
+                    .map(|(t, n)| format!("{}:{}", t, n.trim()));
+            }
+            if i == idx {
+                return current;
+            }
+        }
+        None
+    };
+    let bad: [&[u8]; 4] = [b"\x80", b"\xff", b"\xe2\x82", b"\xf0\x9f\x98"];
+    let mut cases = 0;
+    for private_file in [false, true] {
+        let text = if private_file { &private } else { &public };
+        for (idx, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            for seq in bad {
+                for at in [0, line.len() / 2, line.len()] {
+                    cases += 1;
+                    let mut lines: Vec<Vec<u8>> =
+                        text.lines().map(|l| l.as_bytes().to_vec()).collect();
+                    lines[idx].splice(at..at, seq.iter().copied());
+                    let mutated: Vec<u8> =
+                        lines.join(&b"\n"[..]).into_iter().chain(*b"\n").collect();
+                    let (pub_bytes, priv_bytes) = if private_file {
+                        (public.as_bytes().to_vec(), mutated)
+                    } else {
+                        (mutated, private.as_bytes().to_vec())
+                    };
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+                    std::fs::create_dir_all(s.private_config_file().parent().unwrap()).unwrap();
+                    std::fs::write(s.config_file(), &pub_bytes).unwrap();
+                    std::fs::write(s.private_config_file(), &priv_bytes).unwrap();
+                    let case = format!(
+                        "{} line {} +{seq:02x?} at {at}",
+                        if private_file { "private" } else { "public" },
+                        idx + 1
+                    );
+                    let cfg = NotificationConfig::load(&s)
+                        .unwrap_or_else(|e| panic!("{case}: load failed: {e}"));
+                    let owner = owner(text, idx);
+                    let hit = owner
+                        .as_deref()
+                        .and_then(|o| o.strip_prefix("smtp:"))
+                        .filter(|n| targets.contains(n));
+                    // what every output path shows
+                    let n = Notifier::new(s.clone()).unwrap();
+                    let listed =
+                        api::list_targets(&n).unwrap_or_else(|e| panic!("{case}: list: {e}"));
+                    let mut shown: Vec<String> =
+                        cfg.problems().iter().map(|e| e.to_string()).collect();
+                    for t in &listed {
+                        if let Some(e) = t["error"].as_str() {
+                            shown.push(e.to_string());
+                        }
+                    }
+                    for t in targets {
+                        for r in [cfg.smtp_target(t).err(), cfg.smtp_secrets(t).err()] {
+                            shown.extend(r.map(|e| e.to_string()));
+                        }
+                    }
+                    shown.push(format!("{cfg:?}"));
+                    for m in &shown {
+                        assert!(
+                            !m.contains(canary)
+                                && !m.contains('\u{fffd}')
+                                && !m
+                                    .chars()
+                                    .any(|c| ('\u{10ff80}'..='\u{10ffff}').contains(&c)),
+                            "{case}: shows text: {m}"
+                        );
+                    }
+                    // the section with the byte is reported by file and line
+                    let file = if private_file {
+                        "priv/notifications.cfg"
+                    } else {
+                        "etc/notifications.cfg"
+                    };
+                    let at_line = format!("{file} line {}", idx + 1);
+                    if hit.is_some() || owner.is_none() {
+                        assert!(
+                            shown
+                                .iter()
+                                .any(|m| m.contains(&at_line) && m.contains("UTF-8")),
+                            "{case}: not reported: {shown:?}"
+                        );
+                    }
+                    // every other target works: listed without error, status, send
+                    for t in targets.iter().filter(|t| Some(**t) != hit) {
+                        assert!(
+                            cfg.smtp_target(t).is_ok() && cfg.smtp_secrets(t).is_ok(),
+                            "{case}: {t}"
+                        );
+                        let entry = listed.iter().find(|v| v["name"] == *t);
+                        assert!(
+                            entry.is_some_and(|v| v.get("error").is_none()),
+                            "{case}: {t} listed as {entry:?}"
+                        );
+                    }
+                    if hit != Some("oa") {
+                        let st = n
+                            .status()
+                            .target("oa")
+                            .unwrap_or_else(|e| panic!("{case}: status: {e}"));
+                        assert!(!st.authorized, "{case}");
+                    }
+                    let to = if hit == Some("ok2") { "ok1" } else { "ok2" };
+                    let report = n
+                        .delivery()
+                        .send(
+                            &[to],
+                            &Notification {
+                                title: "t".into(),
+                                body: "b\n".into(),
+                                ..Default::default()
+                            },
+                        )
+                        .unwrap_or_else(|e| panic!("{case}: send: {e}"));
+                    assert!(
+                        matches!(report[0].result, Ok(Delivery::Sent)),
+                        "{case}: send to {to}: {:?}",
+                        report[0].result
+                    );
+                    // a write elsewhere keeps both files byte for byte
+                    let lock = ConfigLock::acquire(&s).unwrap();
+                    let mut cfg = NotificationConfig::load(&s).unwrap();
+                    let src = if hit == Some("ok1") { "ok2" } else { "ok1" };
+                    let mut new = cfg.smtp_target(src).unwrap();
+                    new.name = "new1".into();
+                    cfg.add_smtp_target(&new, &cfg.smtp_secrets(src).unwrap())
+                        .unwrap_or_else(|e| panic!("{case}: add: {e}"));
+                    cfg.save(&s, &lock)
+                        .unwrap_or_else(|e| panic!("{case}: save: {e}"));
+                    let written = std::fs::read(s.config_file()).unwrap();
+                    assert!(written.starts_with(&pub_bytes), "{case}: public rewritten");
+                    let written_private = std::fs::read(s.private_config_file()).unwrap();
+                    assert!(
+                        written_private.starts_with(&priv_bytes),
+                        "{case}: private rewritten"
+                    );
+                    assert!(
+                        !String::from_utf8_lossy(&written[pub_bytes.len()..]).contains('\u{fffd}')
+                    );
+                    let again = NotificationConfig::load(&s).unwrap();
+                    assert!(again.smtp_target("new1").is_ok(), "{case}");
+                }
+            }
+        }
+    }
+    assert!(cases > 300, "{cases}");
+}

@@ -378,8 +378,13 @@ fn malformed_files_give_clear_errors() {
     }
     let (_d, s) = setup("smtp: a\n", None);
     std::fs::write(s.config_file(), b"smtp: a\n\tcomment \xff\n").unwrap();
-    let m = NotificationConfig::load(&s).unwrap_err().to_string();
-    assert!(m.contains("not valid UTF-8"), "{m}");
+    // a byte that is not UTF-8 is a malformed line of its section (issue 17 item 6)
+    let m = NotificationConfig::load(&s)
+        .unwrap()
+        .smtp_target("a")
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("not valid UTF-8") && m.contains("line 2"), "{m}");
     let _ = Path::new("");
 }
 

@@ -143,6 +143,8 @@ fn setup_as(method: AuthMethod, token_url: &str) -> (tempfile::TempDir, Notifier
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
     settings.http_timeout = Duration::from_secs(2);
+    // the fake endpoint stands in for the provider on loopback (root's setting)
+    settings.provider_hosts = vec!["127.0.0.1".into()];
     let target = SmtpTarget {
         port: Some(1),
         mode: SmtpMode::Starttls,
@@ -543,6 +545,8 @@ fn setup_flow(
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
     settings.http_timeout = Duration::from_secs(2);
+    // the fake endpoint stands in for the provider on loopback (root's setting)
+    settings.provider_hosts = vec!["127.0.0.1".into()];
     let mut target = SmtpTarget {
         port: Some(1),
         mode: SmtpMode::Starttls,

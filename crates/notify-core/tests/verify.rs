@@ -25,7 +25,10 @@ fn verify_logs_in_sends_nothing_and_says_where_the_token_came_from() {
     // a second check within the interval is refused: it costs a login each time
     let e = env.notifier.delivery().verify("check").unwrap_err();
     assert!(e.is_transient(), "{e}");
-    assert!(e.to_string().contains("at most one per 10 s; try again in"), "{e}");
+    assert!(
+        e.to_string().contains("at most one per 10 s; try again in"),
+        "{e}"
+    );
     assert_eq!(e.http_code(), 429);
     // after the interval the cached token is used
     std::thread::sleep(std::time::Duration::from_secs(11));

@@ -69,12 +69,23 @@ impl<'a> Authorizer<'a> {
     /// The authorize URL for configured target `name`, with fresh `state` and PKCE verifier.
     /// The caller keeps both until the redirect comes back.
     pub fn authorize_url(&self, name: &str, redirect_uri: &str) -> Result<AuthorizeRequest> {
+        self.authorize_request(name, redirect_uri)
+            .map(|(req, _, _)| req)
+    }
+
+    /// [`Authorizer::authorize_url`], with the target and registration it was made for.
+    fn authorize_request(
+        &self,
+        name: &str,
+        redirect_uri: &str,
+    ) -> Result<(AuthorizeRequest, SmtpTarget, ClientRegistration)> {
         let config = self.load_config()?;
         let target = config.smtp_target(name)?;
         let secrets = config.smtp_secrets(name)?;
         oauth2::flow::interactive_flow_only(&target)?;
-        let reg = ClientRegistration::of_target(&target, &secrets)?;
-        oauth2::authorize_url(&reg, redirect_uri, Some(target.auth_identity()))
+        let reg = ClientRegistration::of_target(&target, &secrets, &self.settings.provider_hosts)?;
+        let req = oauth2::authorize_url(&reg, redirect_uri, Some(target.auth_identity()))?;
+        Ok((req, target, reg))
     }
 
     /// Exchange an authorization code for a refresh token (backend side, as Microsoft
@@ -96,7 +107,7 @@ impl<'a> Authorizer<'a> {
         let reg = match &target {
             Some((t, secrets)) => {
                 oauth2::flow::interactive_flow_only(t)?;
-                let mut reg = Self::registration_for(req, t)?;
+                let mut reg = Self::registration_for(req, t, &self.settings.provider_hosts)?;
                 // the code goes to the token endpoint authenticated as the target is configured
                 reg.apply_client_auth(t, secrets);
                 reg
@@ -122,11 +133,14 @@ impl<'a> Authorizer<'a> {
                          to use: create the target first",
                     ));
                 }
+                // the hosts allowed besides the provider's are root's setting, never the caller's
                 ClientRegistration::new(
                     req.auth_method,
                     req.client_id,
                     req.client_secret.clone(),
-                    &req.endpoints,
+                    &req.endpoints
+                        .clone()
+                        .allowing(&self.settings.provider_hosts),
                 )?
             }
         };
@@ -152,7 +166,11 @@ impl<'a> Authorizer<'a> {
 
     /// The registration of an exchange for configured `target`: the request's values where
     /// given, else the target's; 400 unless the result is the target's registration.
-    fn registration_for(req: &CodeExchange<'_>, target: &SmtpTarget) -> Result<ClientRegistration> {
+    fn registration_for(
+        req: &CodeExchange<'_>,
+        target: &SmtpTarget,
+        extra_hosts: &[String],
+    ) -> Result<ClientRegistration> {
         if !target.auth_method.is_oauth2() {
             return Err(Error::param(
                 "target",
@@ -167,6 +185,7 @@ impl<'a> Authorizer<'a> {
             scope: req.endpoints.scope.or(configured.scope),
             flow: configured.flow,
             device_authorize_url: configured.device_authorize_url,
+            extra_hosts,
         };
         let client_id = if req.client_id.is_empty() {
             target.oauth2_client_id.as_deref().unwrap_or_default()
@@ -202,25 +221,66 @@ impl<'a> Authorizer<'a> {
     /// Start a device authorization for target `name` (`oauth2-flow device-code`): the
     /// verification URL and user code to show, and the provider's answer for
     /// [`Authorizer::device_complete`].
-    fn device_start(&self, name: &str) -> Result<DeviceAuthorization> {
+    /// The answer is refused (needs an admin fix) unless its verification URL is on the
+    /// provider's hosts ([`oauth2::provider::check_verification_uri`]) and its user code is a
+    /// short printable string: a device endpoint set by whoever may edit the target must not
+    /// be able to send the admin to a page of its choosing.
+    fn device_start(
+        &self,
+        name: &str,
+    ) -> Result<(DeviceAuthorization, SmtpTarget, ClientRegistration)> {
         let config = self.load_config()?;
         let target = config.smtp_target(name)?;
         let reg = self.device_registration(&config, &target)?;
-        oauth2::device_start(self.http, &reg, Instant::now() + self.settings.http_timeout)
+        let auth =
+            oauth2::device_start(self.http, &reg, Instant::now() + self.settings.http_timeout)?;
+        let hosts = &self.settings.provider_hosts;
+        let checked =
+            oauth2::provider::check_verification_uri(&reg.endpoints, &auth.verification_uri, hosts)
+                .and_then(|()| match &auth.verification_uri_complete {
+                    Some(u) => oauth2::provider::check_verification_uri(&reg.endpoints, u, hosts),
+                    None => Ok(()),
+                })
+                .and_then(|()| {
+                    let code = &auth.user_code;
+                    let printable = code.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+                    if code.trim().is_empty() || code.len() > 64 || !printable {
+                        Err("its user code is not a short printable code".to_string())
+                    } else {
+                        Ok(())
+                    }
+                });
+        if let Err(why) = checked {
+            return Err(Error::Token {
+                target: Some(name.to_string()),
+                problem: TokenProblem::BadResponse,
+                message: format!(
+                    "the device authorization endpoint's answer is refused and not shown: {why}; \
+                     an admin must check the target's oauth2-device-authorize-url (it must be \
+                     the provider's own device endpoint)"
+                ),
+                retry_after: None,
+            });
+        }
+        Ok((auth, target, reg))
     }
 
     /// Poll (for at most `max_wait`) until the device authorization `details` of target
     /// `name`, issued at `started` (Unix seconds), is approved, and store the resulting refresh
     /// token, bound to the target as configured now. `Ok(false)`: still waiting for the user.
+    /// Refused if the target's registration is not `registration` (the one the device code
+    /// was issued for) any more.
     fn device_finish(
         &self,
         name: &str,
         details: &Secret,
         started: i64,
         max_wait: Duration,
+        registration: Option<&str>,
     ) -> Result<bool> {
         let config = self.load_config()?;
         let target = config.smtp_target(name)?;
+        check_same_registration(&target, registration, "handle")?;
         let reg = self.device_registration(&config, &target)?;
         let Some(tokens) =
             oauth2::device_finish(self.http, &reg, details, started, max_wait, name)?
@@ -254,7 +314,7 @@ impl<'a> Authorizer<'a> {
             ));
         }
         let secrets = config.smtp_secrets(&target.name)?;
-        ClientRegistration::of_target(target, &secrets)
+        ClientRegistration::of_target(target, &secrets, &self.settings.provider_hosts)
     }
 
     /// Store a refresh token obtained elsewhere (the `oauth2-refresh-token` parameter of
@@ -279,8 +339,11 @@ impl<'a> Authorizer<'a> {
     /// Start authorizing target `name` (`POST smtp-oauth2-authorize-url`): returns the provider's
     /// authorize URL and the `state`; the PKCE verifier stays server-side, bound to the state
     /// (single use, 10 minutes). 404 if the target is missing, 400 if it is not an OAuth2 target.
+    ///
+    /// The answer also says what the admin is about to authorize: `client-id`, `scope`,
+    /// `authorize-host` and `token-host` (host, and port where one is given).
     pub fn begin(&self, name: &str, redirect_uri: &str) -> Result<Value> {
-        let req = self.authorize_url(name, redirect_uri)?;
+        let (req, target, reg) = self.authorize_request(name, redirect_uri)?;
         pending::store(
             self.settings,
             &req.state,
@@ -290,9 +353,13 @@ impl<'a> Authorizer<'a> {
                 pkce_verifier: req.pkce_verifier.clone(),
                 created: now(),
                 device: None,
+                registration: Binding::of(&target).registration,
             },
         )?;
-        Ok(serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name }))
+        let mut v =
+            serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name });
+        add_registration_facts(&mut v, &reg, reg.endpoints.authorize_url.as_ref());
+        Ok(v)
     }
 
     /// Finish an authorization started with [`Authorizer::begin`]: the `state` from the redirect
@@ -326,6 +393,7 @@ impl<'a> Authorizer<'a> {
         }
         let cfg = self.load_config()?;
         let target = cfg.smtp_target(&pending.target)?;
+        check_same_registration(&target, pending.registration.as_deref(), "state")?;
         let secrets = cfg.smtp_secrets(&pending.target)?;
         self.exchange_code(&CodeExchange {
             auth_method: target.auth_method,
@@ -344,9 +412,12 @@ impl<'a> Authorizer<'a> {
     /// returns `verification_uri`, `verification_uri_complete` (if offered), `user_code`,
     /// `expires_in`, `interval` and a `handle` for [`Authorizer::device_complete`]. The device code stays
     /// server-side, bound to the handle (single use, 10 minutes). 404 if the target is missing,
-    /// 400 if it does not use the device flow.
+    /// 400 if it does not use the device flow; needs-admin-fix if the device endpoint's
+    /// verification URL is not on the provider's hosts. Like [`Authorizer::begin`] the answer
+    /// has `client-id`, `scope`, `authorize-host` (here: the device authorization endpoint's
+    /// host) and `token-host`.
     pub fn device_begin(&self, name: &str) -> Result<Value> {
-        let auth = self.device_start(name)?;
+        let (auth, target, reg) = self.device_start(name)?;
         let handle = ::oauth2::CsrfToken::new_random().secret().clone();
         pending::store(
             self.settings,
@@ -357,6 +428,7 @@ impl<'a> Authorizer<'a> {
                 pkce_verifier: Secret::new(""),
                 created: now(),
                 device: Some(auth.details.clone()),
+                registration: Binding::of(&target).registration,
             },
         )?;
         let mut v = serde_json::to_value(&auth).unwrap_or_else(|_| Value::Object(Map::new()));
@@ -364,6 +436,7 @@ impl<'a> Authorizer<'a> {
             m.insert("handle".into(), Value::String(handle));
             m.insert("target".into(), Value::String(name.to_string()));
         }
+        add_registration_facts(&mut v, &reg, reg.endpoints.device_authorize_url.as_ref());
         Ok(v)
     }
 
@@ -395,11 +468,69 @@ impl<'a> Authorizer<'a> {
                 ),
             ));
         }
-        let result = self.device_finish(&pending.target, &details, pending.created, max_wait);
+        let result = self.device_finish(
+            &pending.target,
+            &details,
+            pending.created,
+            max_wait,
+            pending.registration.as_deref(),
+        );
         if !matches!(result, Ok(false)) {
             // done, either way: the handle is used up (a concurrent caller may have taken it)
             let _ = pending::take(self.settings, handle);
         }
         Ok(serde_json::json!({ "target": pending.target, "authorized": result? }))
     }
+}
+
+/// `host` or `host:port` of `url`.
+fn host_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// Add what the admin is about to authorize to a begin answer: `client-id`, `scope`,
+/// `authorize-host` (of `authorize`) and `token-host`.
+fn add_registration_facts(v: &mut Value, reg: &ClientRegistration, authorize: Option<&url::Url>) {
+    if let Value::Object(m) = v {
+        m.insert("client-id".into(), Value::String(reg.client_id.clone()));
+        m.insert(
+            "scope".into(),
+            Value::String(reg.endpoints.scopes.join(" ")),
+        );
+        m.insert(
+            "authorize-host".into(),
+            authorize.map_or(Value::Null, |u| Value::String(host_of(u))),
+        );
+        m.insert(
+            "token-host".into(),
+            Value::String(host_of(&reg.endpoints.token_url)),
+        );
+    }
+}
+
+/// Refuse to finish an authorization of `target` started for another client registration
+/// (`started_for`, [`Binding::registration`] when it began): a token URL changed meanwhile
+/// must not receive the code and PKCE verifier, nor a device code.
+fn check_same_registration(
+    target: &SmtpTarget,
+    started_for: Option<&str>,
+    param: &str,
+) -> Result<()> {
+    let now = Binding::of(target).registration;
+    if started_for.is_some() && now.as_deref() == started_for {
+        return Ok(());
+    }
+    Err(Error::param(
+        param,
+        format!(
+            "target '{}': its OAuth2 settings (auth method, client ID, tenant, endpoints or \
+             scope) changed after this authorization was started, so it is not completed: \
+             start the authorization again (Authorize button or `oxnotify authorize {}`)",
+            target.name, target.name
+        ),
+    ))
 }

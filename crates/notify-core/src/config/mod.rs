@@ -75,19 +75,20 @@ fn config_error(file: &Path, section: &str, line: Option<usize>, invalid: Invali
     }
 }
 
-fn digest_of(text: &str) -> String {
-    crate::digest::sha256_hex(text.as_bytes())
+fn digest_of(bytes: &[u8]) -> String {
+    crate::digest::sha256_hex(bytes)
 }
 
 impl NotificationConfig {
     /// Read both files (missing files are empty). Only unreadable files fail here (not a
-    /// regular file, not UTF-8, I/O errors); malformed lines and invalid values of a target
-    /// fail when that target is used, other malformed lines are in [`Self::problems`].
+    /// regular file, I/O errors); malformed lines (bytes that are not UTF-8 included) and
+    /// invalid values of a target fail when that target is used, other malformed lines are
+    /// in [`Self::problems`].
     pub fn load(settings: &Settings) -> Result<Self> {
         let public = SectionFile::read(&settings.config_file(), ValueMode::Trimmed)?;
         // secrets are read byte-exact (a leading or trailing blank is part of the value)
         let private = SectionFile::read(&settings.private_config_file(), ValueMode::Exact)?;
-        let digest = digest_of(&public.render());
+        let digest = digest_of(&public.render_bytes());
         Ok(NotificationConfig {
             public,
             private,
@@ -259,19 +260,9 @@ impl NotificationConfig {
     /// Write both files atomically: the private one first (0600, directory 0700), then the
     /// public one (0644). The caller must hold the [`ConfigLock`].
     pub fn save(&mut self, settings: &Settings, _lock: &ConfigLock) -> Result<()> {
-        for file in [&self.public, &self.private] {
-            if !file.round_trips() {
-                return Err(Error::Config {
-                    file: file.path.clone(),
-                    line: None,
-                    section: None,
-                    key: None,
-                    message: "the file cannot be written back without changing parts oxnotify \
-                              does not understand; fix it by hand first"
-                        .into(),
-                });
-            }
-        }
+        // both checked before either is written
+        let private = self.private.bytes_to_write()?;
+        let text = self.public.bytes_to_write()?;
         let store = settings.store();
         let priv_file = settings.private_config_file();
         if let Some(dir) = priv_file.parent() {
@@ -281,16 +272,9 @@ impl NotificationConfig {
             store::sweep(dir, is_temp_file, None);
         }
         store::sweep(&settings.config_dir, is_temp_file, None);
-        let private = self.private.render();
-        store.write(&priv_file, private.as_bytes(), Access::Private, TEMP_PREFIX)?;
+        store.write(&priv_file, &private, Access::Private, TEMP_PREFIX)?;
         store.ensure_dir(&settings.config_dir, Access::Public, false)?;
-        let text = self.public.render();
-        store.write(
-            &settings.config_file(),
-            text.as_bytes(),
-            Access::Public,
-            TEMP_PREFIX,
-        )?;
+        store.write(&settings.config_file(), &text, Access::Public, TEMP_PREFIX)?;
         self.digest = digest_of(&text);
         Ok(())
     }

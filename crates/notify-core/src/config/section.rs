@@ -22,6 +22,11 @@
 //! our business); lines that belong to no section are kept verbatim as a broken block. Problem
 //! messages name the line but never contain its text (the private file holds secrets, and a
 //! lost indentation or a `password=VALUE` typo must not put the value into an error).
+//!
+//! A byte that is not valid UTF-8 is one more malformed line, not an unreadable file: each
+//! such byte is read as a private-use character ([`SectionFile::parse_bytes`]) and written
+//! back as the byte it was, so a line with one is reported and kept verbatim like any other
+//! malformed line, and the file still round-trips byte for byte.
 
 use crate::error::{Error, Result};
 use crate::store::local;
@@ -218,7 +223,53 @@ pub struct SectionFile {
     mode: ValueMode,
     /// False if rendering would not reproduce the text it was read from: writes refuse.
     round_trips: bool,
+    /// The file held bytes that are not UTF-8: characters of [`RAW_BYTES`] stand for them.
+    raw_bytes: bool,
 }
+
+/// The characters that stand for the bytes 0x80-0xFF of a file that is not valid UTF-8
+/// (U+10FF80-U+10FFFF, private use: a byte `b` is `U+10FF00 + b`). An invalid byte is
+/// always one of these (ASCII is always valid).
+pub const RAW_BYTES: std::ops::RangeInclusive<char> = '\u{10FF80}'..='\u{10FFFF}';
+
+const RAW_BASE: u32 = 0x10FF00;
+
+/// `bytes` as text: valid UTF-8 as it is, every byte of an invalid sequence as its
+/// [`RAW_BYTES`] character. The second value is true if there was any.
+fn decode_raw(bytes: &[u8]) -> (String, bool) {
+    let mut out = String::with_capacity(bytes.len());
+    let mut any = false;
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            any = true;
+            out.push(
+                char::from_u32(RAW_BASE + u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER),
+            );
+        }
+    }
+    (out, any)
+}
+
+/// The inverse of [`decode_raw`]: [`RAW_BYTES`] characters become their bytes again.
+fn encode_raw(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        match u8::try_from(u32::from(c).wrapping_sub(RAW_BASE)) {
+            Ok(b) if RAW_BYTES.contains(&c) => out.push(b),
+            _ => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+        }
+    }
+    out
+}
+
+fn has_raw_byte(text: &str) -> bool {
+    text.chars().any(|c| RAW_BYTES.contains(&c))
+}
+
+const NOT_UTF8: &str = "line is not valid UTF-8 (it holds a byte that is no character; the \
+                        line's text is not shown): fix or remove it by hand";
 
 // the file may hold secrets: Debug shows the sections' names and keys only
 impl std::fmt::Debug for SectionFile {
@@ -248,6 +299,7 @@ impl SectionFile {
             items: Vec::new(),
             mode: ValueMode::Trimmed,
             round_trips: true,
+            raw_bytes: false,
         }
     }
 
@@ -272,7 +324,20 @@ impl SectionFile {
     /// Parse `text` read from `path`, keeping malformed parts verbatim (see
     /// [`SectionFile::problems`] and [`Section::problems`]).
     pub fn parse_lenient(path: &Path, text: &str, mode: ValueMode) -> Self {
+        Self::parse_text(path, text, mode, false, text.as_bytes())
+    }
+
+    /// Parse the bytes read from `path` leniently, like [`SectionFile::parse_lenient`]; a line
+    /// with bytes that are not UTF-8 is a malformed line (a problem of its section, or a
+    /// block outside any section), kept byte for byte.
+    pub fn parse_bytes(path: &Path, bytes: &[u8], mode: ValueMode) -> Self {
+        let (text, raw_bytes) = decode_raw(bytes);
+        Self::parse_text(path, &text, mode, raw_bytes, bytes)
+    }
+
+    fn parse_text(path: &Path, text: &str, mode: ValueMode, raw_bytes: bool, bytes: &[u8]) -> Self {
         let mut p = Parser {
+            raw_bytes,
             mode,
             items: Vec::new(),
             current: None,
@@ -295,11 +360,12 @@ impl SectionFile {
             items: p.items,
             mode,
             round_trips: true,
+            raw_bytes,
         };
-        let rendered = file.render();
+        let rendered = file.render_bytes();
         // a missing final newline is the one change a write may make
-        file.round_trips =
-            rendered == text || (!text.ends_with('\n') && rendered == format!("{text}\n"));
+        file.round_trips = rendered == bytes
+            || (!bytes.ends_with(b"\n") && rendered.strip_suffix(b"\n") == Some(bytes));
         file
     }
 
@@ -307,19 +373,7 @@ impl SectionFile {
     /// regular file (a FIFO would block every reader) is refused.
     pub fn read(path: &Path, mode: ValueMode) -> Result<Self> {
         match local::read_regular(path)? {
-            Some(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|e| Error::Config {
-                    file: path.to_path_buf(),
-                    line: None,
-                    section: None,
-                    key: None,
-                    message: format!(
-                        "file is not valid UTF-8 (at byte {})",
-                        e.utf8_error().valid_up_to()
-                    ),
-                })?;
-                Ok(Self::parse_lenient(path, &text, mode))
-            }
+            Some(bytes) => Ok(Self::parse_bytes(path, &bytes, mode)),
             None => Ok(Self::empty_with(path, mode)),
         }
     }
@@ -400,7 +454,54 @@ impl SectionFile {
         true
     }
 
-    /// The file text.
+    /// The bytes to write: the file as read, with the changes made since. Refused if that
+    /// would not reproduce what it was read from ([`SectionFile::round_trips`]), or if a
+    /// changed section of a file with bytes that are not UTF-8 holds a [`RAW_BYTES`]
+    /// character (it would be written as a byte, not as the character given).
+    pub fn bytes_to_write(&self) -> Result<Vec<u8>> {
+        let refuse = |line: Option<usize>, section: Option<&str>, message: &str| Error::Config {
+            file: self.path.clone(),
+            line,
+            section: section.map(str::to_string),
+            key: None,
+            message: message.to_string(),
+        };
+        if !self.round_trips {
+            return Err(refuse(
+                None,
+                None,
+                "the file cannot be written back without changing parts oxnotify does not \
+                 understand; fix it by hand first",
+            ));
+        }
+        if self.raw_bytes {
+            for s in self.sections().filter(|s| s.original.is_none()) {
+                let mut text = String::new();
+                s.render(&mut text);
+                if has_raw_byte(&text) {
+                    return Err(refuse(
+                        None,
+                        Some(&s.name),
+                        "a new value holds a private-use character U+10FF80-U+10FFFF, which \
+                         this file (it has bytes that are not UTF-8) cannot store: leave it out",
+                    ));
+                }
+            }
+        }
+        Ok(self.render_bytes())
+    }
+
+    /// The file as bytes: [`SectionFile::render`] with the bytes that are not UTF-8 restored.
+    pub fn render_bytes(&self) -> Vec<u8> {
+        let text = self.render();
+        if self.raw_bytes {
+            encode_raw(&text)
+        } else {
+            text.into_bytes()
+        }
+    }
+
+    /// The file text (bytes that are not UTF-8 as their [`RAW_BYTES`] characters).
     pub fn render(&self) -> String {
         let mut out = String::new();
         for item in &self.items {
@@ -434,6 +535,8 @@ pub fn problem_error(file: &Path, section: Option<&str>, problem: &Problem) -> E
 }
 
 struct Parser {
+    /// The text stands for bytes that were not all UTF-8 ([`RAW_BYTES`]).
+    raw_bytes: bool,
     mode: ValueMode,
     items: Vec<Item>,
     current: Option<Section>,
@@ -475,7 +578,18 @@ impl Parser {
         let is_blank = raw.trim().is_empty();
         let is_comment = raw.trim_start().starts_with('#');
         let indented = raw.starts_with([' ', '\t']);
+        let not_utf8 = self.raw_bytes && has_raw_byte(raw);
         if let Some(sec) = self.current.as_mut() {
+            if not_utf8 {
+                // part of this section, whatever it is: the section is unusable until fixed
+                sec.problems.push(Problem {
+                    line: lineno,
+                    message: NOT_UTF8.into(),
+                });
+                sec.body.push(BodyLine::Invalid(raw.to_string()));
+                push_original(sec, raw);
+                return;
+            }
             if is_blank {
                 self.close();
                 self.items.push(Item::Text(raw.to_string()));
@@ -517,7 +631,16 @@ impl Parser {
             }
             self.close();
         }
-        if is_blank || is_comment {
+        if is_blank {
+            self.items.push(Item::Text(raw.to_string()));
+            return;
+        }
+        if not_utf8 && !indented {
+            // a comment or a header: a block of its own, reported
+            self.start_broken(lineno, raw, NOT_UTF8);
+            return;
+        }
+        if is_comment && !not_utf8 {
             self.items.push(Item::Text(raw.to_string()));
             return;
         }
@@ -537,7 +660,11 @@ impl Parser {
             self.start_broken(
                 lineno,
                 raw,
-                "indented 'key value' line outside of a section (expected '<type>: <name>' first)",
+                if not_utf8 {
+                    NOT_UTF8
+                } else {
+                    "indented 'key value' line outside of a section (expected '<type>: <name>' first)"
+                },
             );
             return;
         }
@@ -652,6 +779,31 @@ mod tests {
         );
         assert!(f.remove("local"));
         assert!(!f.render().contains("sendmail"));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_round_trip_and_are_never_written_for_a_new_value() {
+        let bytes = b"smtp: a\n\tserver x\xff\n\nmatcher: m\n\tmode \xe2\x82\n\n# \x80\n";
+        let mut f = SectionFile::parse_bytes(Path::new("x.cfg"), bytes, ValueMode::Trimmed);
+        assert!(f.round_trips());
+        assert_eq!(f.bytes_to_write().unwrap(), bytes);
+        let lines: Vec<usize> = f.problems().iter().map(|p| p.line).collect();
+        assert_eq!(lines, [2, 5, 7]);
+        // a new value with a character that stands for a byte would be written as that byte
+        let mut s = Section::new("smtp", "b");
+        s.set_entries(&[("comment".into(), "x\u{10ff80}".into())]);
+        f.push(s);
+        let e = f.bytes_to_write().unwrap_err().to_string();
+        assert!(e.contains("target 'b'") && e.contains("U+10FF80"), "{e}");
+        // a file that is valid UTF-8 stores that character as it is
+        let mut f = SectionFile::parse_lenient(Path::new("x.cfg"), "", ValueMode::Trimmed);
+        let mut s = Section::new("smtp", "b");
+        s.set_entries(&[("comment".into(), "x\u{10ff80}".into())]);
+        f.push(s);
+        assert_eq!(
+            f.bytes_to_write().unwrap(),
+            "smtp: b\n\tcomment x\u{10ff80}\n".as_bytes()
+        );
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The provider table: where each OAuth2 auth method authorizes and gets tokens. Endpoints
 //! are data; a target may override them (sovereign clouds, test rigs) with
 //! `oauth2-authorize-url` / `oauth2-token-url` / `oauth2-scope`.
+//!
+//! The named providers' endpoints are pinned to their own hosts, sovereign clouds included
+//! ([`Provider::endpoint_hosts`]): whoever may edit a target cannot send its codes, PKCE
+//! verifiers and client secret to a host of their choosing by overriding a URL. Other hosts
+//! only through [`crate::Settings::provider_hosts`] (root's environment). A device
+//! authorization's verification URL must be on the provider's hosts as well
+//! ([`check_verification_uri`]).
 
 use crate::config::smtp::{AuthMethod, OAuth2Flow, SmtpTarget};
 use crate::config::validate;
@@ -53,7 +60,26 @@ pub struct Provider {
     pub refresh_token_idle_days: Option<i64>,
     /// Hint shown when the grant is gone.
     pub reauth_hint: &'static str,
+    /// The hosts its authorize, token and device endpoints may be on (empty: any, for the
+    /// generic provider).
+    pub endpoint_hosts: &'static [&'static str],
+    /// The hosts a device authorization's verification URL may be on, besides
+    /// [`Provider::endpoint_hosts`] (the generic provider: the device or authorize
+    /// endpoint's host).
+    pub verification_hosts: &'static [&'static str],
 }
+
+/// Microsoft Entra's token service hosts: global, US Government (GCC High and DoD) and China
+/// (21Vianet; both of its names).
+pub const MICROSOFT_HOSTS: &[&str] = &[
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+];
+
+/// Google's authorize and token hosts.
+pub const GOOGLE_HOSTS: &[&str] = &["accounts.google.com", "oauth2.googleapis.com"];
 
 /// Google: the refresh token is refreshed in place; it dies after 6 months unused, on a
 /// password change, or after 7 days while the OAuth consent screen is in "Testing".
@@ -72,6 +98,8 @@ pub const GOOGLE: Provider = Provider {
     reauth_hint: "Google refresh tokens die after 7 days while the app's consent screen is in \
                   'Testing' status (publish it to 'In production'), after 6 months unused, or \
                   when the account password changes",
+    endpoint_hosts: GOOGLE_HOSTS,
+    verification_hosts: &["www.google.com", "google.com"],
 };
 
 /// Microsoft Entra ID: every refresh rotates the refresh token; each lives 90 days.
@@ -92,6 +120,9 @@ pub const MICROSOFT: Provider = Provider {
     reauth_hint: "Microsoft refresh tokens expire 90 days after issue, and are revoked by a \
                   password reset or an admin; the app must be registered as a 'Web' app and SMTP \
                   AUTH must be enabled for the mailbox",
+    endpoint_hosts: MICROSOFT_HOSTS,
+    // microsoft.com/devicelogin (and /deviceloginus, /deviceloginchina), login.microsoft.com/device
+    verification_hosts: &["microsoft.com", "www.microsoft.com", "login.microsoft.com"],
 };
 
 /// A generic OAuth2 provider: everything comes from the target.
@@ -107,6 +138,8 @@ pub const GENERIC: Provider = Provider {
     refresh_token_lifetime_days: None,
     refresh_token_idle_days: None,
     reauth_hint: "the provider no longer accepts the refresh token",
+    endpoint_hosts: &[],
+    verification_hosts: &[],
 };
 
 /// The provider of an OAuth2 auth method (`None` for `none` / `plain`).
@@ -151,6 +184,9 @@ pub struct EndpointParams<'a> {
     pub flow: OAuth2Flow,
     /// Device authorization URL override / generic value.
     pub device_authorize_url: Option<&'a str>,
+    /// Hosts allowed besides the provider's own ([`crate::Settings::provider_hosts`]; never
+    /// from a caller).
+    pub extra_hosts: &'a [String],
 }
 
 impl<'a> EndpointParams<'a> {
@@ -163,13 +199,93 @@ impl<'a> EndpointParams<'a> {
             scope: t.oauth2_scope.as_deref(),
             flow: t.flow(),
             device_authorize_url: t.oauth2_device_authorize_url.as_deref(),
+            extra_hosts: &[],
+        }
+    }
+
+    /// The same parameters, with `hosts` allowed besides the provider's own.
+    pub fn allowing(self, hosts: &'a [String]) -> Self {
+        EndpointParams {
+            extra_hosts: hosts,
+            ..self
         }
     }
 }
 
 /// Resolve endpoints for `method`. The tenant is validated before it goes into a URL; all
-/// URLs are checked (https, or http to loopback only).
+/// URLs are checked (https, or http to loopback only), and a named provider's must be on its
+/// hosts or on `p.extra_hosts`.
 pub fn resolve(method: AuthMethod, p: &EndpointParams<'_>) -> Result<Endpoints> {
+    let e = resolve_any_host(method, p)?;
+    if e.provider.endpoint_hosts.is_empty() {
+        return Ok(e);
+    }
+    let urls = [
+        ("authorize-url", e.authorize_url.as_ref()),
+        ("token-url", Some(&e.token_url)),
+        ("device-authorize-url", e.device_authorize_url.as_ref()),
+    ];
+    for (param, url) in urls {
+        let Some(url) = url else { continue };
+        if !host_allowed(url, e.provider.endpoint_hosts, p.extra_hosts) {
+            return Err(Error::param(
+                param,
+                format!(
+                    "{} endpoints must be on {} (host '{}' is not); other hosts only if root \
+                     allows them in OXNOTIFY_ALLOW_PROVIDER_HOSTS",
+                    method.as_str(),
+                    e.provider.endpoint_hosts.join(", "),
+                    url.host_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(e)
+}
+
+fn host_allowed(url: &url::Url, own: &[&str], extra: &[String]) -> bool {
+    let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    own.contains(&host.as_str()) || extra.contains(&host)
+}
+
+/// Check the verification URL a device endpoint answered with before anyone is sent there:
+/// `https` (or `http` to loopback), on the provider's hosts (Microsoft:
+/// microsoft.com/devicelogin, its login hosts, sovereign clouds included; Google:
+/// google.com/device), or for the generic provider the host of the device or authorize
+/// endpoint; `extra_hosts` are allowed too. `Err` says what is wrong (no URL text).
+pub fn check_verification_uri(
+    e: &Endpoints,
+    uri: &str,
+    extra_hosts: &[String],
+) -> std::result::Result<(), String> {
+    let url = validate::endpoint_url(uri)
+        .map_err(|_| "its verification URL is not an https:// URL".to_string())?;
+    let allowed = if e.provider.endpoint_hosts.is_empty() {
+        let own: Vec<&str> = [e.device_authorize_url.as_ref(), e.authorize_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.host_str())
+            .collect();
+        host_allowed(&url, &own, extra_hosts)
+    } else {
+        host_allowed(&url, e.provider.verification_hosts, extra_hosts)
+            || host_allowed(&url, e.provider.endpoint_hosts, extra_hosts)
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "its verification URL is on host '{}', which is not a host of the provider",
+            url.host_str().unwrap_or_default()
+        ))
+    }
+}
+
+/// [`resolve`] without the host pin: the fingerprint of a target's registration
+/// ([`crate::binding`]) is computed for whatever it names, usable or not.
+pub(crate) fn resolve_any_host(method: AuthMethod, p: &EndpointParams<'_>) -> Result<Endpoints> {
     let provider = provider(method).ok_or_else(|| {
         Error::param(
             "auth-method",

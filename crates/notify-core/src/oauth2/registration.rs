@@ -62,8 +62,13 @@ impl ClientRegistration {
         })
     }
 
-    /// Build from a configured target.
-    pub fn of_target(target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Self> {
+    /// Build from a configured target; its endpoints may be on the provider's hosts and on
+    /// `extra_hosts` ([`crate::Settings::provider_hosts`]).
+    pub fn of_target(
+        target: &SmtpTarget,
+        secrets: &SmtpSecrets,
+        extra_hosts: &[String],
+    ) -> Result<Self> {
         // a service account's client ID is optional (only domain-wide delegation names it)
         let client_id = target
             .oauth2_client_id
@@ -74,7 +79,7 @@ impl ClientRegistration {
             target.auth_method,
             client_id,
             secrets.oauth2_client_secret.clone(),
-            &EndpointParams::of_target(target),
+            &EndpointParams::of_target(target).allowing(extra_hosts),
         )?;
         reg.apply_client_auth(target, secrets);
         Ok(reg)

@@ -162,20 +162,46 @@ pub fn holder_of(path: &Path) -> Option<String> {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    match OpenOptions::new()
+    // O_NOFOLLOW: a symlink planted in the lock's place must not make us create, lock or
+    // write (the holder's pid, at offset 0) the file it points to; O_NONBLOCK: opening a FIFO
+    // must not block (it is refused below)
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(flags)
         .open(path)
     {
-        Ok(f) => Ok(f),
+        Ok(f) => f,
         // a read-only or full file system: an existing lock file still locks when opened
         // for reading (flock needs no write access), so readers and writers stay serialised
-        Err(e) if is_unwritable(&e) => File::open(path).map_err(|_| Error::io(path, e)),
-        Err(e) => Err(Error::io(path, e)),
+        Err(e) if is_unwritable(&e) => OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)
+            .map_err(|_| Error::io(path, e))?,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::io(
+                path,
+                std::io::Error::other(
+                    "the lock file is a symbolic link; refusing to follow it (remove it)",
+                ),
+            ))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if !file.metadata().map_err(|e| Error::io(path, e))?.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::other(
+                "the lock file is not a regular file (a FIFO, device or directory?); remove it",
+            ),
+        ));
     }
+    Ok(file)
 }
 
 /// True for the errors of a directory or file system we may not or cannot write to
@@ -200,6 +226,34 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
         // no temp files left behind
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_symlink_or_no_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious content\n").unwrap();
+        let link = dir.path().join("x.lock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = FileLock::try_exclusive(&link).unwrap_err().to_string();
+        assert!(err.contains("x.lock"), "{err}");
+        let deadline = Instant::now() + Duration::from_millis(200);
+        assert!(FileLock::exclusive_until(&link, deadline, "the test lock").is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious content\n");
+        // a dangling link is not followed to create its target either
+        let dangling = dir.path().join("d.lock");
+        std::os::unix::fs::symlink(dir.path().join("created"), &dangling).unwrap();
+        assert!(FileLock::try_exclusive(&dangling).is_err());
+        assert!(!dir.path().join("created").exists());
+        // a FIFO (or any non-regular file) is no lock file
+        let fifo = dir.path().join("f.lock");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = FileLock::try_exclusive(&fifo).unwrap_err().to_string();
+        assert!(err.contains("regular file"), "{err}");
     }
 
     #[test]

@@ -129,6 +129,12 @@ pub fn find_mail_in(maildir: &Path, needle: &str) -> Option<String> {
     None
 }
 
+/// The rig stands in for Microsoft and Google on loopback: the hosts root would allow with
+/// `OXNOTIFY_ALLOW_PROVIDER_HOSTS` (named providers' endpoints are pinned to their own hosts).
+pub fn rig_provider_hosts() -> Vec<String> {
+    vec!["127.0.0.1".into(), "localhost".into()]
+}
+
 /// The redirect URI registered at the rig (native client: any loopback port).
 pub const REDIRECT_URI: &str = "http://127.0.0.1:47123/callback";
 
@@ -171,10 +177,14 @@ impl Env {
         // transient failures are retried until the delivery deadline: keep it short in tests
         // that provoke them (a closed port, a server that went away)
         settings.delivery_deadline = Duration::from_secs(8);
+        settings.provider_hosts = rig_provider_hosts();
         Self::with_settings(dir, settings)
     }
 
-    pub fn with_settings(dir: tempfile::TempDir, settings: Settings) -> Env {
+    pub fn with_settings(dir: tempfile::TempDir, mut settings: Settings) -> Env {
+        if settings.provider_hosts.is_empty() {
+            settings.provider_hosts = rig_provider_hosts();
+        }
         let http = Arc::new(CountingHttp {
             inner: UreqClient::new(&settings).unwrap(),
             count: AtomicUsize::new(0),
