@@ -89,9 +89,14 @@ like($out, qr/NOT authorized.*WARNING: +not authorized yet/s, 'status says what 
 
 # loopback authorize: the CLI listens, the rig's browser stand-in logs in and follows the redirect
 my $pid = open(my $cli, '-|', $^X, 'bin/oxnotify', 'authorize', 'm365', '--timeout', '60') // die;
-my $url;
-while (my $line = <$cli>) { if ($line =~ m{^(http\S+/auth\?\S+)}) { $url = $1; last } }
+my ($url, $who);
+while (my $line = <$cli>) {
+    $who = $line if $line =~ /^Authorizing target/;
+    if ($line =~ m{^(http\S+/auth\?\S+)}) { $url = $1; last }
+}
 ok($url, 'authorize prints the provider URL') or BAIL_OUT('no URL');
+like($who // '', qr/^Authorizing target 'm365': client ID \S+ asks for scope '[^']+'; log in at 127\.0\.0\.1:\d+, tokens from 127\.0\.0\.1:\d+/,
+    'first says which app asks for what, and where');
 like($url, qr/redirect_uri=http%3A%2F%2F127\.0\.0\.1%3A\d+%2Fcallback/, 'loopback redirect URI');
 my ($redirect) = $url =~ /redirect_uri=([^&]+)/;
 $redirect =~ s/%([0-9A-F]{2})/chr hex $1/ge;

@@ -479,6 +479,7 @@ sub _authorize {
     my $redirect = $listener->redirect_uri;
     my $begin = _call('smtp_oauth2_authorize_url', { name => $name, 'redirect-uri' => $redirect });
     local $| = 1;
+    _print_who_is_asked($begin);
     print STDERR "Waiting for the provider to redirect to $redirect ...\n";
     print "Open this URL in a browser and grant access:\n$begin->{url}\n";
     my $finish = sub {
@@ -494,6 +495,13 @@ sub _authorize {
         or _die("no redirect arrived within $timeout seconds; run `oxnotify authorize $name` again",
             408);
     return { target => $name, authorized => 1 };
+}
+
+# Before the admin grants anything: which app asks, for what, and at which hosts.
+sub _print_who_is_asked {
+    my ($b) = @_;
+    printf "Authorizing target '%s': client ID %s asks for scope '%s'; log in at %s, tokens from %s\n",
+        map { $_ // '?' } @$b{qw(target client-id scope authorize-host token-host)};
 }
 
 # Text a peer chose (a provider's device answer, a redirect's error), made safe for a terminal
@@ -512,6 +520,7 @@ sub _authorize_device {
     my ($name) = @_;
     my $start = _call('smtp_oauth2_device', { name => $name });
     local $| = 1;
+    _print_who_is_asked($start);
     print 'On any device, open ' . _peer_text($start->{verification_uri}) . "\n";
     print 'and enter the code: ' . _peer_text($start->{user_code}) . "\n";
     print '(or open ' . _peer_text($start->{verification_uri_complete}) . ")\n"

@@ -136,7 +136,8 @@ async function authorize(name) {
       { name, 'redirect-uri': window.location.origin + '/oauth2/callback' });
     pending = { state: r.state, target: name };
     popup.location = r.url;
-    show('Log in at the provider in the popup window and grant access...', true);
+    show('Log in at ' + r['authorize-host'] + ' in the popup window: client ID ' + r['client-id']
+      + ' asks for scope "' + r.scope + '" (tokens from ' + r['token-host'] + ')...', true);
   } catch (e) {
     popup.close();
     show('Could not start the authorization: ' + e.message);

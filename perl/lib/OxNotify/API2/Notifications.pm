@@ -264,6 +264,14 @@ sub _user_created {
     return [map { { %$_, origin => 'user-created' } } @{ _plain($list) }];
 }
 
+# What an admin is about to grant, shown before the provider is opened.
+my %WHO_IS_ASKED = (
+    'client-id' => _s('The app (client ID) that asks for access.'),
+    scope => _s('What it asks for.'),
+    'authorize-host' => _s('Where the admin logs in (the device flow: the device endpoint).'),
+    'token-host' => _s('Where the tokens come from.'),
+);
+
 sub _descriptors {
     my %view = _view();
     return (
@@ -358,6 +366,7 @@ sub _descriptors {
                 url => { type => 'string', description => 'Open this in the browser.' },
                 state => { type => 'string', description => 'Pass it back with the code.' },
                 target => _s('The target.'),
+                %WHO_IS_ASKED,
             ),
             code => sub { OxNotify::Core::authorize_begin(_defined($_[0])) },
         },
@@ -415,6 +424,7 @@ sub _descriptors {
             ),
             returns => _object(
                 target => _s('The target.'),
+                %WHO_IS_ASKED,
                 authorized => _bool('With handle: approved and stored.'),
                 handle => _s('Pass it back to finish.'),
                 verification_uri => _s('Where the user goes.'),
