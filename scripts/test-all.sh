@@ -15,4 +15,8 @@ if [ -d perl/t ] && ls perl/t/*.t >/dev/null 2>&1; then
   OXNOTIFY_REQUIRE_RIG=1 prove -r -Iperl/lib perl/t
 fi
 echo "== Debian packages (build, install, use against the rig, upgrade, remove, purge)"
-scripts/test-packages.sh
+DEBS=$(mktemp -d /tmp/oxdebs.XXXXXX)
+trap 'rm -rf "$DEBS"' EXIT
+OXNOTIFY_KEEP_DEBS=$DEBS scripts/test-packages.sh
+echo "== the same packages under a booted systemd (systemd-nspawn, Debian 12)"
+OXNOTIFY_NSPAWN_DEBS=$DEBS scripts/realhost/nspawn-test.sh

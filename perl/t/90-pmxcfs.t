@@ -122,7 +122,8 @@ sub inner_pid { my ($h) = @_; open(my $fh, '<', $h->{pidfile}) or return; my $p 
 
 # ---- what the provider saw ----
 sub oidc_lines { open(my $fh, '<', $OIDC_LOG) or die "$OIDC_LOG: $!"; return grep { /^grant\./ } <$fh> }
-sub token_requests { return scalar grep { /^grant\.success (?:refresh_token|authorization_code) rig-post$/ } oidc_lines() }
+# token sets issued for the scenario's target (its account, the last field of the rig's line)
+sub token_requests { my ($t) = @_; return scalar grep { /^grant\.success (?:refresh_token|authorization_code) rig-post \Q$t\E\@example\.test$/ } oidc_lines() }
 sub grant_errors { return grep { /^grant\.error/ } oidc_lines() }
 
 # ---- the files, read from the host as a node sees them: one read() into a large buffer ----
@@ -231,7 +232,7 @@ subtest 'files as pmxcfs keeps them; every node sees the target' => sub {
 subtest '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub {
     setup_target('pmx-daily') or return;
     my $rt = state_of_t('pmx-daily')->{refresh_token};
-    my ($req, $gerr) = (token_requests(), scalar grant_errors());
+    my ($req, $gerr) = (token_requests("pmx-daily"), scalar grant_errors());
     my @h = map { daily($_, {}) } 1 .. 3;
     my @r = map { [finish($_)] } @h;
     my @rotated = grep { $_->[1] =~ /target 'pmx-daily': rotated/ } @r;
@@ -239,7 +240,7 @@ subtest '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub
     is(scalar(@rotated), 1, 'one daily job rotated') or diag join("\n---\n", map { "rc $_->[0]: $_->[1]" } @r);
     is(scalar(@notdue), 2, 'the other two: not-due');
     is_deeply([map { $_->[0] } @r], [0, 0, 0], 'all three exit 0');
-    is(token_requests() - $req, 1, 'one token request at the provider');
+    is(token_requests("pmx-daily") - $req, 1, 'one token request at the provider');
     my $s = state_of_t('pmx-daily');
     is($s->{rotations}, 1, 'the state says one rotation');
     isnt($s->{refresh_token}, $rt, 'the rotated refresh token is stored');
@@ -257,9 +258,9 @@ subtest '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub
 subtest '3 nodes x 10 senders after expiry: 1 token request' => sub {
     setup_target('pmx-burst') or return;
     expire_token('pmx-burst');
-    my $req = token_requests();
+    my $req = token_requests("pmx-burst");
     my $subject = uniq('pmx-burst');
-    my $prog = 'my ($t, $s) = @ARGV; my @k; for my $i (1 .. 10) { my $p = fork() // die; if (!$p) { '
+    my $prog = '$| = 1; my ($t, $s) = @ARGV; my @k; for my $i (1 .. 10) { my $p = fork() // die; if (!$p) { '
         . 'my $r = eval { OxNotify::Core::send({ targets => [$t], title => "$s-$i" }) }; '
         . 'print $r && $r->[0]{ok} && !$r->[0]{queued} ? "RESULT sent\n" : "RESULT failed " . ($r ? $r->[0]{message} // "queued" : $@) . "\n"; '
         . 'POSIX::_exit(0) } push @k, $p } waitpid($_, 0) for @k;';
@@ -267,7 +268,7 @@ subtest '3 nodes x 10 senders after expiry: 1 token request' => sub {
     my @lines = map { my ($rc, $out) = finish($_); grep { /^RESULT/ } split /\n/, $out } @h;
     my $sent = grep { /^RESULT sent$/ } @lines;
     is($sent, 30, '30 of 30 senders delivered') or diag join("\n", grep { !/sent$/ } @lines);
-    is(token_requests() - $req, 1, 'one token request for the whole cluster');
+    is(token_requests("pmx-burst") - $req, 1, 'one token request for the whole cluster');
     is_deeply([locks_left()], [], 'no lock left') or do { diag("left: @{[locks_left()]}"); clear_locks() };
     clear_locks();
 };
@@ -287,14 +288,14 @@ subtest 'a lock holder killed: the others take over after pmxcfs lock expiry' =>
     my ($rc) = finish($h);
     system($H, 'port-mode', 1, $OIDC_PORT, 'normal') == 0 or die 'port-mode';
     ok(scalar(grep { /pmx-kill/ } locks_left()), 'the killed holder left its lock directory');
-    my $req = token_requests();
+    my $req = token_requests("pmx-kill");
     my $subject = uniq('pmx-kill');
     my ($rc2, $out, $secs) = cli(2, { OXNOTIFY_DELIVERY_DEADLINE => 240, OXNOTIFY_LOCK_TIMEOUT => 240 },
         'send', 'pmx-kill', '--title', $subject);
     is($rc2, 0, sprintf('pve2 took the lock over and sent (after %.0f s)', $secs)) or diag $out;
     cmp_ok($secs, '<', 200, 'within the lock expiry plus a margin');
     ok(find_mail($subject), 'the mail arrived') if !$rc2;
-    is(token_requests() - $req, $rc2 ? 0 : 1, 'one token request');
+    is(token_requests("pmx-kill") - $req, $rc2 ? 0 : 1, 'one token request');
     is_deeply([locks_left()], [], 'no lock left') or do { diag("left: @{[locks_left()]}"); clear_locks() };
     clear_locks();
 };
@@ -337,7 +338,7 @@ subtest 'quorum lost: cached token still sends, refresh says not writable, quoru
     system($H, 'stop-corosync', 3) == 0 or die 'stop-corosync';
     ok(wait_until(20, sub { !quorate(3) }), 'pve3 lost quorum');
     my $before = snapshot('pmx-quorum');
-    my $req = token_requests();
+    my $req = token_requests("pmx-quorum");
     my $subject = uniq('pmx-noquorum');
     my ($rc, $out) = cli(3, {}, 'send', 'pmx-quorum', '--title', $subject);
     is($rc, 0, 'pve3 without quorum sends with the cached token') or diag $out;
@@ -347,14 +348,14 @@ subtest 'quorum lost: cached token still sends, refresh says not writable, quoru
     like($out, qr/not writable \(no quorum\?\)/, 'and says the cluster file system is not writable (no quorum?)') or diag $out;
     ($rc, $out) = cli(3, {}, '--output-format', 'json', 'status', 'pmx-quorum');
     like($out, qr/"store_writable"\s*:\s*(?:false|0)/, 'status: store not writable') or diag $out;
-    is(token_requests() - $req, 0, 'no token request without quorum');
+    is(token_requests("pmx-quorum") - $req, 0, 'no token request without quorum');
     is(snapshot('pmx-quorum'), $before, 'nothing stored changed');
     system($H, 'start-corosync', 3) == 0 or die 'start-corosync';
     ok(wait_until(30, sub { quorate(3) }), 'pve3 quorate again');
     sleep(2);   # quorate is not yet resynced (pmxcfs notes)
     ($rc, $out) = cli(3, { OXNOTIFY_REFRESH_WINDOW => 0 }, 'refresh');
     ok(!$rc && $out =~ /pmx-quorum: rotated/, 'quorum back: refresh on pve3 rotates without re-authorization') or diag "rc $rc: $out";
-    is(token_requests() - $req, 1, 'one token request');
+    is(token_requests("pmx-quorum") - $req, 1, 'one token request');
     is_deeply([locks_left()], [], 'no lock left') or do { diag("left: @{[locks_left()]}"); clear_locks() };
     clear_locks();
 };

@@ -141,7 +141,7 @@ cmd_up() {
   [ -c /dev/fuse ] || die "/dev/fuse missing"
   getent group www-data >/dev/null || die "group www-data missing (pmxcfs needs it)"
   cmd_build >/dev/null
-  mkdir -p "$STATE"; echo "$n" >"$STATE/nodes"
+  mkdir -p "$STATE"; chmod 0700 "$STATE"; echo "$n" >"$STATE/nodes"
   ip netns add "${PFX}sw"; ip -n "${PFX}sw" link set lo up
   ip -n "${PFX}sw" link add br0 type bridge; ip -n "${PFX}sw" link set br0 up
   for i in $(seq "$n"); do
