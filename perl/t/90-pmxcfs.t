@@ -90,6 +90,10 @@ sub start {
     my ($i, $env, @cmd) = @_;
     my %e = (%NODE_ENV, OXNOTIFY_NODE_NAME => "pve$i", %{ $env // {} });
     my $stdin = delete $e{_stdin};
+    # _strace => FILE: the command under strace, failed directory and rename syscalls only
+    my $st = delete $e{_strace};
+    unshift(@cmd, 'strace', '-f', '-qq', '-Z', '-e', 'trace=rename,renameat,renameat2,mkdir,mkdirat,rmdir,unlinkat,utimensat',
+        '-o', $st) if $st && -x '/usr/bin/strace';
     my $pidfile = "$ENV{PMX_STATE}/cmd." . ++$seq . '.pid';
     my $out = "$ENV{PMX_STATE}/cmd.$seq.out";
     my $in = "$ENV{PMX_STATE}/cmd.$seq.in";
@@ -118,6 +122,14 @@ sub finish { # -> (exit code, output, seconds)
 sub run_in { my ($i, $env, @cmd) = @_; return finish(start($i, $env, @cmd)) }
 sub cli { my ($i, $env, @args) = @_; return run_in($i, $env, 'perl', "$ROOT/bin/oxnotify", @args) }
 sub daily { my ($i, $env) = @_; return start($i, $env, 'perl', "$ROOT/bin/oxnotify-daily", '--no-syslog') }
+# "renameat2 ENOTEMPTY x3, rmdir EACCES x1" from a strace -Z output file
+sub failed_syscalls {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return 'no strace output';
+    my %n;
+    while (<$fh>) { $n{"$1 $2"}++ if /^(?:\d+\s+)?(\w+)\(.*= -1 (E[A-Z]+)/ }
+    return join(', ', map { "$_ x$n{$_}" } sort keys %n) || 'none';
+}
 sub inner_pid { my ($h) = @_; open(my $fh, '<', $h->{pidfile}) or return; my $p = <$fh>; chomp $p; return $p }
 
 # ---- what the provider saw ----
@@ -182,7 +194,7 @@ sub make_target {
     my $user = "$t\@example.test";
     my $p = ms_target_params($t, $user);
     my $in = 'my $p = decode_json(do { local $/; <STDIN> });';
-    my ($rc, $out) = run_in(1, { _stdin => $JSON->encode($p) }, 'perl', '-MOxNotify::Core', '-MCpanel::JSON::XS', '-e',
+    my ($rc, $out) = run_in(1, { _stdin => $JSON->encode($p), _strace => "$ENV{PMX_STATE}/strace-create-$t" }, 'perl', '-MOxNotify::Core', '-MCpanel::JSON::XS', '-e',
         "$in OxNotify::Core::create_target(\$p)");
     return "create: rc $rc: $out" if $rc;
     ($rc, $out) = run_in(1, {}, 'perl', '-MOxNotify::Core', '-MCpanel::JSON::XS', '-e',
@@ -204,7 +216,8 @@ sub setup_target { # a scenario's target; what creating it left is reported, the
     my $err = make_target($t);
     is($err, '', "$t: created and authorized on pve1") or return 0;
     my @left = locks_left();
-    is_deeply(\@left, [], "$t: no lock left after create + authorize") or clear_locks();
+    is_deeply(\@left, [], "$t: no lock left after create + authorize")
+        or do { diag("failed syscalls of the create: " . failed_syscalls("$ENV{PMX_STATE}/strace-create-$t")); clear_locks() };
     return 1;
 }
 
@@ -233,13 +246,15 @@ subtest '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub
     setup_target('pmx-daily') or return;
     my $rt = state_of_t('pmx-daily')->{refresh_token};
     my ($req, $gerr) = (token_requests("pmx-daily"), scalar grant_errors());
-    my @h = map { daily($_, {}) } 1 .. 3;
+    my @h = map { daily($_, { _strace => "$ENV{PMX_STATE}/strace-daily-pve$_" }) } 1 .. 3;
     my @r = map { [finish($_)] } @h;
+    my $all = join("\n", map { "pve$_: rc $r[$_ - 1][0]: $r[$_ - 1][1]failed syscalls: "
+        . failed_syscalls("$ENV{PMX_STATE}/strace-daily-pve$_") } 1 .. 3);
     my @rotated = grep { $_->[1] =~ /target 'pmx-daily': rotated/ } @r;
     my @notdue = grep { $_->[1] =~ /target 'pmx-daily': not-due/ } @r;
-    is(scalar(@rotated), 1, 'one daily job rotated') or diag join("\n---\n", map { "rc $_->[0]: $_->[1]" } @r);
-    is(scalar(@notdue), 2, 'the other two: not-due');
-    is_deeply([map { $_->[0] } @r], [0, 0, 0], 'all three exit 0');
+    is(scalar(@rotated), 1, 'one daily job rotated') or diag $all;
+    is(scalar(@notdue), 2, 'the other two: not-due') or diag $all;
+    is_deeply([map { $_->[0] } @r], [0, 0, 0], 'all three exit 0') or diag $all;
     is(token_requests("pmx-daily") - $req, 1, 'one token request at the provider');
     my $s = state_of_t('pmx-daily');
     is($s->{rotations}, 1, 'the state says one rotation');
@@ -290,9 +305,10 @@ subtest 'a lock holder killed: the others take over after pmxcfs lock expiry' =>
     ok(scalar(grep { /pmx-kill/ } locks_left()), 'the killed holder left its lock directory');
     my $req = token_requests("pmx-kill");
     my $subject = uniq('pmx-kill');
-    my ($rc2, $out, $secs) = cli(2, { OXNOTIFY_DELIVERY_DEADLINE => 240, OXNOTIFY_LOCK_TIMEOUT => 240 },
-        'send', 'pmx-kill', '--title', $subject);
-    is($rc2, 0, sprintf('pve2 took the lock over and sent (after %.0f s)', $secs)) or diag $out;
+    my ($rc2, $out, $secs) = cli(2, { OXNOTIFY_DELIVERY_DEADLINE => 240, OXNOTIFY_LOCK_TIMEOUT => 240,
+        _strace => "$ENV{PMX_STATE}/strace-kill" }, 'send', 'pmx-kill', '--title', $subject);
+    is($rc2, 0, sprintf('pve2 took the lock over and sent (after %.0f s)', $secs))
+        or diag("$out\nfailed syscalls: " . failed_syscalls("$ENV{PMX_STATE}/strace-kill"));
     cmp_ok($secs, '<', 200, 'within the lock expiry plus a margin');
     ok(find_mail($subject), 'the mail arrived') if !$rc2;
     is(token_requests("pmx-kill") - $req, $rc2 ? 0 : 1, 'one token request');
