@@ -109,7 +109,7 @@ cleanup() {
   wait 2>/dev/null
   for p in "${CGS[@]}"; do [ -d "$p" ] && find "$p" -depth -type d -exec rmdir {} \; 2>/dev/null; done
   for p in "${CGS[@]}"; do [ -d "$p" ] && { log "cleanup: cgroup $p still busy"; rc=1; }; done
-  rm -rf "/run/systemd/nspawn/propagate/$M"
+  rm -rf "/run/systemd/nspawn/propagate/$M" "$CACHE/.build-$$"
   if [ "$rc" != 0 ] && [ -f "$W/journal.txt" ]; then
     mkdir -p "$CACHE/logs" && cp "$W/journal.txt" "$CACHE/logs/journal-last-failure.txt" \
       && log "the container's journal: $CACHE/logs/journal-last-failure.txt"
