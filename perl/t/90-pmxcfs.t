@@ -65,8 +65,8 @@ sub teardown { system($H, 'teardown') if $up && $$ == $parent; $up = 0 }
 END { my $rc = $?; teardown(); $? = $rc }
 $SIG{INT} = $SIG{TERM} = sub { teardown(); exit 130 };
 my $t0 = Time::HiRes::time();
+$up = 1;   # a cluster that came up halfway is torn down too
 system("$H up 3 >/dev/null") == 0 or BAIL_OUT('the 3-node pmxcfs cluster did not come up');
-$up = 1;
 system($H, 'forward', $OIDC_PORT, $rig->{smtp_starttls_port}) == 0 or BAIL_OUT('forwarding the rig into the nodes');
 note(sprintf('3-node pmxcfs up and quorate in %.1f s', Time::HiRes::time() - $t0));
 
