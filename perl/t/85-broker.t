@@ -99,15 +99,18 @@ like(ask("HELO\n"), qr/^ERR invalid-input /, 'garbage: an error line');
 # another user (nobody) is refused and logged; exim's group is allowed
 my $as = sub {
     my ($uid, $gid) = @_;
+    # SIGPIPE ignored: the broker refuses a user no target allows at connect, maybe before the
+    # request is written
     my $out = `setpriv --reuid=$uid --regid=$gid --clear-groups $^X -MIO::Socket::UNIX -e '
+        \$SIG{PIPE} = "IGNORE";
         my \$c = IO::Socket::UNIX->new(Peer => shift) or die "connect: \$!"; print \$c "SMTP \$ARGV[0]\\n";
         shutdown(\$c, 1); local \$/; print scalar <\$c>' $sock $user`;
     return $out;
 };
-like($as->(65534, 65534), qr/^ERR denied this user may not fetch tokens for \Q$user\E/, "another user's request is refused");
+like($as->(65534, 65534), qr/^ERR denied this user may not fetch tokens from this broker/, "another user's request is refused");
 my ($eu, $eg) = (getpwnam('Debian-exim'))[2, 3];
 like($as->($eu, $eg), qr/^user=\Q$user\E\x01auth=Bearer /, "exim's user (group Debian-exim) gets the token");
-like(slurp($blog), qr/uid 65534 \(nobody\) gid 65534 pid \d+: SMTP \Q$user\E: REFUSED: not in broker-allow-user\/broker-allow-group of relay/,
+like(slurp($blog), qr/uid 65534 \(nobody\) gid 65534 pid \d+: REFUSED at connect: not in broker-allow-user\/broker-allow-group of any target/,
     'the refusal is logged with the peer');
 
 # other users: oxnotify token --broker ADDRESS asks the broker (the target must allow them)
@@ -123,7 +126,7 @@ is($vout, "$token\n", 'and the token');
 is(MIME::Base64::decode_base64($vout), "user=$user\x01auth=Bearer $token\x01\x01", '--broker with --format xoauth2-b64');
 ($vrc, $vout) = $via->(65534, 65534);
 is($vrc, 77, 'oxnotify token --broker as nobody: exit 77');
-like($vout, qr/may not fetch tokens for \Q$user\E.* \[denied\]$/, 'and says why') or diag $vout;
+like($vout, qr/may not fetch tokens from this broker.* \[denied\]$/, 'and says why') or diag $vout;
 ($vrc, $vout) = (sub { my $o = `env -u OXNOTIFY_CONFIG_DIR -u OXNOTIFY_STATE_DIR setpriv --reuid=65534 --regid=65534 --clear-groups $^X bin/oxnotify token relay 2>&1`; ($? >> 8, $o) })->();
 is($vrc, 77, 'oxnotify token NAME as another user: exit 77');
 like($vout, qr/only root may read the OAuth2 state.*--broker ADDRESS/, 'pointing to --broker');
@@ -255,6 +258,57 @@ close($mp);
 is($? >> 8, 0, 'msmtp: exit 0') or diag slurp("$dir/msmtp.log");
 ok(find_mail($msub), 'the message msmtp sent arrived');
 is(grants() - $before, 1, 'msmtp used the cached token too');
+
+# ---- a user no target allows holds 200 connections: exim and root still get the token at once ----
+{
+    pipe(my $ready_r, my $ready_w) or die "pipe: $!";
+    my $parent = $$;
+    my $idle = fork // die;
+    if (!$idle) {
+        close($ready_r);
+        $) = '65534 65534';
+        POSIX::setgid(65534) or POSIX::_exit(2);
+        POSIX::setuid(65534) or POSIX::_exit(2);
+        $SIG{PIPE} = 'IGNORE';
+        require IO::Select;
+        my @c = map { IO::Socket::UNIX->new(Peer => $sock) // POSIX::_exit(3) } 1 .. 200;
+        syswrite($ready_w, 'r');
+        close($ready_w);
+        # never a byte sent; whatever the broker closes is opened again
+        while (getppid() == $parent) {
+            my @gone = IO::Select->new(@c)->can_read(1);
+            Time::HiRes::sleep(0.1);
+            my %gone = map { (fileno($_) => 1) } @gone;
+            @c = grep { !$gone{fileno($_)} } @c;
+            close($_) for @gone;
+            while (@c < 200) { push(@c, IO::Socket::UNIX->new(Peer => $sock) // last) }
+        }
+        POSIX::_exit(0);
+    }
+    close($ready_w);
+    my $got = '';
+    sysread($ready_r, $got, 1);
+    is($got, 'r', "nobody holds 200 connections to the broker") or die 'the idle client failed';
+    my $logged = length(slurp($blog));
+    my $cached = state_of('relay')->{access_token};
+    my $t0 = Time::HiRes::time();
+    is(ask("TOKEN $user\n"), $cached, 'root gets the token');
+    my $took = Time::HiRes::time() - $t0;
+    ok($took < 1, 'within 1 s') or diag "took $took s";
+    note(sprintf('root served after %.1f ms', 1000 * $took));
+    my $isub = uniq('exim-while-idle');
+    my $q = queued();
+    $t0 = Time::HiRes::time();
+    is(exim_send($isub), 0, 'exim -odf while nobody holds connections: exit 0');
+    note(sprintf('exim delivery (SMTP, STARTTLS, the broker, AUTH) took %.0f ms', 1000 * (Time::HiRes::time() - $t0)));
+    is(queued(), $q, 'exim did not defer the message');
+    for (1 .. 50) { last if mail_count($isub) >= 1; Time::HiRes::sleep(0.1) }
+    is(mail_count($isub), 1, 'it arrived');
+    like(substr(slurp($blog), $logged), qr/uid $eu \(Debian-exim\) gid \d+ pid \d+: SMTP \Q$user\E: served target 'relay'/,
+        "the broker served exim's user");
+    kill('KILL', $idle);
+    waitpid($idle, 0);
+}
 
 # ---- socket activation (what oxnotify-broker.socket does): systemd-socket-activate passes fd 3 ----
 SKIP: {

@@ -114,7 +114,8 @@ mod tests {
     #[test]
     fn xoauth2_string_has_the_sasl_layout() {
         assert_eq!(
-            notify_core::smtp::xoauth2_string("a@b", &notify_core::Secret::new("T0K")).expose(),
+            notify_core::delivery::smtp::xoauth2_string("a@b", &notify_core::Secret::new("T0K"))
+                .expose(),
             "user=a@b\u{1}auth=Bearer T0K\u{1}\u{1}"
         );
     }

@@ -2,8 +2,8 @@
 //! grant under the per-target lock ([`TokenManager::access_token`]), all within a deadline. A
 //! burst of requests therefore costs one token request. Also the output formats.
 
+use notify_core::delivery::smtp::{xoauth2_response, xoauth2_string};
 use notify_core::oauth2::{HttpError, HttpRequest, HttpResponse, TokenHttpClient, UreqClient};
-use notify_core::smtp::{xoauth2_response, xoauth2_string};
 use notify_core::tokens::TokenManager;
 use notify_core::{NotificationConfig, Result, Secret, Settings, SmtpTarget};
 use std::sync::OnceLock;

@@ -94,7 +94,10 @@ fn api_updates_set_and_keep_them() {
     api::create_target(&n, create.as_object().unwrap()).unwrap();
     let other = serde_json::json!({ "comment": "x" });
     api::update_target(&n, "relay", other.as_object().unwrap(), &[], None).unwrap();
-    let t = n.load_config().unwrap().smtp_target("relay").unwrap();
+    let t = notify_core::NotificationConfig::load(n.settings())
+        .unwrap()
+        .smtp_target("relay")
+        .unwrap();
     assert_eq!(t.broker_allow.groups, ["Debian-exim"]);
     api::update_target(
         &n,
@@ -104,6 +107,9 @@ fn api_updates_set_and_keep_them() {
         None,
     )
     .unwrap();
-    let t = n.load_config().unwrap().smtp_target("relay").unwrap();
+    let t = notify_core::NotificationConfig::load(n.settings())
+        .unwrap()
+        .smtp_target("relay")
+        .unwrap();
     assert!(t.broker_allow.groups.is_empty());
 }

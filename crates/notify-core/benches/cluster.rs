@@ -15,7 +15,7 @@ mod common;
 
 use common::counting_proxy::CountingTokenProxy;
 use common::*;
-use notify_core::settings::StoreKind;
+use notify_core::store::Kind as StoreKind;
 use notify_core::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,10 +32,7 @@ fn node_main(mode: &str) {
     match words[..] {
         ["daily"] => {
             let n = Notifier::new(settings).unwrap();
-            let reports = api::refresh_targets_locked(&n, Duration::from_secs(60))
-                .unwrap()
-                .map(|run| run.reports)
-                .unwrap_or_default();
+            let reports = n.refresh().locked(Duration::from_secs(60)).unwrap().reports;
             for r in reports {
                 assert!(r.error.is_none(), "{:?}", r.error);
             }
@@ -48,6 +45,7 @@ fn node_main(mode: &str) {
                     s.spawn(move || {
                         Notifier::new(settings)
                             .unwrap()
+                            .delivery()
                             .send_to_target(target, &note(&format!("{subject}-{i}")))
                             .unwrap();
                     });

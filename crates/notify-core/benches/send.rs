@@ -28,12 +28,12 @@ fn stats(name: &str, mut samples: Vec<Duration>) {
 fn time_sends(env: &Env, target: &str, before_each: impl Fn()) -> Vec<Duration> {
     let n = note("bench");
     // one warm-up send (connection setup paths, first TLS config load)
-    env.notifier.send_to_target(target, &n).unwrap();
+    env.notifier.delivery().send_to_target(target, &n).unwrap();
     (0..N)
         .map(|_| {
             before_each();
             let t0 = Instant::now();
-            env.notifier.send_to_target(target, &n).unwrap();
+            env.notifier.delivery().send_to_target(target, &n).unwrap();
             t0.elapsed()
         })
         .collect()
@@ -80,6 +80,19 @@ fn main() {
     let cached_requests = env.token_requests() - before;
     stats("xoauth2, cached token (STARTTLS)", cached);
 
+    // send() spools each message before its first attempt (and removes it once the server
+    // took it); send_to_target() does not: the difference is the cost of durability
+    let n = note("bench");
+    let spooled: Vec<Duration> = (0..N)
+        .map(|_| {
+            let t0 = Instant::now();
+            let r = env.notifier.delivery().send(&["xoauth2"], &n).unwrap();
+            assert!(matches!(r[0].result, Ok(Delivery::Sent)));
+            t0.elapsed()
+        })
+        .collect();
+    stats("xoauth2, cached token, send() spooled", spooled);
+
     let drop_cache = || {
         let mut st = env.state_json("xoauth2");
         st.as_object_mut().unwrap().remove("access_token");
@@ -94,6 +107,7 @@ fn main() {
     let before = env.token_requests();
     for i in 0..100 {
         env.notifier
+            .delivery()
             .send_to_target("xoauth2", &note(&format!("bench-100 #{i}")))
             .unwrap();
     }
@@ -112,12 +126,16 @@ fn main() {
         .collect();
     let t0 = Instant::now();
     for n in &list {
-        let r = env.notifier.send(&["xoauth2"], n).unwrap();
+        let r = env.notifier.delivery().send(&["xoauth2"], n).unwrap();
         assert!(matches!(r[0].result, Ok(Delivery::Sent)));
     }
     let separate = t0.elapsed();
     let t0 = Instant::now();
-    let results = env.notifier.send_burst("xoauth2", &list).unwrap();
+    let results = env
+        .notifier
+        .delivery()
+        .send_burst("xoauth2", &list)
+        .unwrap();
     let burst = t0.elapsed();
     let sent = results
         .iter()
@@ -128,4 +146,41 @@ fn main() {
         separate.as_secs_f64(),
         burst.as_secs_f64()
     );
+
+    // the caller's wait when the server is unreachable (a closed port): one bound
+    // (OXNOTIFY_CALLER_WAIT, default 10 s) for all targets of the call together
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let names: Vec<String> = (0..5).map(|i| format!("unreachable{i}")).collect();
+    for name in &names {
+        let mut t = none.clone();
+        t.name = name.clone();
+        t.port = Some(closed);
+        env.add_target(&t, &SmtpSecrets::default());
+    }
+    for k in [1, 5] {
+        let targets: Vec<&str> = names[..k].iter().map(String::as_str).collect();
+        let t0 = Instant::now();
+        let r = env
+            .notifier
+            .delivery()
+            .send(&targets, &note("unreachable"))
+            .unwrap();
+        let waited = t0.elapsed();
+        let queued = r
+            .iter()
+            .filter(|r| matches!(r.result, Ok(Delivery::Queued { .. })))
+            .count();
+        println!(
+            "caller wait, {k} unreachable target(s): {:.2} s ({queued} queued, caller bound {} s)",
+            waited.as_secs_f64(),
+            env.settings
+                .caller_wait
+                .min(env.settings.delivery_deadline)
+                .as_secs()
+        );
+    }
 }

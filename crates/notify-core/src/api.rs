@@ -4,19 +4,17 @@
 //! returns. Config changes take the [`ConfigLock`] themselves and check the caller's `digest`.
 
 use crate::binding::Binding;
+use crate::config::keys;
 use crate::config::section::Section;
-use crate::config::smtp::{private_keys, public_keys, SmtpSecrets, SmtpTarget, SMTP_TYPE};
-use crate::config::{validate, ConfigLock};
+use crate::config::smtp::{SmtpSecrets, SmtpTarget, SMTP_TYPE};
+use crate::config::{validate, ConfigLock, NotificationConfig};
 use crate::error::{Error, Result};
-use crate::fsutil::FileLock;
-use crate::lock::StoreLock;
 use crate::notification::{Notification, Severity};
 use crate::secret::Secret;
-use crate::settings::StoreKind;
 use crate::state::StateStore;
-use crate::{Notifier, RefreshReport};
+use crate::status::first_warning;
+use crate::Notifier;
 use serde_json::{Map, Value};
-use std::time::{Duration, Instant};
 
 /// Parameter that carries a refresh token into the target's state (never into the config).
 pub const REFRESH_TOKEN_PARAM: &str = "oauth2-refresh-token";
@@ -42,7 +40,7 @@ pub fn target_view(target: &SmtpTarget, digest: &str) -> Value {
 /// All SMTP targets (`GET endpoints/smtp`). Targets whose config is invalid are listed with
 /// their name and `error`, so an admin can see and fix them.
 pub fn list_targets(n: &Notifier) -> Result<Vec<Value>> {
-    let cfg = n.load_config()?;
+    let cfg = NotificationConfig::load(n.settings())?;
     Ok(cfg
         .smtp_targets()
         .into_iter()
@@ -53,9 +51,31 @@ pub fn list_targets(n: &Notifier) -> Result<Vec<Value>> {
         .collect())
 }
 
+/// Every target as a notification stack lists all its targets (`GET targets`): name, type,
+/// `disable` as 0/1, origin `user-created`, and comment, error and warning where present.
+pub fn target_summaries(n: &Notifier) -> Result<Vec<Value>> {
+    Ok(list_targets(n)?
+        .into_iter()
+        .map(|t| {
+            let mut out = Map::new();
+            out.insert("name".into(), t["name"].clone());
+            out.insert("type".into(), t["type"].clone());
+            let disabled = t["disable"].as_bool().unwrap_or(false);
+            out.insert("disable".into(), Value::from(u8::from(disabled)));
+            out.insert("origin".into(), Value::from("user-created"));
+            for k in ["comment", "error", "warning"] {
+                if let Some(v) = t.get(k).filter(|v| !v.is_null()) {
+                    out.insert(k.into(), v.clone());
+                }
+            }
+            Value::Object(out)
+        })
+        .collect())
+}
+
 /// One target (`GET endpoints/smtp/{name}`): 404 if missing, 400 if its config is invalid.
 pub fn get_target(n: &Notifier, name: &str) -> Result<Value> {
-    let cfg = n.load_config()?;
+    let cfg = NotificationConfig::load(n.settings())?;
     Ok(with_outbox(
         n,
         target_view(&cfg.smtp_target(name)?, cfg.digest()),
@@ -66,17 +86,14 @@ pub fn get_target(n: &Notifier, name: &str) -> Result<Value> {
 /// A target's view with its outbox: queue depth, oldest age, and the outbox warning (a
 /// waiting or lost notification) ahead of any other.
 fn with_outbox(n: &Notifier, mut view: Value, name: &str) -> Value {
-    let o = crate::outbox::status(n.settings(), name);
+    let o = crate::delivery::outbox::status(n.settings(), name);
     if let Value::Object(m) = &mut view {
         m.insert("outbox-queued".into(), Value::from(o.queued));
         if let Some(age) = o.oldest_age_secs {
             m.insert("outbox-oldest-age".into(), Value::from(age));
         }
-        if let Some(w) = o.warning {
-            let w = match m.get("warning").and_then(Value::as_str) {
-                Some(other) => format!("{w}; {other}"),
-                None => w,
-            };
+        let other = m.get("warning").and_then(Value::as_str).map(str::to_string);
+        if let Some(w) = first_warning(o.warning, other) {
             m.insert("warning".into(), Value::String(w));
         }
     }
@@ -155,7 +172,7 @@ fn split_params(
                 }
             }
             extra.secrets.push((k.to_string(), Some(key.stored)));
-        } else if private_keys().contains(&k) || k == REFRESH_TOKEN_PARAM {
+        } else if keys::key(k).is_some_and(|k| k.private()) || k == REFRESH_TOKEN_PARAM {
             let s = match v {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
@@ -169,15 +186,18 @@ fn split_params(
             } else {
                 extra.secrets.push((k.to_string(), secret));
             }
-        } else if public_keys().contains(&k) {
+        } else if keys::key(k).is_some() {
             push_value(&mut entries, k, v)?;
         } else {
             return Err(Error::param(
                 k,
                 format!(
-                    "unknown parameter (known: name, {}, {}, {REFRESH_TOKEN_PARAM})",
-                    public_keys().join(", "),
-                    private_keys().join(", ")
+                    "unknown parameter (known: name, {}, {REFRESH_TOKEN_PARAM})",
+                    keys::KEYS
+                        .iter()
+                        .map(|k| k.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -202,13 +222,10 @@ fn build_target(name: &str, entries: &[(String, String)]) -> Result<SmtpTarget> 
 
 fn apply_secrets(secrets: &mut SmtpSecrets, given: Vec<(String, Option<Secret>)>) {
     for (k, v) in given {
-        let slot = match k.as_str() {
-            "password" => &mut secrets.password,
-            "oauth2-private-key" => &mut secrets.oauth2_private_key,
-            _ => &mut secrets.oauth2_client_secret,
-        };
-        if v.is_some() {
-            *slot = v;
+        if let Some(slot) = keys::key(&k).and_then(|k| k.slot(secrets)) {
+            if v.is_some() {
+                *slot = v;
+            }
         }
     }
 }
@@ -233,11 +250,11 @@ pub fn create_target(n: &Notifier, params: &Map<String, Value>) -> Result<()> {
     let mut secrets = SmtpSecrets::default();
     apply_secrets(&mut secrets, extra.secrets);
     let lock = ConfigLock::acquire(n.settings())?;
-    let mut cfg = n.load_config()?;
+    let mut cfg = NotificationConfig::load(n.settings())?;
     cfg.add_smtp_target(&target, &secrets)?;
     cfg.save(n.settings(), &lock)?;
     if let Some(rt) = extra.refresh_token {
-        n.store_refresh_token(&target, rt)?;
+        n.authorization().store_refresh_token(&target, rt)?;
     }
     Ok(())
 }
@@ -261,11 +278,20 @@ pub fn update_target(
 ) -> Result<()> {
     let (updates, extra) = split_params(params, &["name", "delete", "digest"])?;
     for d in delete {
-        if !public_keys().contains(&d.as_str()) && !private_keys().contains(&d.as_str()) {
-            return Err(Error::param(
-                "delete",
-                format!("cannot delete unknown key '{}'", d.escape_debug()),
-            ));
+        match keys::key(d) {
+            None => {
+                return Err(Error::param(
+                    "delete",
+                    format!("cannot delete unknown key '{}'", d.escape_debug()),
+                ))
+            }
+            Some(k) if !k.deletable => {
+                return Err(Error::param(
+                    "delete",
+                    format!("'{d}' is required and cannot be deleted"),
+                ))
+            }
+            Some(_) => {}
         }
         if updates.iter().any(|(k, _)| k == d) {
             return Err(Error::param(
@@ -275,7 +301,7 @@ pub fn update_target(
         }
     }
     let lock = ConfigLock::acquire(n.settings())?;
-    let mut cfg = n.load_config()?;
+    let mut cfg = NotificationConfig::load(n.settings())?;
     cfg.check_digest(digest)?;
     let current = cfg.smtp_target(name)?;
     let mut secrets = cfg.stored_smtp_secrets(name)?;
@@ -286,26 +312,35 @@ pub fn update_target(
         .collect();
     entries.extend(updates);
     let target = build_target(name, &entries)?;
-    if delete.iter().any(|d| d == "password") {
-        secrets.password = None;
-    }
-    if delete.iter().any(|d| d == "oauth2-client-secret") {
-        secrets.oauth2_client_secret = None;
-    }
-    if delete.iter().any(|d| d == PRIVATE_KEY_PARAM) {
-        secrets.oauth2_private_key = None;
+    for key in delete.iter().filter_map(|d| keys::key(d)) {
+        if let Some(slot) = key.slot(&mut secrets) {
+            *slot = None;
+        }
     }
     let (before, after) = (Binding::of(&current), Binding::of(&target));
     let registration_changed = before.registration_changed(&after);
     let delivery_changed = before.delivery_changed(&after);
-    if registration_changed {
-        secrets.oauth2_client_secret = None;
-        secrets.oauth2_private_key = None;
+    // a credential that can obtain tokens without anyone's consent (a minting flow's client
+    // secret or key, any password) goes only where it was set for: a changed destination
+    // drops it, unless this update supplies it again
+    let mints = current.auth_method.is_oauth2() && current.flow().mints()
+        || target.auth_method.is_oauth2() && target.flow().mints();
+    let mut dropped = Vec::new();
+    if registration_changed || (delivery_changed && mints) {
+        dropped.extend(
+            secrets
+                .oauth2_client_secret
+                .take()
+                .map(|_| "oauth2-client-secret"),
+        );
+        dropped.extend(secrets.oauth2_private_key.take().map(|_| PRIVATE_KEY_PARAM));
     }
     if delivery_changed || registration_changed {
-        // a password (plain, or the password grant's) goes only where it was set for
-        secrets.password = None;
+        dropped.extend(secrets.password.take().map(|_| "password"));
     }
+    let confirmed = extra.secrets.iter().any(|(_, v)| v.is_some())
+        && target.auth_method.is_oauth2()
+        && target.flow().mints();
     apply_secrets(&mut secrets, extra.secrets);
     // secrets that no longer fit the auth method go away with it
     let ropc = target.auth_method.is_oauth2()
@@ -317,15 +352,33 @@ pub fn update_target(
         secrets.oauth2_client_secret = None;
         secrets.oauth2_private_key = None;
     }
-    cfg.update_smtp_target(&target, &secrets)?;
+    cfg.update_smtp_target(&target, &secrets)
+        .map_err(|e| say_why_dropped(e, &dropped))?;
     cfg.save(n.settings(), &lock)?;
-    if registration_changed || delivery_changed {
+    // a newly supplied credential confirms the target as it is now: what was minted or
+    // authorized before is not kept beside it
+    if registration_changed || delivery_changed || confirmed {
         forget_tokens(n, name)?;
     }
     if let Some(rt) = extra.refresh_token {
-        n.store_refresh_token(&target, rt)?;
+        n.authorization().store_refresh_token(&target, rt)?;
     }
     Ok(())
+}
+
+/// A 400 about a secret this update dropped says why it is missing: the destination changed.
+fn say_why_dropped(e: Error, dropped: &[&str]) -> Error {
+    match e {
+        Error::Parameter { param, message } if dropped.contains(&param.as_str()) => Error::param(
+            param.clone(),
+            format!(
+                "{message}: the stored {param} was not kept because this update changes where \
+                 or as whom the target delivers (server, port, mode, identity, broker \
+                 allow-list) or its OAuth2 registration; supply it again with this update"
+            ),
+        ),
+        other => other,
+    }
 }
 
 /// Drop the OAuth2 state of target `name` after an update changed what it is bound to.
@@ -335,221 +388,37 @@ fn forget_tokens(n: &Notifier, name: &str) -> Result<()> {
     store.remove(name, &lock)
 }
 
-/// Delete target `name` with its secrets and OAuth2 state (`DELETE endpoints/smtp/{name}`).
+/// Delete target `name` with its secrets, OAuth2 state and waiting messages (`DELETE
+/// endpoints/smtp/{name}`; each waiting message is recorded as given up).
 /// 404 if missing, 409 on a digest mismatch.
 pub fn delete_target(n: &Notifier, name: &str, digest: Option<&str>) -> Result<()> {
     let lock = ConfigLock::acquire(n.settings())?;
-    let mut cfg = n.load_config()?;
+    let mut cfg = NotificationConfig::load(n.settings())?;
     cfg.check_digest(digest)?;
     cfg.remove_smtp_target(name)?;
     cfg.save(n.settings(), &lock)?;
+    // what waits for the deleted target goes with it: a new target of the same name (maybe
+    // pointing elsewhere) must not deliver it
+    n.delivery()
+        .discard_outbox(name, "its target was deleted")?;
     let store = StateStore::new(n.settings());
     let tl = store.lock(name)?;
     store.remove(name, &tl)
 }
 
-/// Send a test notification to target `name` (`POST targets/{name}/test`). `user_emails`
-/// resolves the target's `mailto-user` entries (see [`Notification::user_emails`]).
-pub fn test_target(
-    n: &Notifier,
-    name: &str,
-    user_emails: Option<std::collections::BTreeMap<String, String>>,
-) -> Result<()> {
+/// Send a test notification to target `name` (`POST targets/{name}/test`); `context`
+/// resolves the target's `mailto-user` entries (see [`crate::Context`]).
+pub fn test_target(n: &Notifier, name: &str, context: Option<&dyn crate::Context>) -> Result<()> {
     let note = Notification {
         title: format!("Test notification from oxnotify (target '{name}')"),
         body: format!(
             "This is a test of the notification target '{name}'.\nIf you can read this, delivery works.\n"
         ),
         severity: Severity::Info,
-        user_emails,
         ..Default::default()
     };
-    n.send_to_target(name, &note)
-}
-
-/// The daily refresh. One run at a time: waits up to `lock_timeout` for another run to end
-/// and gives up with `Ok(None)` if it is still busy then. The config lock is held only while
-/// the config is read, not through the token requests, so config edits never wait for the
-/// network.
-pub fn refresh_targets_locked(n: &Notifier, lock_timeout: Duration) -> Result<Option<DailyRun>> {
-    let settings = n.settings();
-    let deadline = Instant::now() + lock_timeout;
-    let _run = match settings.store {
-        StoreKind::Local => {
-            let run_lock = settings.daily_lock_file();
-            crate::fsutil::ensure_dir(&settings.state_dir, 0o700, false)?;
-            loop {
-                if let Some(l) = FileLock::try_exclusive(&run_lock)? {
-                    break StoreLock::Local(l);
-                }
-                if Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        // one run per node (the other nodes' runs skip what was refreshed within the
-        // window); a read-only cluster file system fails here, before any token request
-        StoreKind::Cluster => match StoreLock::acquire_until(
-            settings,
-            &settings.daily_lock_file(),
-            &format!("daily-{}", settings.node_name),
-            deadline,
-            "the daily refresh of this node",
-        ) {
-            Ok(l) => l,
-            Err(Error::LockTimeout { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        },
-    };
-    let config = {
-        let _read = ConfigLock::acquire(n.settings())?;
-        n.load_config()?
-    };
-    Ok(Some(DailyRun {
-        reports: n.refresh_configured(&config)?,
-        problems: config_problems(&config),
-    }))
-}
-
-/// What one daily refresh did.
-#[derive(Debug)]
-pub struct DailyRun {
-    /// One report per OAuth2 target.
-    pub reports: Vec<RefreshReport>,
-    /// Malformed config lines that belong to no target (file and line, never their text).
-    pub problems: Vec<String>,
-}
-
-/// The config's problems as messages (see [`crate::NotificationConfig::problems`]).
-pub fn config_problems(config: &crate::NotificationConfig) -> Vec<String> {
-    config.problems().iter().map(ToString::to_string).collect()
-}
-
-/// Start authorizing target `name` (`POST smtp-oauth2-authorize-url`): returns the provider's
-/// authorize URL and the `state`; the PKCE verifier stays server-side, bound to the state
-/// (single use, 10 minutes). 404 if the target is missing, 400 if it is not an OAuth2 target.
-pub fn authorize_begin(n: &Notifier, name: &str, redirect_uri: &str) -> Result<Value> {
-    let req = n.authorize_url(name, redirect_uri)?;
-    crate::pending::store(
-        n.settings(),
-        &req.state,
-        &crate::pending::Pending {
-            target: name.to_string(),
-            redirect_uri: redirect_uri.to_string(),
-            pkce_verifier: req.pkce_verifier.clone(),
-            created: crate::state::now(),
-            device: None,
-        },
-    )?;
-    Ok(serde_json::json!({ "url": req.url.as_str(), "state": req.state, "target": name }))
-}
-
-/// Finish an authorization started with [`authorize_begin`]: the `state` from the redirect
-/// selects the pending request (single use), `code` is exchanged with the target's client
-/// registration and PKCE verifier, and the result is stored in the target's state. If
-/// `expected_target` is given it must match the target the state was issued for. Returns
-/// the target name. 400 on an unknown, replayed, expired or foreign state.
-pub fn authorize_complete(
-    n: &Notifier,
-    state: &str,
-    code: &str,
-    expected_target: Option<&str>,
-) -> Result<String> {
-    let pending = crate::pending::take(n.settings(), state)?;
-    if pending.device.is_some() {
-        return Err(Error::param(
-            "state",
-            "this is a device authorization: finish it with the device call",
-        ));
+    match context {
+        Some(c) => n.delivery().with_context(c).send_to_target(name, &note),
+        None => n.delivery().send_to_target(name, &note),
     }
-    if let Some(t) = expected_target {
-        if t != pending.target {
-            return Err(Error::param(
-                "state",
-                format!(
-                    "this authorization was started for target '{}', not '{t}'",
-                    pending.target
-                ),
-            ));
-        }
-    }
-    let cfg = n.load_config()?;
-    let target = cfg.smtp_target(&pending.target)?;
-    let secrets = cfg.smtp_secrets(&pending.target)?;
-    n.exchange_smtp_oauth2_code(&crate::CodeExchange {
-        auth_method: target.auth_method,
-        client_id: target.oauth2_client_id.as_deref().unwrap_or_default(),
-        client_secret: secrets.oauth2_client_secret.clone(),
-        code,
-        redirect_uri: &pending.redirect_uri,
-        pkce_verifier: Some(pending.pkce_verifier),
-        endpoints: crate::oauth2::EndpointParams::of_target(&target),
-        target: Some(&pending.target),
-    })?;
-    Ok(pending.target)
-}
-
-/// Start a device authorization (RFC 8628) for target `name` (`oauth2-flow device-code`):
-/// returns `verification_uri`, `verification_uri_complete` (if offered), `user_code`,
-/// `expires_in`, `interval` and a `handle` for [`device_complete`]. The device code stays
-/// server-side, bound to the handle (single use, 10 minutes). 404 if the target is missing,
-/// 400 if it does not use the device flow.
-pub fn device_begin(n: &Notifier, name: &str) -> Result<Value> {
-    let auth = n.device_authorization_start(name)?;
-    let handle = ::oauth2::CsrfToken::new_random().secret().clone();
-    crate::pending::store(
-        n.settings(),
-        &handle,
-        &crate::pending::Pending {
-            target: name.to_string(),
-            redirect_uri: String::new(),
-            pkce_verifier: Secret::new(""),
-            created: crate::state::now(),
-            device: Some(auth.details.clone()),
-        },
-    )?;
-    let mut v = serde_json::to_value(&auth).unwrap_or_else(|_| Value::Object(Map::new()));
-    if let Value::Object(m) = &mut v {
-        m.insert("handle".into(), Value::String(handle));
-        m.insert("target".into(), Value::String(name.to_string()));
-    }
-    Ok(v)
-}
-
-/// Finish a device authorization started with [`device_begin`]: polls the provider (at its
-/// interval) for at most `max_wait` until the user approved (the refresh token is stored in the
-/// target's state; the handle is used up), declined or the code expired (errors; the handle is
-/// used up). Returns `{target, authorized}`; `authorized: false` means the user has not
-/// finished yet: call again with the same handle. 400 on an unknown, used or expired handle,
-/// or one issued for another target than `expected_target`.
-pub fn device_complete(
-    n: &Notifier,
-    handle: &str,
-    expected_target: Option<&str>,
-    max_wait: Duration,
-) -> Result<Value> {
-    let pending = crate::pending::peek(n.settings(), handle)?;
-    let details = pending.device.clone().ok_or_else(|| {
-        Error::param(
-            "handle",
-            "not a device authorization: use the code exchange",
-        )
-    })?;
-    if let Some(t) = expected_target.filter(|t| *t != pending.target) {
-        return Err(Error::param(
-            "handle",
-            format!(
-                "this device authorization was started for target '{}', not '{t}'",
-                pending.target
-            ),
-        ));
-    }
-    let result =
-        n.device_authorization_finish(&pending.target, &details, pending.created, max_wait);
-    if !matches!(result, Ok(false)) {
-        // done, either way: the handle is used up (a concurrent caller may have taken it)
-        let _ = crate::pending::take(n.settings(), handle);
-    }
-    Ok(serde_json::json!({ "target": pending.target, "authorized": result? }))
 }

@@ -19,8 +19,9 @@
 //! and any change, including of a provider default, is noticed.
 
 use crate::config::smtp::SmtpTarget;
+use crate::digest::sha256_hex_of_parts as fingerprint;
 use crate::oauth2::{EndpointParams, Endpoints};
-use sha2::{Digest, Sha256};
+use crate::state::OAuth2State;
 
 /// The fingerprints of a target's configuration that stored secrets are bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,48 @@ impl Binding {
     pub fn delivery_changed(&self, new: &Binding) -> bool {
         self.delivery != new.delivery
     }
+
+    /// Whether the tokens in `state` may be used with this binding (the target as configured
+    /// now): the one check before any stored token is used or sent.
+    pub fn admits(&self, state: &OAuth2State) -> Fit {
+        if state.registration_binding.is_none() && state.delivery_binding.is_none() {
+            return Fit::Unbound;
+        }
+        let same_registration =
+            self.registration.is_some() && state.registration_binding == self.registration;
+        let same_delivery = state.delivery_binding.as_deref() == Some(self.delivery.as_str());
+        match (same_registration, same_delivery) {
+            (true, true) => Fit::Here,
+            (false, _) => Fit::Elsewhere(
+                "its OAuth2 settings (auth method, client ID, tenant, endpoints or scope) changed \
+                 since it was authorized, so the stored authorization is not used with them",
+            ),
+            (true, false) => Fit::Elsewhere(
+                "its SMTP server, port, mode, identity or broker allow-list changed since it was \
+                 authorized, so its tokens are not sent there",
+            ),
+        }
+    }
+
+    /// Bind `state` to this binding: what is stored from now on belongs to the target as
+    /// configured now (the one stamp, after every authorization, refresh and mint).
+    pub fn stamp(&self, state: &mut OAuth2State) {
+        state.registration_binding = self.registration.clone();
+        state.delivery_binding = Some(self.delivery.clone());
+    }
+}
+
+/// How a stored state fits the target as configured now ([`Binding::admits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Obtained for exactly this configuration.
+    Here,
+    /// Written before bindings existed: it belongs to the target it is used with, and is
+    /// stamped at its next use.
+    Unbound,
+    /// Obtained for another configuration (the reason says which part changed): never used
+    /// or sent here.
+    Elsewhere(&'static str),
 }
 
 fn registration_fingerprint(target: &SmtpTarget, e: &Endpoints) -> String {
@@ -118,16 +161,6 @@ fn registration_fingerprint(target: &SmtpTarget, e: &Endpoints) -> String {
         }
     }
     fingerprint(&parts)
-}
-
-/// SHA-256 over length-prefixed parts (so "ab"+"c" and "a"+"bc" differ), hex.
-fn fingerprint(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p.as_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

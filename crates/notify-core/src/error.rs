@@ -12,6 +12,7 @@ use std::time::Duration;
 /// cross the Perl boundary, so the API, the page, the CLI and the daily job can branch on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The request or a config value is wrong: fix it and try again.
     InvalidInput,
@@ -41,6 +42,37 @@ impl ErrorKind {
             ErrorKind::NeedsAdminFix => "needs-admin-fix",
             ErrorKind::Transient => "transient",
             ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind of a stable name ([`ErrorKind::as_str`]); `None` for an unknown one.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::InvalidInput,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::NeedsReauthorization,
+            ErrorKind::NeedsAdminFix,
+            ErrorKind::Transient,
+            ErrorKind::Internal,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
+    /// The process exit code of a command that failed with this kind, the one map of every
+    /// command line (`oxnotify`, `oxnotify token`, crosses the Perl boundary as `exit_code`):
+    /// 2 invalid input or a conflict (usage), 3 internal, 4 not found, 5 authorize the target
+    /// again, 75 transient (`EX_TEMPFAIL`: retry later), 78 an admin must fix the app
+    /// registration or the target (`EX_CONFIG`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ErrorKind::InvalidInput | ErrorKind::Conflict => 2,
+            ErrorKind::Internal => 3,
+            ErrorKind::NotFound => 4,
+            ErrorKind::NeedsReauthorization => 5,
+            ErrorKind::Transient => 75,
+            ErrorKind::NeedsAdminFix => 78,
         }
     }
 }
@@ -104,7 +136,11 @@ impl std::fmt::Display for SmtpStep {
 
 /// Errors returned by notify-core. [`Error::http_code`] maps each to the HTTP-style status an
 /// API handler returns.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone`, so that one session-level failure can be the result of every message it left
+/// undelivered (the OS error of [`Error::Io`] is shared behind an `Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A config file is malformed or a value is invalid (400).
     #[error("{}", config_message(.file, *.line, .section.as_deref(), .key.as_deref(), .message))]
@@ -190,7 +226,7 @@ pub enum Error {
         path: PathBuf,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// New tokens could not be written to the state file (500). Nothing is lost yet: they are
     /// kept where `kept_in` says and taken over by the next access; the admin must make the
@@ -229,6 +265,17 @@ pub enum Error {
         ours: u64,
         /// The generation found in the file.
         stored: u64,
+    },
+    /// A stored credential of a flow that mints its tokens (client secret, private key, the
+    /// password grant's password) was last used for another configuration of the target, and
+    /// the target was changed without the API (which would have dropped it): it is not used
+    /// for the new settings until an admin supplies it again (400, needs an admin fix).
+    #[error("target '{target}': {reason}; its stored credential (client secret, private key or password) is not used for the new settings until an admin supplies it again (`oxnotify target update {target}` with --oauth2-client-secret-file, --oauth2-private-key-file or --password-file), which confirms the new destination")]
+    CredentialNotConfirmed {
+        /// Target name.
+        target: String,
+        /// What changed.
+        reason: String,
     },
     /// A state file exists but cannot be parsed (500); it is left untouched.
     #[error("state file {} is corrupt ({message}); it was left untouched: fix or remove it and re-authorize", .path.display())]
@@ -284,7 +331,8 @@ impl Error {
             Error::Config { .. }
             | Error::Parameter { .. }
             | Error::AlreadyExists(_)
-            | Error::NeedsReauthorization { .. } => 400,
+            | Error::NeedsReauthorization { .. }
+            | Error::CredentialNotConfirmed { .. } => 400,
             Error::Token {
                 problem: TokenProblem::CodeRejected,
                 ..
@@ -311,6 +359,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::DigestMismatch => ErrorKind::Conflict,
             Error::NeedsReauthorization { .. } => ErrorKind::NeedsReauthorization,
+            Error::CredentialNotConfirmed { .. } => ErrorKind::NeedsAdminFix,
             Error::Token { problem, .. } => match problem {
                 TokenProblem::Unreachable | TokenProblem::Timeout | TokenProblem::Unavailable => {
                     ErrorKind::Transient
@@ -398,7 +447,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            source: std::sync::Arc::new(source),
         }
     }
 }

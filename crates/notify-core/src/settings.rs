@@ -1,6 +1,7 @@
 //! Where files live and how long we wait: one settings object, so the core never hard-codes a
 //! product path and tests run in temp dirs.
 
+use crate::store::{self, Store};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +25,11 @@ pub struct Settings {
     /// Deadline of one whole delivery to one target: lock waits, token requests, connection,
     /// retries and the transfer all fit in it.
     pub delivery_deadline: Duration,
+    /// How long a sender waits for its notification, all its targets together: within it a
+    /// transient failure is retried; after it the message stays queued in the outbox (where
+    /// it is from the moment the call accepted it) and the call returns. Bounded by
+    /// [`Settings::delivery_deadline`].
+    pub caller_wait: Duration,
     /// Longest wait for the config lock or a target's lock.
     pub lock_timeout: Duration,
     /// Refresh the cached access token when it expires within this margin.
@@ -40,8 +46,8 @@ pub struct Settings {
     /// `<config_dir>/priv`. On PVE: `/etc/pve/priv/oxnotify` (pmxcfs allows 0600 files only
     /// under `priv/`).
     pub private_config_dir: Option<PathBuf>,
-    /// How the OAuth2 state is stored and locked ([`StoreKind`]).
-    pub store: StoreKind,
+    /// How the OAuth2 state is stored and locked ([`store::Kind`]; [`Settings::store`]).
+    pub store: store::Kind,
     /// This node's name in cluster lock owners and in the state (who refreshed last).
     pub node_name: String,
     /// A cluster lock directory older than this is stale and may be taken over (pmxcfs
@@ -55,30 +61,6 @@ pub struct Settings {
     pub node_local_dir: Option<PathBuf>,
 }
 
-/// Where the OAuth2 state lives and how writers are serialised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    /// A node-local directory: `flock` per target, fsynced writes (the default).
-    Local,
-    /// A directory on a shared file system (pmxcfs `/etc/pve`, NFS, CephFS) that several
-    /// nodes use at once: locks are directories created with `mkdir` (stale after
-    /// [`Settings::cluster_lock_stale`]), writes are temp file + rename without fsync, a
-    /// generation compare-and-swap guards every write, and the daily job refreshes each target
-    /// once per [`Settings::refresh_window`] across all nodes.
-    Cluster,
-}
-
-impl StoreKind {
-    /// Parse `local` / `cluster`.
-    pub fn parse(s: &str) -> Option<StoreKind> {
-        match s {
-            "local" => Some(StoreKind::Local),
-            "cluster" => Some(StoreKind::Cluster),
-            _ => None,
-        }
-    }
-}
-
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
@@ -87,6 +69,7 @@ impl std::fmt::Debug for Settings {
             .field("http_timeout", &self.http_timeout)
             .field("smtp_timeout", &self.smtp_timeout)
             .field("delivery_deadline", &self.delivery_deadline)
+            .field("caller_wait", &self.caller_wait)
             .field("lock_timeout", &self.lock_timeout)
             .field("hello_name", &self.hello_name)
             .field("outbox_max_age", &self.outbox_max_age)
@@ -131,6 +114,7 @@ impl Settings {
             http_timeout: Duration::from_secs(30),
             smtp_timeout: Duration::from_secs(30),
             delivery_deadline: Duration::from_secs(120),
+            caller_wait: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(30),
             token_expiry_margin: Duration::from_secs(300),
             refresh_parallelism: 4,
@@ -138,7 +122,7 @@ impl Settings {
             outbox_max_age: Duration::from_secs(2 * 86_400),
             http_proxy: None,
             private_config_dir: None,
-            store: StoreKind::Local,
+            store: store::Kind::Local,
             node_name: hello_name(),
             cluster_lock_stale: Duration::from_secs(120),
             refresh_window: Duration::from_secs(20 * 3600),
@@ -149,15 +133,17 @@ impl Settings {
     /// Where this host's own files go: the outbox and the connection slots
     /// ([`Settings::node_local_dir`]).
     pub fn local_dir(&self) -> PathBuf {
-        match (&self.node_local_dir, self.store) {
-            (Some(d), _) => d.clone(),
-            (None, StoreKind::Local) => self.state_dir.clone(),
-            (None, StoreKind::Cluster) => PathBuf::from(DEFAULT_STATE_DIR),
+        match &self.node_local_dir {
+            Some(d) => d.clone(),
+            None => self
+                .store
+                .default_node_local_dir(&self.state_dir, std::path::Path::new(DEFAULT_STATE_DIR)),
         }
     }
 
     /// Defaults, overridden by the environment: `OXNOTIFY_CONFIG_DIR`, `OXNOTIFY_STATE_DIR`,
     /// `OXNOTIFY_HTTP_TIMEOUT`, `OXNOTIFY_SMTP_TIMEOUT`, `OXNOTIFY_DELIVERY_DEADLINE`,
+    /// `OXNOTIFY_CALLER_WAIT`,
     /// `OXNOTIFY_LOCK_TIMEOUT` and `OXNOTIFY_OUTBOX_MAX_AGE` (seconds), `OXNOTIFY_HTTP_PROXY`
     /// (falls back to `https_proxy` / `HTTPS_PROXY`); the cluster store:
     /// `OXNOTIFY_STATE_STORE` (`local` or `cluster`; anything else is ignored with a warning
@@ -184,6 +170,9 @@ impl Settings {
         if let Some(t) = secs("OXNOTIFY_DELIVERY_DEADLINE") {
             s.delivery_deadline = Duration::from_secs(t);
         }
+        if let Some(t) = secs("OXNOTIFY_CALLER_WAIT") {
+            s.caller_wait = Duration::from_secs(t);
+        }
         if let Some(t) = secs("OXNOTIFY_LOCK_TIMEOUT") {
             s.lock_timeout = Duration::from_secs(t);
         }
@@ -191,7 +180,7 @@ impl Settings {
             s.outbox_max_age = Duration::from_secs(t);
         }
         if let Some(kind) = var("OXNOTIFY_STATE_STORE") {
-            match StoreKind::parse(&kind) {
+            match store::Kind::parse(&kind) {
                 Some(k) => s.store = k,
                 None => eprintln!(
                     "oxnotify: OXNOTIFY_STATE_STORE must be 'local' or 'cluster'; using 'local'"
@@ -241,10 +230,14 @@ impl Settings {
         self.state_dir.join("lock")
     }
 
-    /// How long work under a cluster lock may take: well under half the stale time (PVE's
-    /// lock helper allows 60 s of pmxcfs's 120 s), so a live holder is never taken over.
-    pub fn cluster_lock_work_limit(&self) -> Duration {
-        self.cluster_lock_stale * 3 / 8
+    /// The store the state, the config and the pending authorizations are written to.
+    pub fn store(&self) -> Store {
+        Store::new(
+            self.store,
+            self.cluster_lock_dir(),
+            &self.node_name,
+            self.cluster_lock_stale,
+        )
     }
 
     /// The lock file serialising config writers (and the daily job).

@@ -13,13 +13,11 @@
 //!   state file, complete temp files, recovery files and the memory copy (highest generation,
 //!   same target), writes it as the state and removes the rest.
 //!
-//! Two stores ([`crate::settings::StoreKind`]): `local` (flock per target, fsynced writes) and
-//! `cluster`, a directory on a shared file system that several nodes use at once (pmxcfs,
-//! NFS, CephFS). There the lock is a directory created with `mkdir`
-//! ([`crate::lock::cluster::ClusterLock`]: owner node/pid/time, stale after 120 s and then
-//! taken over by an atomic rename), work under it ends within
-//! [`Settings::cluster_lock_work_limit`] (token requests included), writes are temp file +
-//! rename without fsync, and files stay small (a state is under 4 KiB; pmxcfs allows 1 MiB).
+//! The files live in the [`crate::store`] of the settings: node-local (flock per target,
+//! fsynced writes) or a shared file system that several nodes use at once (pmxcfs, NFS,
+//! CephFS), where the lock is a lock directory, work under it ends within its work deadline
+//! ([`TargetLock::bound`], token requests included), and files stay small (a state is under
+//! 4 KiB; pmxcfs allows 1 MiB).
 //!
 //! **Compare-and-swap on the generation** (both stores): a save is refused
 //! ([`Error::NewerStateStored`]) if the state file already holds a higher generation than the
@@ -35,11 +33,9 @@
 //! at once, under the lock, and a complete temp file of a killed writer is taken over).
 
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::lock::StoreLock;
 use crate::secret::Secret;
 use crate::settings::Settings;
-use crate::settings::StoreKind;
+use crate::store::{self, local, Access, Store, StoreLock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -222,9 +218,10 @@ const LEGACY_TEMP_AGE: Duration = Duration::from_secs(3600);
 pub struct TargetLock(StoreLock);
 
 impl TargetLock {
-    /// Until when work under this lock must be done ([`StoreLock::work_deadline`]).
-    pub fn work_deadline(&self, settings: &Settings) -> Option<std::time::Instant> {
-        self.0.work_deadline(settings)
+    /// `deadline`, bounded by the time work under this lock must be done
+    /// ([`StoreLock::bound`]: a cluster lock must not be outlived).
+    pub fn bound(&self, deadline: std::time::Instant) -> std::time::Instant {
+        self.0.bound(deadline)
     }
 }
 
@@ -232,6 +229,7 @@ impl TargetLock {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     settings: Settings,
+    store: Store,
 }
 
 impl StateStore {
@@ -239,18 +237,29 @@ impl StateStore {
     pub fn new(settings: &Settings) -> Self {
         StateStore {
             settings: settings.clone(),
+            store: settings.store(),
         }
     }
 
     fn ensure_dirs(&self) -> Result<()> {
-        let store = self.settings.store;
-        fsutil::ensure_store_dir(store, &self.settings.state_dir, 0o700, false)?;
-        fsutil::ensure_store_dir(store, &self.settings.oauth2_state_dir(), 0o700, true)
+        self.store
+            .ensure_dir(&self.settings.state_dir, Access::Private, false)?;
+        self.store
+            .ensure_dir(&self.settings.oauth2_state_dir(), Access::Private, true)
     }
 
-    /// Local store: fsync every write. Cluster store: temp file + rename only.
-    fn durable(&self) -> bool {
-        self.settings.store == StoreKind::Local
+    /// The store the state files live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The local lock files live beside the state files; a shared store keeps its lock
+    /// directories elsewhere and creates them itself (without quorum a read still works).
+    fn ensure_lock_dirs(&self) -> Result<()> {
+        if self.store.is_shared() {
+            return Ok(());
+        }
+        self.ensure_dirs()
     }
 
     /// Wait for the lock of `target`, at most the configured lock timeout.
@@ -263,30 +272,27 @@ impl StateStore {
 
     /// Wait for the lock of `target` until `deadline` at the latest ([`Error::LockTimeout`]).
     pub fn lock_until(&self, target: &str, deadline: std::time::Instant) -> Result<TargetLock> {
-        if self.settings.store == StoreKind::Local {
-            self.ensure_dirs()?;
-        }
-        StoreLock::acquire_until(
-            &self.settings,
-            &self.settings.oauth2_lock_file(target),
-            &format!("oauth2-{target}"),
-            deadline,
-            &format!("the OAuth2 state of target '{target}'"),
-        )
-        .map(TargetLock)
+        self.ensure_lock_dirs()?;
+        self.store
+            .lock_until(
+                &self.settings.oauth2_lock_file(target),
+                &format!("oauth2-{target}"),
+                deadline,
+                &format!("the OAuth2 state of target '{target}'"),
+            )
+            .map(TargetLock)
     }
 
     /// Take the lock of `target` if it is free, `Ok(None)` if another process holds it.
     pub fn try_lock(&self, target: &str) -> Result<Option<TargetLock>> {
-        if self.settings.store == StoreKind::Local {
-            self.ensure_dirs()?;
-        }
-        Ok(StoreLock::try_acquire(
-            &self.settings,
-            &self.settings.oauth2_lock_file(target),
-            &format!("oauth2-{target}"),
-        )?
-        .map(TargetLock))
+        self.ensure_lock_dirs()?;
+        Ok(self
+            .store
+            .try_lock(
+                &self.settings.oauth2_lock_file(target),
+                &format!("oauth2-{target}"),
+            )?
+            .map(TargetLock))
     }
 
     /// The state of `target` as the state file holds it, `None` if it has none. A corrupt
@@ -406,17 +412,13 @@ impl StateStore {
         let mut attempt = 0;
         loop {
             let result = self.ensure_dirs().and_then(|()| {
-                fsutil::write_atomic_with(&path, &json, 0o600, &temp_prefix(target), self.durable())
+                self.store
+                    .write(&path, &json, Access::Private, &temp_prefix(target))
             });
             match result {
                 Ok(()) => break,
                 // a file system that refuses writes will not change its mind in 100 ms
-                Err(e) if self.settings.store == StoreKind::Cluster && unwritable(&e) => {
-                    return Err(Error::StoreNotWritable {
-                        path,
-                        reason: e.to_string(),
-                    })
-                }
+                Err(e @ Error::StoreNotWritable { .. }) => return Err(e),
                 Err(e) => match SAVE_RETRY_PAUSES.get(attempt) {
                     Some(pause) => {
                         std::thread::sleep(*pause);
@@ -451,13 +453,9 @@ impl StateStore {
         let mut kept_in = KeptIn::Memory;
         if let Ok(json) = serde_json::to_vec_pretty(&state) {
             for r in self.recovery_paths(target) {
-                let written = fsutil::write_atomic_with(
-                    &r,
-                    &json,
-                    0o600,
-                    &temp_prefix(target),
-                    self.durable(),
-                );
+                let written = self
+                    .store
+                    .write(&r, &json, Access::Private, &temp_prefix(target));
                 if written.is_ok() {
                     kept_in = KeptIn::RecoveryFile(r);
                     break;
@@ -506,21 +504,13 @@ impl StateStore {
     /// This target's temp files in the state directory (and the recovery directory).
     fn temp_files(&self, target: &str) -> Vec<PathBuf> {
         let prefix = temp_prefix(target);
-        let mut out = Vec::new();
-        for dir in [
+        [
             self.settings.oauth2_state_dir(),
             self.settings.state_dir.clone(),
-        ] {
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    out.push(e.path());
-                }
-            }
-        }
-        out
+        ]
+        .iter()
+        .flat_map(|dir| store::files_matching(dir, |n| n.starts_with(&prefix), None))
+        .collect()
     }
 
     /// Remove `temps` (ours: we hold the target's lock, so no writer of this target is
@@ -529,22 +519,11 @@ impl StateStore {
         for t in temps {
             let _ = std::fs::remove_file(t);
         }
-        let Ok(rd) = std::fs::read_dir(self.settings.oauth2_state_dir()) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let legacy = name.starts_with(".tmp-") && !name.contains('~');
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > LEGACY_TEMP_AGE);
-            if legacy && old {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        store::sweep(
+            &self.settings.oauth2_state_dir(),
+            |n| n.starts_with(".tmp-") && !n.contains('~'),
+            Some(LEGACY_TEMP_AGE),
+        );
     }
 }
 
@@ -554,13 +533,8 @@ fn temp_prefix(target: &str) -> String {
     format!(".tmp-{target}~")
 }
 
-/// True for an I/O error of a file system that refuses writes (read-only, no quorum, full).
-fn unwritable(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if fsutil::is_unwritable(source))
-}
-
 fn read_state(path: &Path) -> Result<Option<OAuth2State>> {
-    match fsutil::read_regular(path)? {
+    match local::read_regular(path)? {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::CorruptState {

@@ -3,9 +3,69 @@
 //! it probably expires, and a concrete warning before it does.
 
 use crate::config::smtp::SmtpTarget;
+use crate::config::NotificationConfig;
+use crate::delivery::outbox::{self, OutboxStatus};
+use crate::error::{Error, Result};
 use crate::oauth2::provider;
-use crate::state::{now, LastError, OAuth2State};
+use crate::settings::Settings;
+use crate::state::{now, LastError, OAuth2State, StateStore};
 use serde::Serialize;
+
+/// Reads the health of targets ([`crate::Notifier::status`]).
+pub struct StatusReader<'a> {
+    settings: &'a Settings,
+}
+
+impl<'a> StatusReader<'a> {
+    /// A reader over the files of `settings`.
+    pub fn new(settings: &'a Settings) -> Self {
+        StatusReader { settings }
+    }
+
+    /// OAuth2 health of target `name` (404 if missing; 400 if not an OAuth2 target).
+    pub fn target(&self, name: &str) -> Result<TargetStatus> {
+        let target = NotificationConfig::load(self.settings)?.smtp_target(name)?;
+        if !target.auth_method.is_oauth2() {
+            return Err(Error::param(
+                "target",
+                format!(
+                    "target '{name}' does not use OAuth2 (auth-method {})",
+                    target.auth_method.as_str()
+                ),
+            ));
+        }
+        self.of(&target)
+    }
+
+    /// The health of configured `target`: its state, the store's writability (shared store)
+    /// and its outbox, whose warning (a waiting or lost notification) comes first.
+    pub fn of(&self, target: &SmtpTarget) -> Result<TargetStatus> {
+        let store = StateStore::new(self.settings);
+        let state = store.load(&target.name)?;
+        let mut status = TargetStatus::of(target, state.as_ref());
+        if store.store().is_shared() {
+            status.note_cluster_writable(store.store().probe_writable());
+        }
+        let outbox = outbox::status(self.settings, &target.name);
+        status.warning = first_warning(outbox.warning.clone(), status.warning.take());
+        status.outbox = Some(outbox);
+        Ok(status)
+    }
+
+    /// The outbox of target `name` (any auth method; 404 if the target does not exist).
+    pub fn outbox(&self, name: &str) -> Result<OutboxStatus> {
+        NotificationConfig::load(self.settings)?.smtp_target(name)?;
+        Ok(outbox::status(self.settings, name))
+    }
+}
+
+/// Two warnings as one, the more urgent first.
+pub fn first_warning(urgent: Option<String>, other: Option<String>) -> Option<String> {
+    match (urgent, other) {
+        (Some(u), Some(o)) => Some(format!("{u}; {o}")),
+        (u, o) => u.or(o),
+    }
+}
 
 /// Warn this many days before a refresh token's estimated expiry.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -41,7 +101,7 @@ pub struct TargetStatus {
     /// What the admin should do, if anything.
     pub warning: Option<String>,
     /// The target's outbox: queue depth, oldest age, messages given up.
-    pub outbox: Option<crate::outbox::OutboxStatus>,
+    pub outbox: Option<OutboxStatus>,
     /// The node that made the last successful refresh (cluster store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_refresh_by: Option<String>,
@@ -69,20 +129,28 @@ impl TargetStatus {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let binding = crate::binding::Binding::of(target);
-        let bound_elsewhere = (s.registration_binding.is_some() || s.delivery_binding.is_some())
-            && (s.registration_binding != binding.registration
-                || s.delivery_binding.as_deref() != Some(binding.delivery.as_str()));
+        let bound_elsewhere = matches!(
+            crate::binding::Binding::of(target).admits(s),
+            crate::binding::Fit::Elsewhere(_)
+        );
         let mints = target.auth_method.is_oauth2() && target.flow().mints();
         // flows that mint their tokens need no authorization: they are ready unless the last
-        // token request (since the last success) failed
-        let authorized = mints || (s.refresh_token.is_some() && !bound_elsewhere);
+        // token request (since the last success) failed, or the target was changed by hand
+        // since the credential was last used (then it must be confirmed first)
+        let authorized = !bound_elsewhere && (mints || s.refresh_token.is_some());
         let mint_failed = s
             .last_error
             .as_ref()
             .filter(|e| !bound_elsewhere && s.last_refresh.is_none_or(|ok| e.time >= ok));
         let hint = p.map(|p| p.reauth_hint).unwrap_or_default();
-        let warning = if mints {
+        let warning = if mints && bound_elsewhere {
+            Some(format!(
+                "confirm the credential: the target's OAuth2 or SMTP settings changed since its \
+                 credential was last used, so it is not used for them until an admin supplies \
+                 it again (`oxnotify target update {}`)",
+                target.name
+            ))
+        } else if mints {
             mint_failed
                 .map(|e| {
                     format!(
@@ -94,7 +162,8 @@ impl TargetStatus {
                 .or_else(|| target.insecure_auth_warning())
         } else if bound_elsewhere && s.refresh_token.is_some() {
             Some(format!(
-                "re-authorize: the target's OAuth2 or SMTP settings changed since it was                  authorized, so the stored authorization is not used (`oxnotify authorize {}`)",
+                "re-authorize: the target's OAuth2 or SMTP settings changed since it was \
+                 authorized, so the stored authorization is not used (`oxnotify authorize {}`)",
                 target.name
             ))
         } else if !authorized {
@@ -156,5 +225,36 @@ impl TargetStatus {
                 None => msg,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::smtp::AuthMethod;
+    use crate::secret::Secret;
+
+    #[test]
+    fn the_warning_of_a_state_bound_elsewhere_is_one_readable_sentence() {
+        let target = SmtpTarget {
+            auth_method: AuthMethod::MicrosoftOAuth2,
+            oauth2_client_id: Some("cid".into()),
+            oauth2_tenant_id: Some("contoso.com".into()),
+            ..SmtpTarget::new(
+                "t",
+                "smtp.example.com",
+                "a@example.com",
+                vec!["b@example.com".into()],
+            )
+        };
+        let mut state = OAuth2State::authorized(Secret::new("rt"));
+        state.registration_binding = Some("another registration".into());
+        state.delivery_binding = Some("another destination".into());
+        let w = TargetStatus::of(&target, Some(&state)).warning.unwrap();
+        assert!(
+            w.contains("changed since it was authorized, so the stored authorization"),
+            "{w}"
+        );
+        assert!(!w.contains("  "), "stray spaces in: {w}");
     }
 }

@@ -6,16 +6,16 @@
 //! kept in a recovery file or in memory ([`crate::state::SaveOutcome`]), the send goes on
 //! with the new access token, and the failure is reported loudly ([`Error::StateNotSaved`]:
 //! the error of a refresh, a warning on stderr for a send).
-//! In the cluster store ([`crate::settings::StoreKind::Cluster`]) the cache is read without
+//! In a shared (cluster) store ([`crate::store::Store::is_shared`]) the cache is read without
 //! the lock, the lock is a lock directory and bounds the token request's deadline, and the
 //! daily job's [`TokenManager::refresh_if_due`] refreshes a target once per window cluster-wide.
 
-use crate::binding::Binding;
+use crate::binding::{Binding, Fit};
 use crate::config::smtp::{OAuth2Flow, SmtpSecrets, SmtpTarget};
 use crate::error::{Error, Result};
 use crate::oauth2::{self, ClientRegistration, TokenHttpClient, TokenSet};
 use crate::secret::Secret;
-use crate::settings::{Settings, StoreKind};
+use crate::settings::Settings;
 use crate::state::{now, OAuth2State, SaveOutcome, StateStore, TargetLock};
 use std::time::Instant;
 
@@ -92,7 +92,7 @@ impl<'a> TokenManager<'a> {
         // the shared file system, which has no quorum at times). Only a refresh takes the
         // lock, and looks at the cache again under it: a burst of sends from several nodes
         // after expiry costs one token request, the others wait for the lock and reuse it.
-        let cluster_lock = if self.settings.store == StoreKind::Cluster && !force_refresh {
+        let cluster_lock = if self.store.store().is_shared() && !force_refresh {
             match self.cached_or_cluster_lock(target, &binding, margin)? {
                 Ok(token) => {
                     return Ok(AccessToken {
@@ -156,21 +156,17 @@ impl<'a> TokenManager<'a> {
         let deadline = self
             .deadline
             .min(Instant::now() + self.settings.lock_timeout);
-        let mut pause = std::time::Duration::from_millis(5);
-        loop {
-            if let Some(token) = self.cached_unlocked(target, binding, margin) {
-                return Ok(Ok(token));
-            }
-            if let Some(lock) = self.store.try_lock(&target.name)? {
-                return Ok(Err(lock));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // one last attempt, which names the holder when it fails
-                return self.store.lock_until(&target.name, deadline).map(Err);
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        let found =
+            crate::store::poll_until(deadline, std::time::Duration::from_millis(50), || {
+                if let Some(token) = self.cached_unlocked(target, binding, margin) {
+                    return Ok(Some(Ok(token)));
+                }
+                Ok(self.store.try_lock(&target.name)?.map(Err))
+            })?;
+        match found {
+            Some(found) => Ok(found),
+            // one last attempt, which names the holder when it fails
+            None => self.store.lock_until(&target.name, deadline).map(Err),
         }
     }
 
@@ -188,7 +184,7 @@ impl<'a> TokenManager<'a> {
             .ok()
             .flatten()
             // a state bound elsewhere is not used here either
-            .filter(|s| check_binding(&target.name, s, binding).is_ok())
+            .filter(|s| !matches!(binding.admits(s), Fit::Elsewhere(_)))
             .and_then(|s| s.cached_access_token(margin).cloned())
     }
 
@@ -198,7 +194,7 @@ impl<'a> TokenManager<'a> {
     /// node. The check is made under the target's lock, so concurrent daily jobs on several
     /// nodes refresh it exactly once.
     pub fn refresh_if_due(&self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<Refreshed> {
-        if self.settings.store != StoreKind::Cluster || target.flow().mints() {
+        if !self.store.store().is_shared() || target.flow().mints() {
             return self.refresh(target, secrets);
         }
         let lock = self.lock(&target.name)?;
@@ -247,8 +243,7 @@ impl<'a> TokenManager<'a> {
         let previous = self.store.load_locked(name, &lock).ok().flatten();
         let mut state = OAuth2State::authorized(rt);
         state.generation = previous.map_or(0, |p| p.generation);
-        state.registration_binding = binding.registration.clone();
-        state.delivery_binding = Some(binding.delivery.clone());
+        binding.stamp(&mut state);
         cache_access_token(&mut state, tokens);
         match self.store.save_or_keep(name, &mut state, &lock) {
             SaveOutcome::Saved => Ok(()),
@@ -280,12 +275,16 @@ impl<'a> TokenManager<'a> {
                 reason: "it has not been authorized yet (no refresh token stored)".into(),
             });
         }
-        if state.registration_binding.is_none() && state.delivery_binding.is_none() {
-            // written before bindings existed: it belongs to the target it is used with
-            state.registration_binding = binding.registration.clone();
-            state.delivery_binding = Some(binding.delivery.clone());
+        match binding.admits(&state) {
+            Fit::Here => {}
+            Fit::Unbound => binding.stamp(&mut state),
+            Fit::Elsewhere(reason) => {
+                return Err(Error::NeedsReauthorization {
+                    target: name.to_string(),
+                    reason: reason.into(),
+                })
+            }
         }
-        check_binding(name, &state, binding)?;
         Ok(state)
     }
 
@@ -302,12 +301,19 @@ impl<'a> TokenManager<'a> {
     ) -> Result<AccessToken> {
         let name = &target.name;
         let mut state = self.store.load_locked(name, lock)?.unwrap_or_default();
-        let bound_here = binding.registration.is_some()
-            && state.registration_binding == binding.registration
-            && state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
-        if !bound_here {
-            // whatever is stored belongs to another configuration: it is never sent here
-            state = OAuth2State::default();
+        match binding.admits(&state) {
+            Fit::Here => {}
+            // nothing minted yet, or cached before bindings existed: mint anew
+            Fit::Unbound => state = OAuth2State::default(),
+            // the credential was last used for another configuration, and the target was
+            // changed without the API (which drops the credential then): minting now would
+            // send a fresh token to the new destination on the strength of an edit right
+            Fit::Elsewhere(reason) => {
+                return Err(Error::CredentialNotConfirmed {
+                    target: name.to_string(),
+                    reason: reason.into(),
+                })
+            }
         }
         let margin = self.settings.token_expiry_margin.as_secs() as i64;
         if !force {
@@ -320,8 +326,7 @@ impl<'a> TokenManager<'a> {
         }
         let minted = ClientRegistration::of_target(target, secrets)
             .and_then(|reg| self.mint(target, secrets, &reg, lock));
-        state.registration_binding = binding.registration.clone();
-        state.delivery_binding = Some(binding.delivery.clone());
+        binding.stamp(&mut state);
         let tokens = match minted {
             Ok(t) => t,
             Err(e) => {
@@ -363,9 +368,7 @@ impl<'a> TokenManager<'a> {
     ) -> Result<TokenSet> {
         let name = &target.name;
         // a cluster lock bounds the work under it (the token request included)
-        let deadline = lock
-            .work_deadline(self.settings)
-            .map_or(self.deadline, |d| d.min(self.deadline));
+        let deadline = lock.bound(self.deadline);
         match target.flow() {
             OAuth2Flow::ServiceAccount => {
                 oauth2::service_account(self.http, reg, target.auth_identity(), name, deadline)
@@ -406,9 +409,7 @@ impl<'a> TokenManager<'a> {
                 reason: "no refresh token stored".into(),
             })?;
         // a cluster lock bounds the work under it (a token request included)
-        let deadline = lock
-            .work_deadline(self.settings)
-            .map_or(self.deadline, |d| d.min(self.deadline));
+        let deadline = lock.bound(self.deadline);
         let result = ClientRegistration::of_target(target, secrets)
             .and_then(|reg| oauth2::refresh(self.http, &reg, &old, name, deadline));
         let tokens = match result {
@@ -477,35 +478,9 @@ impl<'a> TokenManager<'a> {
     }
 }
 
-/// `Ok` if `state`'s tokens were obtained for `binding` (the target as configured now), or if
-/// the state predates bindings; otherwise the reason why they must not be used.
-fn check_binding(name: &str, state: &OAuth2State, binding: &Binding) -> Result<()> {
-    if state.registration_binding.is_none() && state.delivery_binding.is_none() {
-        return Ok(());
-    }
-    let same_registration =
-        binding.registration.is_some() && state.registration_binding == binding.registration;
-    let same_delivery = state.delivery_binding.as_deref() == Some(binding.delivery.as_str());
-    let reason = match (same_registration, same_delivery) {
-        (true, true) => return Ok(()),
-        (false, _) => {
-            "its OAuth2 settings (auth method, client ID, tenant, endpoints or scope) changed \
-             since it was authorized, so the stored authorization is not used with them"
-        }
-        (true, false) => {
-            "its SMTP server, port, mode or identity changed since it was authorized, so its \
-             tokens are not sent there"
-        }
-    };
-    Err(Error::NeedsReauthorization {
-        target: name.to_string(),
-        reason: reason.into(),
-    })
-}
-
 /// True if `e` is the failure to open a lock file in a read-only or full directory.
 fn lock_file_unavailable(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if crate::fsutil::is_unwritable(source))
+    matches!(e, Error::Io { source, .. } if crate::store::local::is_unwritable(source))
 }
 
 /// Cache the access token only when we know when it expires; without `expires_in` it is used

@@ -11,8 +11,8 @@ mod common;
 
 use common::counting_proxy::CountingTokenProxy;
 use common::*;
-use notify_core::settings::StoreKind;
 use notify_core::state::StateStore;
+use notify_core::store::Kind as StoreKind;
 use notify_core::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,8 +37,9 @@ fn cluster_node_child() {
     match words[..] {
         ["daily"] => {
             let n = Notifier::new(settings).unwrap();
-            match api::refresh_targets_locked(&n, Duration::from_secs(30)) {
-                Ok(Some(run)) => {
+            match n.refresh().locked(Duration::from_secs(30)) {
+                Ok(run) if run.busy => println!("RESULT busy"),
+                Ok(run) => {
                     for r in run.reports {
                         let outcome = serde_json::to_string(&r.outcome).unwrap();
                         println!(
@@ -49,7 +50,6 @@ fn cluster_node_child() {
                         );
                     }
                 }
-                Ok(None) => println!("RESULT busy"),
                 Err(e) => println!("RESULT error {e}"),
             }
         }
@@ -60,7 +60,10 @@ fn cluster_node_child() {
                     let settings = settings.clone();
                     s.spawn(move || {
                         let notifier = Notifier::new(settings).unwrap();
-                        match notifier.send_to_target(target, &note(&format!("{subject}-{i}"))) {
+                        match notifier
+                            .delivery()
+                            .send_to_target(target, &note(&format!("{subject}-{i}")))
+                        {
                             Ok(()) => println!("RESULT sent"),
                             Err(e) => println!("RESULT failed {e}"),
                         }
@@ -266,7 +269,7 @@ fn a_lock_holder_killed_with_sigkill_is_taken_over_after_the_stale_time() {
         assert!(out.read_line(&mut line).unwrap() > 0, "the holder ended");
     }
     let lock_dir = c.env.settings.cluster_lock_dir().join("oauth2-cl-kill");
-    let owner = notify_core::lock::cluster::read_owner(&lock_dir).unwrap();
+    let owner = notify_core::store::cluster::read_owner(&lock_dir).unwrap();
     assert_eq!((owner.node.as_str(), owner.pid), ("node1", holder.id()));
     holder.kill().unwrap(); // SIGKILL: no release
     holder.wait().unwrap();
@@ -364,7 +367,7 @@ fn without_quorum_sends_use_the_cached_token_and_a_refresh_says_why_it_cannot() 
             "{daily:?}"
         );
         // a refresh of the target itself (not only the daily job's lock) says the same
-        let cfg = c.env.notifier.load_config().unwrap();
+        let cfg = notify_core::NotificationConfig::load(c.env.notifier.settings()).unwrap();
         let err = tokens::TokenManager::new(&c.env.settings, c.env.http.as_ref())
             .refresh_if_due(&c.target, &cfg.smtp_secrets("cl-ro").unwrap())
             .unwrap_err();
@@ -373,7 +376,7 @@ fn without_quorum_sends_use_the_cached_token_and_a_refresh_says_why_it_cannot() 
             "{err}"
         );
         assert!(err.is_transient());
-        let status = c.env.notifier.target_status("cl-ro").unwrap();
+        let status = c.env.notifier.status().target("cl-ro").unwrap();
         assert_eq!(status.store_writable, Some(false));
         let w = status.warning.unwrap();
         assert!(
@@ -395,7 +398,8 @@ fn without_quorum_sends_use_the_cached_token_and_a_refresh_says_why_it_cannot() 
     assert_eq!(
         c.env
             .notifier
-            .target_status("cl-ro")
+            .status()
+            .target("cl-ro")
             .unwrap()
             .store_writable,
         Some(true)
@@ -505,7 +509,7 @@ fn work_under_a_cluster_lock_ends_well_before_the_lock_goes_stale() {
     store.save_next("hang", &mut s, &l).unwrap();
     drop(l);
     let t0 = std::time::Instant::now();
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     let took = t0.elapsed();
     assert_eq!(r[0].outcome, RefreshOutcome::Transient, "{:?}", r[0].error);
     assert!(

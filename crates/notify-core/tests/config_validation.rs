@@ -204,7 +204,10 @@ fn authenticated_smtp_needs_tls_unless_explicitly_allowed() {
     let err = api::update_target(&n, "t1", comment.as_object().unwrap(), &[], None).unwrap_err();
     assert!(err.to_string().contains("allow-insecure-auth"), "{err}");
     api::create_target(&n, &params(serde_json::json!({ "allow-insecure-auth": 1 }))).unwrap();
-    let t2 = n.load_config().unwrap().smtp_target("t2").unwrap();
+    let t2 = notify_core::NotificationConfig::load(n.settings())
+        .unwrap()
+        .smtp_target("t2")
+        .unwrap();
     assert!(t2.insecure_auth_warning().is_none());
 }
 

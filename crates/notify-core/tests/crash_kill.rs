@@ -39,7 +39,7 @@ fn refresh_loop_child() {
     settings.http_timeout = Duration::from_secs(5);
     let n = Notifier::new(settings).unwrap();
     loop {
-        let _ = n.refresh_targets();
+        let _ = n.refresh().all();
     }
 }
 
@@ -146,7 +146,7 @@ fn refreshes_killed_at_random_moments_lose_no_grant() {
         if temp_files(&env) > 0 {
             left_temp += 1;
         }
-        let r = env.notifier.refresh_targets().unwrap();
+        let r = env.notifier.refresh().all().unwrap();
         let lost = match r[0].outcome {
             RefreshOutcome::Rotated => false,
             RefreshOutcome::NeedsReauthorization => {

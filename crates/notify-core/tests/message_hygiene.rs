@@ -105,7 +105,7 @@ fn bare_cr_and_lf_in_a_body_arrive_as_line_breaks() {
     let mut n = note(&id);
     n.body = format!("marker {id}\rbare CR above\nbare LF\r\nCRLF\r\rend\n");
     for target in ["open", "pw"] {
-        env.notifier.send_to_target(target, &n).unwrap();
+        env.notifier.delivery().send_to_target(target, &n).unwrap();
     }
     let raw = find_raw(&rig.maildir, &format!("marker {id}")).expect("mail delivered");
     assert_clean(&raw);
@@ -126,7 +126,7 @@ fn a_long_unbreakable_subject_and_long_body_lines_stay_within_998_bytes() {
     let title = format!("{id}-{}", "S".repeat(1200));
     let mut n = note(&title);
     n.body = format!("marker {id}\n{}\nend\n", "L".repeat(1500));
-    env.notifier.send_to_target("pw", &n).unwrap();
+    env.notifier.delivery().send_to_target("pw", &n).unwrap();
     let raw = find_raw(&rig.maildir, &format!("marker {id}")).expect("mail delivered");
     assert_clean(&raw);
     let text = String::from_utf8(raw).unwrap();

@@ -66,11 +66,18 @@ fn microsoft_app_only_mints_caches_sends_and_the_daily_job_checks_it() {
     env.add_target(&t, &s);
 
     // nothing to authorize: the authorize URL is refused with the reason
-    let e = env.notifier.authorize_url("app", REDIRECT_URI).unwrap_err();
+    let e = env
+        .notifier
+        .authorization()
+        .authorize_url("app", REDIRECT_URI)
+        .unwrap_err();
     assert!(e.to_string().contains("minted on demand"), "{e}");
 
     let subject = tag("app-only");
-    env.notifier.send_to_target("app", &note(&subject)).unwrap();
+    env.notifier
+        .delivery()
+        .send_to_target("app", &note(&subject))
+        .unwrap();
     assert_eq!(env.token_requests(), 1, "one client-credentials request");
     let mail = rig.find_mail(&subject).expect("mail delivered");
     assert!(
@@ -84,15 +91,16 @@ fn microsoft_app_only_mints_caches_sends_and_the_daily_job_checks_it() {
 
     // cached: the next send needs no token request
     env.notifier
+        .delivery()
         .send_to_target("app", &note(&tag("app-only-2")))
         .unwrap();
     assert_eq!(env.token_requests(), 1);
 
     // the daily job mints one now, so a dead credential shows before a notification needs it
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     assert_eq!(env.token_requests(), 2);
-    let status = env.notifier.target_status("app").unwrap();
+    let status = env.notifier.status().target("app").unwrap();
     assert!(status.authorized, "{status:?}");
     assert_eq!(status.warning, None, "{status:?}");
 }
@@ -111,6 +119,7 @@ fn app_only_token_for_a_mailbox_the_app_was_not_granted_is_refused() {
     env.add_target(&t, &s);
     let e = env
         .notifier
+        .delivery()
         .send_to_target("app-other", &note(&tag("app-other")))
         .unwrap_err();
     assert!(e.is_auth_rejected(), "{e:?}");
@@ -127,13 +136,14 @@ fn app_only_wrong_secret_needs_an_admin_fix_and_is_not_shown() {
     env.add_target(&t, &s);
     let e = env
         .notifier
+        .delivery()
         .send_to_target("app-bad", &note(&tag("app-bad")))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
     assert!(e.to_string().contains("invalid_client"), "{e}");
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::NeedsAdminFix);
-    let status = env.notifier.target_status("app-bad").unwrap();
+    let status = env.notifier.status().target("app-bad").unwrap();
     let warning = status.warning.clone().expect("a warning");
     assert!(warning.contains("token request failed"), "{warning}");
     let everything = format!(
@@ -180,21 +190,24 @@ fn google_service_account_from_its_json_key_file() {
     let public = std::fs::read_to_string(env.settings.config_file()).unwrap();
 
     let subject = tag("service-account");
-    env.notifier.send_to_target("sa", &note(&subject)).unwrap();
+    env.notifier
+        .delivery()
+        .send_to_target("sa", &note(&subject))
+        .unwrap();
     let mail = rig.find_mail(&subject).expect("mail delivered");
     assert!(
         mail.contains(&format!("From: \"oxnotify test\" <{from}>")),
         "{mail}"
     );
     assert_eq!(env.token_requests(), 1);
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
 
     let everything = format!(
         "{public} {} {:?} {}",
         serde_json::to_string(&api::list_targets(&env.notifier).unwrap()).unwrap(),
         r,
-        serde_json::to_string(&env.notifier.target_status("sa").unwrap()).unwrap()
+        serde_json::to_string(&env.notifier.status().target("sa").unwrap()).unwrap()
     );
     assert_no_secret(
         &everything,
@@ -215,6 +228,7 @@ fn service_account_for_a_mailbox_outside_the_delegation_is_unauthorized_client()
     .unwrap();
     let e = env
         .notifier
+        .delivery()
         .send_to_target("sa-out", &note(&tag("sa-out")))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
@@ -255,6 +269,7 @@ fn service_account_with_a_key_google_does_not_know_gets_the_key_hint() {
     api::create_target(&env.notifier, &p).unwrap();
     let e = env
         .notifier
+        .delivery()
         .send_to_target("sa-key", &note(&tag("sa-key")))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
@@ -308,6 +323,7 @@ fn microsoft_app_only_with_a_certificate_credential_private_key_jwt() {
     api::create_target(&env.notifier, &p).unwrap();
     let subject = tag("app-cert");
     env.notifier
+        .delivery()
         .send_to_target("app-cert", &note(&subject))
         .unwrap();
     let mail = rig.find_mail(&subject).expect("mail delivered");
@@ -315,7 +331,7 @@ fn microsoft_app_only_with_a_certificate_credential_private_key_jwt() {
     // two more token requests (daily job twice): each with a fresh assertion (the rig refuses
     // a replayed jti)
     for _ in 0..2 {
-        let r = env.notifier.refresh_targets().unwrap();
+        let r = env.notifier.refresh().all().unwrap();
         assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     }
     assert_eq!(env.token_requests(), 3);
@@ -358,6 +374,7 @@ fn private_key_jwt_with_an_unregistered_key_needs_an_admin_fix() {
     api::create_target(&env.notifier, &p).unwrap();
     let e = env
         .notifier
+        .delivery()
         .send_to_target("app-cert-bad", &note(&tag("app-cert-bad")))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
@@ -382,11 +399,12 @@ fn microsoft_ropc_mints_with_the_password_and_refusals_say_what_to_do() {
     api::create_target(&env.notifier, &microsoft_params(&rig, "ropc", &user, good)).unwrap();
     let subject = tag("ropc");
     env.notifier
+        .delivery()
         .send_to_target("ropc", &note(&subject))
         .unwrap();
     let mail = rig.find_mail(&subject).expect("mail delivered");
     assert!(mail.contains(&format!("<{user}>")), "{mail}");
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     assert!(env.state_json("ropc").get("refresh_token").is_none());
 
@@ -401,6 +419,7 @@ fn microsoft_ropc_mints_with_the_password_and_refusals_say_what_to_do() {
     .unwrap();
     let e = env
         .notifier
+        .delivery()
         .send_to_target("ropc-bad", &note(&tag("ropc-bad")))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
@@ -420,6 +439,7 @@ fn microsoft_ropc_mints_with_the_password_and_refusals_say_what_to_do() {
     .unwrap();
     let e = env
         .notifier
+        .delivery()
         .send_to_target("ropc-mfa", &note(&tag("ropc-mfa")))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e:?}");
@@ -445,10 +465,14 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
     );
     api::create_target(&env.notifier, &p).unwrap();
     // the browser flow is refused with the way to start this one
-    let e = env.notifier.authorize_url("dev", REDIRECT_URI).unwrap_err();
+    let e = env
+        .notifier
+        .authorization()
+        .authorize_url("dev", REDIRECT_URI)
+        .unwrap_err();
     assert!(e.to_string().contains("device"), "{e}");
 
-    let start = api::device_begin(&env.notifier, "dev").unwrap();
+    let start = env.notifier.authorization().device_begin("dev").unwrap();
     let uri = start["verification_uri"].as_str().unwrap().to_string();
     let code = start["user_code"].as_str().unwrap().to_string();
     assert!(start["interval"].as_u64().unwrap() >= 1, "{start}");
@@ -459,7 +483,11 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
     let handle = start["handle"].as_str().unwrap().to_string();
     // before the user did anything, a completion call returns "not yet" after its wait
     let wait = std::time::Duration::from_secs(1);
-    let first = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
+    let first = env
+        .notifier
+        .authorization()
+        .device_complete(&handle, Some("dev"), wait)
+        .unwrap();
     assert_eq!(first["authorized"], false, "{first}");
     // the user approves on another device while oxnotify polls
     let issuer = rig.issuer.clone();
@@ -478,7 +506,11 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
     });
     let mut calls = 1;
     let done = loop {
-        let r = api::device_complete(&env.notifier, &handle, Some("dev"), wait).unwrap();
+        let r = env
+            .notifier
+            .authorization()
+            .device_complete(&handle, Some("dev"), wait)
+            .unwrap();
         calls += 1;
         if r["authorized"] == true {
             break r;
@@ -489,13 +521,20 @@ fn device_flow_prints_a_code_polls_until_approved_and_keeps_a_refresh_token() {
     assert_eq!(done["target"], "dev");
     assert!(env.state_json("dev")["refresh_token"].is_string());
     // the handle is single-use
-    assert!(api::device_complete(&env.notifier, &handle, None, wait).is_err());
+    assert!(env
+        .notifier
+        .authorization()
+        .device_complete(&handle, None, wait)
+        .is_err());
 
     let subject = tag("device");
-    env.notifier.send_to_target("dev", &note(&subject)).unwrap();
+    env.notifier
+        .delivery()
+        .send_to_target("dev", &note(&subject))
+        .unwrap();
     let mail = rig.find_mail(&subject).expect("mail delivered");
     assert!(mail.contains(&format!("<{user}>")), "{mail}");
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Rotated, "{:?}", r[0].error);
 }
 
@@ -542,16 +581,22 @@ fn generic_client_authentication_is_chosen_per_target() {
     env.authorize(&rig, &t, &s, user);
     let subject = tag("generic-post");
     env.notifier
+        .delivery()
         .send_to_target("gpost", &note(&subject))
         .unwrap();
     assert!(rig.find_mail(&subject).is_some());
 
     let (t, s) = make("gbasic", None);
-    let req = env.notifier.authorize_url("gbasic", REDIRECT_URI).unwrap();
+    let req = env
+        .notifier
+        .authorization()
+        .authorize_url("gbasic", REDIRECT_URI)
+        .unwrap();
     let (code, _) = rig.login_and_consent(user, req.url.as_str());
     let e = env
         .notifier
-        .exchange_smtp_oauth2_code(&CodeExchange {
+        .authorization()
+        .exchange_code(&CodeExchange {
             auth_method: t.auth_method,
             client_id: "rig-post-only",
             client_secret: s.oauth2_client_secret.clone(),
@@ -583,7 +628,7 @@ fn device_flow_declined_by_the_user_says_to_start_again() {
         }),
     );
     api::create_target(&env.notifier, &p).unwrap();
-    let start = api::device_begin(&env.notifier, "dev-no").unwrap();
+    let start = env.notifier.authorization().device_begin("dev-no").unwrap();
     let out = std::process::Command::new("python3")
         .arg(&rig.driver)
         .args([
@@ -602,7 +647,11 @@ fn device_flow_declined_by_the_user_says_to_start_again() {
     );
     let handle = start["handle"].as_str().unwrap();
     let wait = std::time::Duration::from_secs(1);
-    let e = api::device_complete(&env.notifier, handle, None, wait).unwrap_err();
+    let e = env
+        .notifier
+        .authorization()
+        .device_complete(handle, None, wait)
+        .unwrap_err();
     let m = e.to_string();
     assert!(
         m.contains("access_denied") && m.contains("start the device authorization again"),
@@ -611,7 +660,8 @@ fn device_flow_declined_by_the_user_says_to_start_again() {
     assert!(!e.is_transient(), "{e:?}");
     assert!(env
         .notifier
-        .target_status("dev-no")
+        .status()
+        .target("dev-no")
         .unwrap()
         .warning
         .is_some());

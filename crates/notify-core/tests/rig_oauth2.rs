@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use notify_core::delivery::smtp;
 use notify_core::*;
 use std::os::unix::fs::MetadataExt;
 
@@ -20,7 +21,11 @@ fn full_flow_code_exchange_send_delivers_mail() {
     assert_eq!(env.token_requests(), 1, "one code exchange");
 
     let subject = tag("full-flow");
-    let reports = env.notifier.send(&["m365"], &note(&subject)).unwrap();
+    let reports = env
+        .notifier
+        .delivery()
+        .send(&["m365"], &note(&subject))
+        .unwrap();
     assert!(reports[0].result.is_ok(), "{:?}", reports[0].result);
     // the access token from the exchange was cached: sending needed no token request
     assert_eq!(env.token_requests(), 1);
@@ -50,7 +55,7 @@ fn microsoft_style_rotation_is_persisted_and_old_token_not_needed() {
     env.add_target(&t, &s);
     let first_rt = env.authorize(&rig, &t, &s, "bob-rot@example.test");
 
-    let r1 = env.notifier.refresh_targets().unwrap();
+    let r1 = env.notifier.refresh().all().unwrap();
     assert_eq!(r1.len(), 1);
     assert_eq!(r1[0].outcome, RefreshOutcome::Rotated, "{:?}", r1[0].error);
     let st = env.state_json("rot");
@@ -60,12 +65,15 @@ fn microsoft_style_rotation_is_persisted_and_old_token_not_needed() {
 
     // another process (another Notifier, fresh HTTP client) continues from the stored token
     let other = env.another_notifier();
-    let r2 = other.refresh_targets().unwrap();
+    let r2 = other.refresh().all().unwrap();
     assert_eq!(r2[0].outcome, RefreshOutcome::Rotated, "{:?}", r2[0].error);
     assert_eq!(env.state_json("rot")["rotations"], 2);
 
     let subject = tag("after-rotation");
-    other.send_to_target("rot", &note(&subject)).unwrap();
+    other
+        .delivery()
+        .send_to_target("rot", &note(&subject))
+        .unwrap();
     assert!(rig.find_mail(&subject).is_some());
 
     // replaying the very first token is what a lost rotation would cause: the rig's reuse
@@ -74,7 +82,7 @@ fn microsoft_style_rotation_is_persisted_and_old_token_not_needed() {
     assert_eq!(replay["error"], "invalid_grant");
     // ...and the library now reports a clear re-authorize error, keeping its stored token
     let before = env.state_json("rot")["refresh_token"].clone();
-    let r3 = env.notifier.refresh_targets().unwrap();
+    let r3 = env.notifier.refresh().all().unwrap();
     assert_eq!(r3[0].outcome, RefreshOutcome::NeedsReauthorization);
     let err = r3[0].error.as_deref().unwrap();
     assert!(
@@ -102,7 +110,7 @@ fn google_style_refresh_in_place() {
     let rt = env.authorize(&rig, &t, &s, "carol-g@example.test");
     let at_before = env.state_json("gmail")["access_token"].clone();
 
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     let st = env.state_json("gmail");
     assert_eq!(
@@ -116,6 +124,7 @@ fn google_style_refresh_in_place() {
     // implicit TLS (port 465 style) send with the refreshed token
     let subject = tag("google-tls");
     env.notifier
+        .delivery()
         .send_to_target("gmail", &note(&subject))
         .unwrap();
     assert!(rig.find_mail(&subject).is_some());
@@ -130,11 +139,15 @@ fn cached_access_token_one_token_request_for_twenty_sends() {
     env.add_target(&t, &s);
     let rt = env.authorize(&rig, &t, &s, "dave-cache@example.test");
     // start from a refresh token only (as after `create` with oauth2-refresh-token)
-    env.notifier.store_refresh_token(&t, rt).unwrap();
+    env.notifier
+        .authorization()
+        .store_refresh_token(&t, rt)
+        .unwrap();
     let before = env.token_requests();
     let subject = tag("cache");
     for i in 0..20 {
         env.notifier
+            .delivery()
             .send_to_target("cache", &note(&format!("{subject} #{i}")))
             .unwrap();
     }
@@ -164,6 +177,7 @@ fn revoked_refresh_token_gives_reauthorize_error_and_keeps_state() {
 
     let err = env
         .notifier
+        .delivery()
         .send_to_target("revoked", &note("never"))
         .unwrap_err();
     assert!(matches!(err, Error::NeedsReauthorization { .. }), "{err:?}");
@@ -183,7 +197,7 @@ fn revoked_refresh_token_gives_reauthorize_error_and_keeps_state() {
 
     // a new authorization clears it
     env.authorize(&rig, &t, &s, "erin-rev@example.test");
-    let ok = env.notifier.refresh_targets().unwrap();
+    let ok = env.notifier.refresh().all().unwrap();
     assert_eq!(ok[0].outcome, RefreshOutcome::Rotated, "{:?}", ok[0].error);
     assert_eq!(env.state_json("revoked")["needs_reauthorization"], false);
 }
@@ -204,6 +218,7 @@ fn smtp_rejects_cached_token_then_one_refresh_and_retry() {
     let before = env.token_requests();
     let subject = tag("retry");
     env.notifier
+        .delivery()
         .send_to_target("retry", &note(&subject))
         .unwrap();
     assert_eq!(env.token_requests() - before, 1, "exactly one refresh");
@@ -226,6 +241,7 @@ fn smtp_rejects_fresh_token_too_gives_clear_error_after_one_retry() {
     let before = env.token_requests();
     let err = env
         .notifier
+        .delivery()
         .send_to_target("wronguser", &note("nope"))
         .unwrap_err();
     assert_eq!(
@@ -300,7 +316,7 @@ fn state_files_are_private_and_atomic() {
     let (t, s) = google_target(&rig, "perm", "ivan-perm@example.test");
     env.add_target(&t, &s);
     env.authorize(&rig, &t, &s, "ivan-perm@example.test");
-    env.notifier.refresh_targets().unwrap();
+    env.notifier.refresh().all().unwrap();
     let dir = env.settings.oauth2_state_dir();
     assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -346,13 +362,14 @@ fn concurrent_sends_and_refreshes_lose_no_rotation() {
             sc.spawn(move || {
                 let n = Notifier::new(settings).unwrap();
                 for i in 0..3 {
-                    let r = n.refresh_targets().unwrap();
+                    let r = n.refresh().all().unwrap();
                     assert!(
                         matches!(r[0].outcome, RefreshOutcome::Rotated),
                         "worker {w}: {:?}",
                         r[0].error
                     );
-                    n.send_to_target("race", &note(&format!("{subject} {w}-{i}")))
+                    n.delivery()
+                        .send_to_target("race", &note(&format!("{subject} {w}-{i}")))
                         .unwrap();
                 }
             });
@@ -361,7 +378,7 @@ fn concurrent_sends_and_refreshes_lose_no_rotation() {
     // 12 rotations, each persisted before the next refresh used it: with reuse detection a
     // single lost rotation would have revoked the grant
     assert_eq!(env.state_json("race")["rotations"], 12);
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Rotated, "{:?}", r[0].error);
 }
 
@@ -385,6 +402,7 @@ fn generic_provider_with_basic_client_auth_and_public_client() {
     env.authorize(&rig, &t, &s, "kim-gen@example.test");
     let subject = tag("generic");
     env.notifier
+        .delivery()
         .send_to_target("generic", &note(&subject))
         .unwrap();
     assert!(rig.find_mail(&subject).is_some());
@@ -396,7 +414,7 @@ fn generic_provider_with_basic_client_auth_and_public_client() {
     let none = SmtpSecrets::default();
     env.add_target(&p, &none);
     env.authorize(&rig, &p, &none, "kim-gen@example.test");
-    assert_eq!(env.notifier.refresh_targets().unwrap().len(), 2);
+    assert_eq!(env.notifier.refresh().all().unwrap().len(), 2);
 }
 
 #[test]
@@ -406,13 +424,18 @@ fn code_exchange_rejects_wrong_pkce_verifier() {
     let env = Env::new();
     let (t, s) = microsoft_target(&rig, "pkce", "leo-pkce@example.test");
     env.add_target(&t, &s);
-    let req = env.notifier.authorize_url("pkce", REDIRECT_URI).unwrap();
+    let req = env
+        .notifier
+        .authorization()
+        .authorize_url("pkce", REDIRECT_URI)
+        .unwrap();
     assert!(req.url.as_str().contains("code_challenge_method=S256"));
     assert!(req.url.as_str().contains("offline_access"));
     let (code, _) = rig.login_and_consent("leo-pkce@example.test", req.url.as_str());
     let err = env
         .notifier
-        .exchange_smtp_oauth2_code(&CodeExchange {
+        .authorization()
+        .exchange_code(&CodeExchange {
             auth_method: t.auth_method,
             client_id: "rig-post",
             client_secret: s.oauth2_client_secret.clone(),
@@ -462,7 +485,11 @@ fn plain_and_none_targets_deliver() {
     // lines starting with '.' (and a lone '.') must survive SMTP transparency unchanged
     let mut n = note(&subject);
     n.body = "line one\n.hidden dot line\n.\n..two dots\nend\n".into();
-    let reports = env.notifier.send(&["pw", "open", "missing"], &n).unwrap();
+    let reports = env
+        .notifier
+        .delivery()
+        .send(&["pw", "open", "missing"], &n)
+        .unwrap();
     assert!(reports[0].result.is_ok(), "{:?}", reports[0].result);
     assert!(reports[1].result.is_ok(), "{:?}", reports[1].result);
     assert_eq!(reports[2].result.as_ref().unwrap_err().http_code(), 404);
@@ -485,6 +512,7 @@ fn plain_and_none_targets_deliver() {
     );
     let err = env
         .notifier
+        .delivery()
         .send_to_target("badpw", &note("x"))
         .unwrap_err();
     assert!(
@@ -511,6 +539,7 @@ fn tls_errors_and_missing_starttls_are_clear() {
     env.add_target(&t, &SmtpSecrets::default());
     let err = env
         .notifier
+        .delivery()
         .send_to_target("tlsmix", &note("x"))
         .unwrap_err();
     assert!(
@@ -529,6 +558,7 @@ fn tls_errors_and_missing_starttls_are_clear() {
     env.add_target(&s, &SmtpSecrets::default());
     let err = env
         .notifier
+        .delivery()
         .send_to_target("nostarttls", &note("x"))
         .unwrap_err();
     assert!(err.to_string().contains("does not offer STARTTLS"), "{err}");
@@ -538,6 +568,7 @@ fn tls_errors_and_missing_starttls_are_clear() {
     env.add_target(&c, &SmtpSecrets::default());
     let err = env
         .notifier
+        .delivery()
         .send_to_target("closed", &note("x"))
         .unwrap_err();
     assert!(
@@ -564,7 +595,11 @@ fn state_binding_single_use_and_target_bound() {
     b.name = "second".into();
     env.add_target(&b, &sb);
 
-    let begun = api::authorize_begin(&env.notifier, "first", REDIRECT_URI).unwrap();
+    let begun = env
+        .notifier
+        .authorization()
+        .begin("first", REDIRECT_URI)
+        .unwrap();
     let url = begun["url"].as_str().unwrap();
     assert!(
         !url.contains("code_verifier"),
@@ -573,27 +608,50 @@ fn state_binding_single_use_and_target_bound() {
     let (code, state) = rig.login_and_consent("nina-state@example.test", url);
     assert_eq!(state, begun["state"]);
     // a state issued for 'first' cannot complete 'second'
-    let err = api::authorize_complete(&env.notifier, &state, &code, Some("second")).unwrap_err();
+    let err = env
+        .notifier
+        .authorization()
+        .complete(&state, &code, Some("second"))
+        .unwrap_err();
     assert!(
         err.to_string().contains("started for target 'first'"),
         "{err}"
     );
     assert_eq!(err.http_code(), 400);
     // and that attempt consumed it: single use
-    let err = api::authorize_complete(&env.notifier, &state, &code, None).unwrap_err();
+    let err = env
+        .notifier
+        .authorization()
+        .complete(&state, &code, None)
+        .unwrap_err();
     assert!(err.to_string().contains("unknown or already used"), "{err}");
 
-    let begun = api::authorize_begin(&env.notifier, "first", REDIRECT_URI).unwrap();
+    let begun = env
+        .notifier
+        .authorization()
+        .begin("first", REDIRECT_URI)
+        .unwrap();
     let (code, state) =
         rig.login_and_consent("nina-state@example.test", begun["url"].as_str().unwrap());
     assert_eq!(
-        api::authorize_complete(&env.notifier, &state, &code, Some("first")).unwrap(),
+        env.notifier
+            .authorization()
+            .complete(&state, &code, Some("first"))
+            .unwrap(),
         "first"
     );
-    assert!(env.notifier.target_status("first").unwrap().authorized);
-    let replay = api::authorize_complete(&env.notifier, &state, &code, Some("first")).unwrap_err();
+    assert!(env.notifier.status().target("first").unwrap().authorized);
+    let replay = env
+        .notifier
+        .authorization()
+        .complete(&state, &code, Some("first"))
+        .unwrap_err();
     assert!(replay.to_string().contains("already used"), "{replay}");
-    let forged = api::authorize_complete(&env.notifier, "forged-state", &code, None).unwrap_err();
+    let forged = env
+        .notifier
+        .authorization()
+        .complete("forged-state", &code, None)
+        .unwrap_err();
     assert!(
         forged.to_string().contains("unknown or already used"),
         "{forged}"

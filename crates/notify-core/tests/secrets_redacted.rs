@@ -1,6 +1,7 @@
 //! No secret (client secret, password, refresh/access token, PKCE verifier) appears in any
 //! `Debug` output or error message.
 
+use notify_core::delivery::smtp;
 use notify_core::oauth2::{self, ClientRegistration, EndpointParams, TokenSet};
 use notify_core::state::OAuth2State;
 use notify_core::*;
@@ -102,7 +103,8 @@ fn errors_from_secret_handling_paths_are_clean() {
     cfg.save(n.settings(), &lock).unwrap();
     drop(lock);
     let err = n
-        .exchange_smtp_oauth2_code(&CodeExchange {
+        .authorization()
+        .exchange_code(&CodeExchange {
             auth_method: AuthMethod::OAuth2,
             client_id: "cid",
             client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
@@ -125,6 +127,7 @@ fn errors_from_secret_handling_paths_are_clean() {
     assert_clean("exchange error", &format!("{err} {err:?}"));
     // storing a refresh token with a control character: rejected without echoing it
     let err = n
+        .authorization()
         .store_refresh_token(&target, Secret::new("REFRESH-TOKEN-xyz\r\n"))
         .unwrap_err();
     assert_clean("store error", &format!("{err} {err:?}"));

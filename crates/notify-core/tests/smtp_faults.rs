@@ -5,7 +5,7 @@
 //! itself is tested against the real Dovecot and Postfix in rig_oauth2.rs.
 
 use notify_core::config::ConfigLock;
-use notify_core::smtp::{self, Credential};
+use notify_core::delivery::smtp::{self, Credential};
 use notify_core::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -338,7 +338,7 @@ fn a_busy_server_421_is_retried_within_the_deadline() {
         title: "retried".into(),
         ..Default::default()
     };
-    n.send_to_target("fault", &note).unwrap();
+    n.delivery().send_to_target("fault", &note).unwrap();
     assert_eq!(server.connections.load(Ordering::SeqCst), 3);
     assert!(server.received.lock().unwrap().contains("Subject: retried"));
 }
@@ -352,6 +352,7 @@ fn a_permanent_rejection_is_not_retried() {
     });
     let (_d, n) = notifier_with_target(server.port);
     let e = n
+        .delivery()
         .send_to_target(
             "fault",
             &Notification {
@@ -387,7 +388,7 @@ fn a_temporary_reply_mid_burst_ends_the_session_and_only_the_rest_is_sent_again(
             ..Default::default()
         })
         .collect();
-    let results = n.send_burst("fault", &list).unwrap();
+    let results = n.delivery().send_burst("fault", &list).unwrap();
     assert!(
         results.iter().all(|r| matches!(r, Ok(Delivery::Sent))),
         "{results:?}"
@@ -410,6 +411,7 @@ fn a_server_that_stays_busy_queues_the_message_and_a_flush_sends_it() {
     settings.delivery_deadline = Duration::from_secs(4);
     let n = Notifier::new(settings).unwrap();
     let r = n
+        .delivery()
         .send(
             &["fault"],
             &Notification {
@@ -427,14 +429,14 @@ fn a_server_that_stays_busy_queues_the_message_and_a_flush_sends_it() {
         reason.contains("421") && reason.contains("temporary"),
         "{reason}"
     );
-    let listed = n.outbox_list(Some("fault")).unwrap();
+    let listed = n.delivery().outbox_list(Some("fault")).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
     assert!(!server.received.lock().unwrap().contains("Subject: later"));
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
-    let reports = n.flush_outbox().unwrap();
+    let reports = n.delivery().flush_outbox().unwrap();
     assert_eq!(reports[0].delivered, 1, "{:?}", reports[0]);
-    assert!(n.outbox_list(None).unwrap().is_empty());
+    assert!(n.delivery().outbox_list(None).unwrap().is_empty());
     assert!(server.received.lock().unwrap().contains("Subject: later"));
 }
 
@@ -454,6 +456,7 @@ fn a_message_the_outbox_cannot_take_fails_and_says_it_was_not_kept() {
     settings.state_dir = file;
     let n = Notifier::new(settings).unwrap();
     let r = n
+        .delivery()
         .send(
             &["fault"],
             &Notification {

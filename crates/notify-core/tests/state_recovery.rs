@@ -126,6 +126,7 @@ fn a_read_only_state_dir_still_sends_with_a_cached_token() {
         );
         let subject = tag("ro-send");
         env.notifier
+            .delivery()
             .send_to_target("rostate", &note(&subject))
             .unwrap_or_else(|e| panic!("lock file present: {with_lock_file}: {e}"));
         assert!(rig.find_mail(&subject).is_some());
@@ -155,6 +156,7 @@ fn a_rotated_token_survives_a_full_state_file_system() {
     // the refresh rotates, the save fails (ENOSPC): the send still goes out
     let subject = tag("full-send");
     env.notifier
+        .delivery()
         .send_to_target("full", &note(&subject))
         .expect("a send with a good new access token must not fail on a full disk");
     assert!(rig.find_mail(&subject).is_some());
@@ -182,7 +184,7 @@ fn a_rotated_token_survives_a_full_state_file_system() {
     // space again: the next access takes the recovery file over; the grant is alive (with
     // the old refresh token the provider would detect reuse and revoke it)
     std::fs::remove_file(filler).unwrap();
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Rotated, "{:?}", r[0].error);
     assert!(!recovery.exists());
     assert_ne!(refresh_token_of(&env, "full"), old_rt);
@@ -200,7 +202,7 @@ fn with_nowhere_to_write_a_refresh_reports_loudly_and_keeps_the_token_in_memory(
     let old_rt = refresh_token_of(&env, "nowhere");
     {
         let _ro = Mount::read_only(&env.settings.state_dir);
-        let r = env.notifier.refresh_targets().unwrap();
+        let r = env.notifier.refresh().all().unwrap();
         assert_eq!(r[0].outcome, RefreshOutcome::Failed);
         let e = r[0].error.clone().unwrap();
         assert!(
@@ -214,12 +216,13 @@ fn with_nowhere_to_write_a_refresh_reports_loudly_and_keeps_the_token_in_memory(
         // a send in the same process uses the kept access token
         let subject = tag("nowhere-send");
         env.notifier
+            .delivery()
             .send_to_target("nowhere", &note(&subject))
             .unwrap();
         assert!(rig.find_mail(&subject).is_some());
     }
     // writable again: the memory copy is saved, and the grant is alive
-    let r = env.notifier.refresh_targets().unwrap();
+    let r = env.notifier.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Rotated, "{:?}", r[0].error);
     assert_ne!(refresh_token_of(&env, "nowhere"), old_rt);
 }

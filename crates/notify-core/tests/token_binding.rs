@@ -8,115 +8,11 @@
 
 mod common;
 
-use base64::Engine;
+use common::capture::{CredentialCapturingListener, Speaks};
 use common::*;
 use notify_core::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// STAND-IN for an attacker's server on loopback: records everything sent to it. As
-/// `Smtp` it plays an SMTP server that offers every AUTH mechanism without TLS, so that a
-/// client willing to send credentials would send them.
-struct CredentialCapturingListener {
-    port: u16,
-    received: Arc<Mutex<Vec<u8>>>,
-}
-
-#[derive(Clone, Copy)]
-enum Speaks {
-    Http,
-    Smtp,
-}
-
-impl CredentialCapturingListener {
-    fn start(speaks: Speaks) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let rec = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { return };
-                let rec = rec.clone();
-                std::thread::spawn(move || {
-                    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                    match speaks {
-                        Speaks::Http => {
-                            // the whole request: headers, then Content-Length bytes of body
-                            let mut r = BufReader::new(s.try_clone().unwrap());
-                            let mut len = 0;
-                            let mut line = String::new();
-                            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                                rec.lock().unwrap().extend_from_slice(line.as_bytes());
-                                if let Some(v) =
-                                    line.to_ascii_lowercase().strip_prefix("content-length:")
-                                {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
-                                if line == "\r\n" {
-                                    break;
-                                }
-                                line.clear();
-                            }
-                            let mut body = vec![0u8; len];
-                            if r.read_exact(&mut body).is_ok() {
-                                rec.lock().unwrap().extend_from_slice(&body);
-                            }
-                            let body = r#"{"error":"invalid_grant"}"#;
-                            let _ = write!(s, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                        }
-                        Speaks::Smtp => {
-                            let _ = s.write_all(b"220 capture ESMTP\r\n");
-                            let mut r = BufReader::new(s.try_clone().unwrap());
-                            let mut line = String::new();
-                            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                                rec.lock().unwrap().extend_from_slice(line.as_bytes());
-                                let up = line.to_ascii_uppercase();
-                                let reply: &[u8] = if up.starts_with("EHLO") {
-                                    b"250-capture\r\n250-AUTH PLAIN LOGIN XOAUTH2\r\n250 8BITMIME\r\n"
-                                } else if up.starts_with("AUTH") {
-                                    b"334 \r\n"
-                                } else if up.starts_with("QUIT") {
-                                    b"221 bye\r\n"
-                                } else {
-                                    b"235 2.7.0 ok\r\n"
-                                };
-                                let _ = s.write_all(reply);
-                                line.clear();
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        CredentialCapturingListener { port, received }
-    }
-
-    /// Assert that none of `secrets` arrived, raw, form-encoded or base64-encoded (alone or
-    /// inside a SASL response).
-    fn assert_never_received(&self, secrets: &[&str]) {
-        let got = String::from_utf8_lossy(&self.received.lock().unwrap()).to_string();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let decoded: String = got
-            .split(|c: char| c.is_whitespace() || c == '&' || c == '=')
-            .filter_map(|w| b64.decode(w).ok())
-            .map(|b| String::from_utf8_lossy(&b).to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let form: String = url::form_urlencoded::parse(got.as_bytes())
-            .map(|(k, v)| format!("{k}={v} "))
-            .collect();
-        for s in secrets {
-            assert!(
-                !got.contains(s) && !decoded.contains(s) && !form.contains(s),
-                "the repointed endpoint received a stored secret; it got: {got}"
-            );
-        }
-    }
-}
 
 /// An authorized target that has sent once (so an access token is cached).
 fn authorized(rig: &Rig, env: &Env, name: &str, user: &str) -> (String, String) {
@@ -124,6 +20,7 @@ fn authorized(rig: &Rig, env: &Env, name: &str, user: &str) -> (String, String) 
     env.add_target(&t, &s);
     env.authorize(rig, &t, &s, user);
     env.notifier
+        .delivery()
         .send_to_target(name, &note(&tag(name)))
         .unwrap();
     let st = env.state_json(name);
@@ -142,13 +39,17 @@ fn params(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
 /// Every way a stored credential could leave: a send, the test endpoint, the daily refresh.
 fn try_everything(env: &Env, name: &str) -> Vec<Error> {
     let mut errors = Vec::new();
-    if let Err(e) = env.notifier.send_to_target(name, &note("after repoint")) {
+    if let Err(e) = env
+        .notifier
+        .delivery()
+        .send_to_target(name, &note("after repoint"))
+    {
         errors.push(e);
     }
     if let Err(e) = api::test_target(&env.notifier, name, None) {
         errors.push(e);
     }
-    for r in env.notifier.refresh_targets().unwrap() {
+    for r in env.notifier.refresh().all().unwrap() {
         assert_ne!(r.outcome, RefreshOutcome::Refreshed);
         assert_ne!(r.outcome, RefreshOutcome::Rotated);
     }
@@ -178,7 +79,7 @@ fn repointed_token_url_through_the_api_never_receives_stored_secrets() {
     );
     evil.assert_never_received(&[&rt, &at, "rig-secret"]);
     // the target says it needs authorization, and the secret is gone from the private file
-    let st = env.notifier.target_status("repoint").unwrap();
+    let st = env.notifier.status().target("repoint").unwrap();
     assert!(!st.authorized, "{st:?}");
     let private = std::fs::read_to_string(env.settings.private_config_file()).unwrap();
     assert!(!private.contains("rig-secret"), "{private}");
@@ -224,7 +125,7 @@ fn supplying_the_secret_again_with_the_update_keeps_it() {
     let private = std::fs::read_to_string(env.settings.private_config_file()).unwrap();
     assert!(private.contains("rig-secret"));
     // still needs authorization: the tokens were for the old tenant
-    assert!(!env.notifier.target_status("resupply").unwrap().authorized);
+    assert!(!env.notifier.status().target("resupply").unwrap().authorized);
     // a change of a key that is not bound (recipients) keeps everything
     let (t, s) = microsoft_target(&rig, "resupply", "erin-resupply@example.test");
     let t = SmtpTarget {
@@ -240,8 +141,9 @@ fn supplying_the_secret_again_with_the_update_keeps_it() {
         None,
     )
     .unwrap();
-    assert!(env.notifier.target_status("resupply").unwrap().authorized);
+    assert!(env.notifier.status().target("resupply").unwrap().authorized);
     env.notifier
+        .delivery()
         .send_to_target("resupply", &note(&tag("resupply")))
         .unwrap();
 }
@@ -284,22 +186,23 @@ fn code_exchange_without_state_is_limited_to_known_endpoints_and_targets() {
     let evil = CredentialCapturingListener::start(Speaks::Http);
     let url = format!("http://127.0.0.1:{}/token", evil.port);
     let exchange = |method, target, token_url: Option<&str>, client_id| {
-        n.exchange_smtp_oauth2_code(&CodeExchange {
-            auth_method: method,
-            client_id,
-            client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
-            code: "CODE-xyz",
-            redirect_uri: "https://pve.example.com/oauth2/callback",
-            pkce_verifier: None,
-            endpoints: oauth2::EndpointParams {
-                tenant_id: (method == AuthMethod::MicrosoftOAuth2).then_some("contoso.com"),
-                token_url,
-                scope: (method == AuthMethod::OAuth2).then_some("smtp"),
-                ..Default::default()
-            },
-            target,
-        })
-        .unwrap_err()
+        n.authorization()
+            .exchange_code(&CodeExchange {
+                auth_method: method,
+                client_id,
+                client_secret: Some(Secret::new("CLIENT-SECRET-xyz")),
+                code: "CODE-xyz",
+                redirect_uri: "https://pve.example.com/oauth2/callback",
+                pkce_verifier: None,
+                endpoints: oauth2::EndpointParams {
+                    tenant_id: (method == AuthMethod::MicrosoftOAuth2).then_some("contoso.com"),
+                    token_url,
+                    scope: (method == AuthMethod::OAuth2).then_some("smtp"),
+                    ..Default::default()
+                },
+                target,
+            })
+            .unwrap_err()
     };
     // a caller-chosen token URL without a target
     let e = exchange(AuthMethod::MicrosoftOAuth2, None, Some(&url), "cid");
@@ -346,7 +249,7 @@ fn code_exchange_without_state_is_limited_to_known_endpoints_and_targets() {
     );
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        evil.received.lock().unwrap().is_empty(),
+        evil.received().is_empty(),
         "the caller-chosen token URL was contacted"
     );
 }

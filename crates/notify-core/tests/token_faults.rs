@@ -183,7 +183,7 @@ fn setup_as(method: AuthMethod, token_url: &str) -> (tempfile::TempDir, Notifier
 }
 
 fn refresh_error(n: &Notifier, expected: RefreshOutcome) -> String {
-    let r = n.refresh_targets().unwrap();
+    let r = n.refresh().all().unwrap();
     assert_eq!(r[0].outcome, expected, "{:?}", r[0].error);
     let e = r[0].error.clone().unwrap();
     assert!(e.contains("target 'faulty'"), "{e}");
@@ -247,7 +247,7 @@ fn http_500_html() {
     );
     assert_eq!(state_rt(&s), RT);
     // the failure is recorded in the state for the status report
-    let st = n.target_status("faulty").unwrap();
+    let st = n.status().target("faulty").unwrap();
     let last = st.last_error.unwrap();
     assert!(last.message.contains("HTTP 500"));
     assert_eq!(last.kind, Some(ErrorKind::Transient));
@@ -287,7 +287,7 @@ fn missing_expires_in_is_not_cached() {
         "{\"access_token\":\"at-without-expiry\",\"token_type\":\"Bearer\"}",
     )));
     let (_d, n, s) = setup(&fake.url());
-    let r = n.refresh_targets().unwrap();
+    let r = n.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.oauth2_state_file("faulty")).unwrap()).unwrap();
@@ -318,7 +318,7 @@ fn provider_error_description_is_scrubbed_of_secrets() {
 fn corrupt_state_is_reported_and_left_untouched() {
     let (_d, n, s) = setup("https://idp.example.com/token");
     std::fs::write(s.oauth2_state_file("faulty"), b"{ not json").unwrap();
-    let err = n.target_status("faulty").unwrap_err().to_string();
+    let err = n.status().target("faulty").unwrap_err().to_string();
     assert!(
         err.contains("corrupt") && err.contains("left untouched"),
         "{err}"
@@ -379,7 +379,7 @@ fn google_revoked_token_gets_the_testing_status_hint() {
     let e = refresh_error(&n, RefreshOutcome::NeedsReauthorization);
     assert!(e.contains("'Testing' status"), "{e}");
     assert_eq!(state_rt(&s), RT);
-    let st = n.target_status("faulty").unwrap();
+    let st = n.status().target("faulty").unwrap();
     assert!(st.needs_reauthorization);
 }
 
@@ -394,7 +394,7 @@ fn transient_token_errors_are_retried_within_the_deadline() {
         Reply::Raw(http("200 OK", "application/json", OK)),
     ]);
     let (_d, n, _s) = setup(&fake.url());
-    let r = n.refresh_targets().unwrap();
+    let r = n.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     assert_eq!(fake.requests().len(), 3);
 }
@@ -406,7 +406,7 @@ fn retry_after_is_honoured() {
         Reply::Raw(http("200 OK", "application/json", OK)),
     ]);
     let (_d, n, _s) = setup(&fake.url());
-    let r = n.refresh_targets().unwrap();
+    let r = n.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     let req = fake.requests();
     assert_eq!(req.len(), 2);
@@ -449,7 +449,7 @@ fn retries_stop_at_the_deadline() {
 fn refresh_requests_carry_the_scope() {
     let fake = FaultInjectingTokenEndpoint::start(Some(http("200 OK", "application/json", OK)));
     let (_d, n, _s) = setup_as(AuthMethod::MicrosoftOAuth2, &fake.url());
-    let r = n.refresh_targets().unwrap();
+    let r = n.refresh().all().unwrap();
     assert_eq!(r[0].outcome, RefreshOutcome::Refreshed, "{:?}", r[0].error);
     let body = fake.requests()[0].1.clone();
     assert!(
@@ -494,7 +494,7 @@ fn a_token_endpoint_echoing_the_request_leaks_no_secret() {
         e.chars().count()
     );
     // the state's last_error (readable by the audit role via oauth2-status) is as clean
-    let st = n.target_status("faulty").unwrap();
+    let st = n.status().target("faulty").unwrap();
     let last = st.last_error.unwrap().message;
     for f in &forms {
         assert!(
@@ -512,7 +512,7 @@ fn the_daily_refresh_holds_the_config_lock_only_while_reading() {
     let (_d, n, mut s) = setup(&fake.url());
     s.lock_timeout = Duration::from_millis(500);
     std::thread::scope(|scope| {
-        let daily = scope.spawn(|| api::refresh_targets_locked(&n, Duration::from_secs(1)));
+        let daily = scope.spawn(|| n.refresh().locked(Duration::from_secs(1)));
         // wait until the token request is under way, then edit the config
         let t0 = Instant::now();
         while fake.requests().is_empty() && t0.elapsed() < Duration::from_secs(5) {
@@ -526,9 +526,10 @@ fn the_daily_refresh_holds_the_config_lock_only_while_reading() {
         );
         drop(lock);
         // a second daily run meanwhile gives up cleanly
-        let second = api::refresh_targets_locked(&n, Duration::from_millis(200)).unwrap();
-        assert!(second.is_none());
-        let run = daily.join().unwrap().unwrap().unwrap();
+        let second = n.refresh().locked(Duration::from_millis(200)).unwrap();
+        assert!(second.busy);
+        let run = daily.join().unwrap().unwrap();
+        assert!(!run.busy);
         assert_eq!(run.reports[0].outcome, RefreshOutcome::Transient);
     });
 }
@@ -664,7 +665,7 @@ fn token_endpoints_echoing_assertions_keys_and_passwords_leak_nothing() {
             }
         };
         let (_d, n) = setup_flow(&fake.url(), edit, secrets);
-        let r = n.refresh_targets().unwrap();
+        let r = n.refresh().all().unwrap();
         assert_eq!(r[0].outcome, RefreshOutcome::NeedsAdminFix, "{what}: {r:?}");
         let e = r[0].error.clone().unwrap();
         let secret = form_field(&fake.requests()[0].1, field);
@@ -672,7 +673,7 @@ fn token_endpoints_echoing_assertions_keys_and_passwords_leak_nothing() {
         if field != "password" {
             forms.push(secret.rsplit('.').next().unwrap()[..40].to_string());
         }
-        let status = serde_json::to_string(&n.target_status("faulty").unwrap()).unwrap();
+        let status = serde_json::to_string(&n.status().target("faulty").unwrap()).unwrap();
         for f in &forms {
             assert!(!e.contains(f.as_str()), "{what}: leaked {f} in: {e}");
             assert!(

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::ffi::{c_void, CStr, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,67 @@ fn notifier() -> Result<Arc<Notifier>, CallError> {
     Ok(n)
 }
 
+/// The host's registered user -> e-mail lookup (`oxnotify_set_user_email_resolver`).
+pub(crate) static RESOLVER: Mutex<Option<crate::UserEmailResolver>> = Mutex::new(None);
+
+extern "C" {
+    /// The C library's `free`: the resolver's answers are `malloc`ed (Perl's `strdup`).
+    fn free(p: *mut c_void);
+}
+
+/// The registered resolver as the core's [`notify_core::Context`].
+struct HostContext(crate::UserEmailResolver);
+
+impl notify_core::Context for HostContext {
+    fn user_email(&self, user: &str) -> Option<String> {
+        let user = CString::new(user).ok()?;
+        // SAFETY: the resolver was registered as callable; it gets a valid C string
+        let p = unsafe { (self.0)(user.as_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL answer is a malloc'ed NUL-terminated string, ours to free once
+        let address = unsafe { CStr::from_ptr(p) }
+            .to_str()
+            .ok()
+            .map(str::to_string);
+        unsafe { free(p.cast()) };
+        address
+    }
+}
+
+/// A map given with the call (`user-emails`) as a context.
+struct GivenEmails(BTreeMap<String, String>);
+
+impl notify_core::Context for GivenEmails {
+    fn user_email(&self, user: &str) -> Option<String> {
+        self.0.get(user).cloned()
+    }
+}
+
+/// What resolves `mailto-user` for this call: the map given with it, else the registered
+/// resolver, else nothing (a target with `mailto-user` then says the host must register one).
+fn context(given: Option<BTreeMap<String, String>>) -> Option<Box<dyn notify_core::Context>> {
+    match given {
+        Some(map) => Some(Box::new(GivenEmails(map))),
+        None => RESOLVER
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|r| Box::new(HostContext(r)) as Box<dyn notify_core::Context>),
+    }
+}
+
+/// The notifier's deliverer with this call's context.
+fn delivering<'a>(
+    n: &'a Notifier,
+    context: &'a Option<Box<dyn notify_core::Context>>,
+) -> notify_core::Deliverer<'a> {
+    match context {
+        Some(c) => n.delivery().with_context(c.as_ref()),
+        None => n.delivery(),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Name {
@@ -59,6 +121,17 @@ pub fn selftest(params: Value) -> Result<Value, CallError> {
 /// `list_targets({})` -> list of targets (public keys + digest).
 pub fn list_targets(_params: Value) -> Result<Value, CallError> {
     Ok(Value::Array(api::list_targets(&*notifier()?)?))
+}
+
+/// `get_targets({})` -> every target as the notification stack lists its targets: `{name,
+/// type, disable, origin, comment?, error?, warning?}`.
+pub fn get_targets(_params: Value) -> Result<Value, CallError> {
+    Ok(Value::Array(api::target_summaries(&*notifier()?)?))
+}
+
+/// `config_keys({})` -> the SMTP target keys: `[{name, kind, private, multi, deletable}]`.
+pub fn config_keys(_params: Value) -> Result<Value, CallError> {
+    Ok(notify_core::config::keys::describe())
 }
 
 /// `get_target({name})` -> the target (public keys + digest).
@@ -135,7 +208,8 @@ struct TestParams {
 /// target's `mailto-user` entries to addresses (the Perl layer fills it from the host's resolver).
 pub fn test_target(params: Value) -> Result<Value, CallError> {
     let p: TestParams = parse("test_target", params)?;
-    api::test_target(&*notifier()?, &p.name, p.user_emails)?;
+    let context = context(p.user_emails);
+    api::test_target(&*notifier()?, &p.name, context.as_deref())?;
     Ok(Value::Null)
 }
 
@@ -150,7 +224,9 @@ struct AuthorizeParams {
 /// state and verifier (server side) until the redirect comes back.
 pub fn authorize_url(params: Value) -> Result<Value, CallError> {
     let p: AuthorizeParams = parse("authorize_url", params)?;
-    let r = notifier()?.authorize_url(&p.name, &p.redirect_uri)?;
+    let r = notifier()?
+        .authorization()
+        .authorize_url(&p.name, &p.redirect_uri)?;
     Ok(
         json!({ "url": r.url.as_str(), "state": r.state, "pkce-verifier": r.pkce_verifier.expose() }),
     )
@@ -172,6 +248,47 @@ struct ExchangeParams {
     target: Option<String>,
 }
 
+/// `smtp_oauth2_token({state, authorization-code, target?})` finishes an authorization
+/// started with `authorize_begin` (`{target}`); without `state` (the reference's form:
+/// `{auth-method, client-id, redirect-uri, authorization-code, ...}` as for
+/// `exchange_smtp_oauth2_code`) the code is exchanged and the refresh token returned.
+pub fn smtp_oauth2_token(params: Value) -> Result<Value, CallError> {
+    let mut p = object(params);
+    if p.get("state").is_some_and(|s| !s.is_null()) {
+        let keep = ["state", "authorization-code", "target"];
+        p.retain(|k, _| keep.contains(&k.as_str()));
+        return authorize_complete(Value::Object(p));
+    }
+    p.remove("state");
+    let missing: BTreeMap<String, String> = ["auth-method", "client-id", "redirect-uri"]
+        .into_iter()
+        .filter(|k| p.get(*k).is_none_or(Value::is_null))
+        .map(|k| {
+            (
+                k.to_string(),
+                "property is required without state".to_string(),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(CallError {
+            message: format!(
+                "parameter verification failed - {}",
+                missing
+                    .iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            code: 400,
+            kind: notify_core::ErrorKind::InvalidInput,
+            param: None,
+            errors: missing,
+        });
+    }
+    exchange_smtp_oauth2_code(Value::Object(p))
+}
+
 /// `exchange_smtp_oauth2_code({auth-method, client-id, client-secret?, tenant-id?,
 /// authorization-code, redirect-uri, pkce-verifier?, token-url?, authorize-url?, scope?,
 /// target?})` -> `{refresh-token}`; with `target` the authorization is also stored.
@@ -182,7 +299,7 @@ pub fn exchange_smtp_oauth2_code(params: Value) -> Result<Value, CallError> {
         .ok_or_else(|| {
             CallError::bad_request("auth-method must be google-oauth2, microsoft-oauth2 or oauth2")
         })?;
-    let rt = notifier()?.exchange_smtp_oauth2_code(&CodeExchange {
+    let rt = notifier()?.authorization().exchange_code(&CodeExchange {
         auth_method: method,
         client_id: &p.client_id,
         client_secret: p.client_secret.map(Secret::new),
@@ -208,30 +325,42 @@ struct RefreshParams {
     lock_timeout: Option<u64>,
 }
 
-/// `refresh_targets({lock-timeout?})` -> `{locked: bool, reports: [...], problems: [...]}`;
-/// `locked: true` means another run went on for the whole timeout; `problems` are malformed
-/// config lines that belong to no target (file and line, never their text).
+/// `refresh_targets({lock-timeout?})` -> `{locked, holder?, reports: [...], problems: [...],
+/// warnings: [[target, warning], ...]}` (`oxnotify refresh`): every OAuth2 target refreshed,
+/// one run at a time; `locked: true` means another run went on for the whole timeout
+/// (`holder` names it); `problems` are malformed config lines that belong to no target (file
+/// and line, never their text); `warnings` those of targets that were not refreshed.
 pub fn refresh_targets(params: Value) -> Result<Value, CallError> {
     let p: RefreshParams = parse("refresh_targets", params)?;
     let timeout = Duration::from_secs(p.lock_timeout.unwrap_or(60));
-    let n = notifier()?;
-    Ok(match api::refresh_targets_locked(&n, timeout)? {
-        Some(run) => json!({ "locked": false, "reports": run.reports, "problems": run.problems }),
-        None => {
-            // lines of the config that belong to no target: reported, never fatal
-            let problems = n
-                .load_config()
-                .map(|c| api::config_problems(&c))
-                .unwrap_or_default();
-            json!({ "locked": true, "reports": [], "problems": problems })
-        }
-    })
+    daily_json(notifier()?.refresh().locked(timeout)?)
+}
+
+/// `daily({lock-timeout?})` -> [`refresh_targets`]' answer plus `flush` (one report per
+/// outbox): the whole daily job in one call and one config read.
+pub fn daily(params: Value) -> Result<Value, CallError> {
+    let p: RefreshParams = parse("daily", params)?;
+    let timeout = Duration::from_secs(p.lock_timeout.unwrap_or(60));
+    daily_json(notifier()?.refresh().daily(timeout)?)
+}
+
+fn daily_json(run: notify_core::DailyRun) -> Result<Value, CallError> {
+    let mut v = serde_json::to_value(&run).map_err(internal)?;
+    v["locked"] = json!(run.busy);
+    Ok(v)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct SendParams {
     targets: Vec<String>,
+    user_emails: Option<BTreeMap<String, String>>,
+}
+
+/// One notification as the calls take it: `{title, body?, html-body?, severity?, fields?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Message {
     title: String,
     #[serde(default)]
     body: String,
@@ -240,7 +369,19 @@ struct SendParams {
     severity: Severity,
     #[serde(default)]
     fields: BTreeMap<String, String>,
-    user_emails: Option<BTreeMap<String, String>>,
+}
+
+impl From<Message> for Notification {
+    fn from(m: Message) -> Self {
+        Notification {
+            title: m.title,
+            body: m.body,
+            html_body: m.html_body,
+            severity: m.severity,
+            fields: m.fields,
+            user_emails: None,
+        }
+    }
 }
 
 /// `send({targets: [...], title, body?, html-body?, severity?, fields?, user-emails?})` -> one
@@ -248,35 +389,30 @@ struct SendParams {
 /// server took the message or it waits in the outbox (then `queued` is true, `id` names the
 /// outbox entry and `message` says why it could not be sent now).
 pub fn send(params: Value) -> Result<Value, CallError> {
-    let mut p: SendParams = parse("send", params)?;
+    let mut message = object(params);
+    let mut routing = Map::new();
+    for k in ["targets", "user-emails"] {
+        if let Some(v) = message.remove(k) {
+            routing.insert(k.into(), v);
+        }
+    }
+    let p: SendParams = parse("send", Value::Object(routing))?;
+    let n: Notification = parse::<Message>("send", Value::Object(message))?.into();
     if p.targets.is_empty() {
         return Err(CallError::bad_request(
             "invalid parameters for send: 'targets' is empty",
         ));
     }
-    let targets = std::mem::take(&mut p.targets);
-    let n = p.notification();
-    let names: Vec<&str> = targets.iter().map(String::as_str).collect();
-    let reports = notifier()?.send(&names, &n)?;
+    let context = context(p.user_emails);
+    let names: Vec<&str> = p.targets.iter().map(String::as_str).collect();
+    let notifier = notifier()?;
+    let reports = delivering(&notifier, &context).send(&names, &n)?;
     Ok(Value::Array(
         reports
             .into_iter()
             .map(|r| delivery_json(&r.target, r.result))
             .collect(),
     ))
-}
-
-impl SendParams {
-    fn notification(self) -> Notification {
-        Notification {
-            title: self.title,
-            body: self.body,
-            html_body: self.html_body,
-            severity: self.severity,
-            fields: self.fields,
-            user_emails: self.user_emails,
-        }
-    }
 }
 
 fn delivery_json(target: &str, result: notify_core::Result<Delivery>) -> Value {
@@ -294,22 +430,9 @@ fn delivery_json(target: &str, result: notify_core::Result<Delivery>) -> Value {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct BurstItem {
-    title: String,
-    #[serde(default)]
-    body: String,
-    html_body: Option<String>,
-    #[serde(default)]
-    severity: Severity,
-    #[serde(default)]
-    fields: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct BurstParams {
     target: String,
-    notifications: Vec<BurstItem>,
+    notifications: Vec<Message>,
     user_emails: Option<BTreeMap<String, String>>,
 }
 
@@ -321,16 +444,11 @@ pub fn send_burst(params: Value) -> Result<Value, CallError> {
     let list: Vec<Notification> = p
         .notifications
         .into_iter()
-        .map(|i| Notification {
-            title: i.title,
-            body: i.body,
-            html_body: i.html_body,
-            severity: i.severity,
-            fields: i.fields,
-            user_emails: p.user_emails.clone(),
-        })
+        .map(Notification::from)
         .collect();
-    let results = notifier()?.send_burst(&p.target, &list)?;
+    let context = context(p.user_emails);
+    let notifier = notifier()?;
+    let results = delivering(&notifier, &context).send_burst(&p.target, &list)?;
     Ok(Value::Array(
         results
             .into_iter()
@@ -341,6 +459,7 @@ pub fn send_burst(params: Value) -> Result<Value, CallError> {
 
 fn internal(e: serde_json::Error) -> CallError {
     CallError {
+        errors: Default::default(),
         message: e.to_string(),
         code: 500,
         kind: notify_core::ErrorKind::Internal,
@@ -357,7 +476,7 @@ struct MaybeTarget {
 /// `outbox_list({target?})` -> the waiting messages (metadata, no content), oldest first.
 pub fn outbox_list(params: Value) -> Result<Value, CallError> {
     let p: MaybeTarget = parse("outbox_list", params)?;
-    let list = notifier()?.outbox_list(p.target.as_deref())?;
+    let list = notifier()?.delivery().outbox_list(p.target.as_deref())?;
     serde_json::to_value(list).map_err(internal)
 }
 
@@ -365,13 +484,14 @@ pub fn outbox_list(params: Value) -> Result<Value, CallError> {
 pub fn outbox_flush(params: Value) -> Result<Value, CallError> {
     let p: MaybeTarget = parse("outbox_flush", params)?;
     let n = notifier()?;
+    let delivery = n.delivery();
     let reports = match p.target {
         Some(t) => {
-            let config = n.load_config()?;
+            let config = notify_core::NotificationConfig::load(n.settings())?;
             config.smtp_target(&t)?;
-            vec![n.flush_target(&config, &t)]
+            vec![delivery.flush_target(&config, &t)]
         }
-        None => n.flush_outbox()?,
+        None => delivery.flush_outbox()?,
     };
     serde_json::to_value(reports).map_err(internal)
 }
@@ -385,27 +505,22 @@ struct Id {
 /// `outbox_drop({id})` -> the dropped entry's metadata (404 if there is no such entry).
 pub fn outbox_drop(params: Value) -> Result<Value, CallError> {
     let p: Id = parse("outbox_drop", params)?;
-    let dropped = notifier()?.outbox_drop(&p.id)?;
+    let dropped = notifier()?.delivery().outbox_drop(&p.id)?;
     serde_json::to_value(dropped).map_err(internal)
 }
 
 /// `outbox_status({name})` -> queue depth, oldest age, given-up messages of a target.
 pub fn outbox_status(params: Value) -> Result<Value, CallError> {
     let p: Name = parse("outbox_status", params)?;
-    let s = notifier()?.outbox_status(&p.name)?;
+    let s = notifier()?.status().outbox(&p.name)?;
     serde_json::to_value(s).map_err(internal)
 }
 
 /// `target_status({name})` -> OAuth2 health of the target.
 pub fn target_status(params: Value) -> Result<Value, CallError> {
     let p: Name = parse("target_status", params)?;
-    let s = notifier()?.target_status(&p.name)?;
-    serde_json::to_value(s).map_err(|e| CallError {
-        message: e.to_string(),
-        code: 500,
-        kind: notify_core::ErrorKind::Internal,
-        param: None,
-    })
+    let s = notifier()?.status().target(&p.name)?;
+    serde_json::to_value(s).map_err(internal)
 }
 
 #[derive(Deserialize)]
@@ -419,11 +534,9 @@ struct BeginParams {
 /// server-side, bound to `state` (single use, 10 minutes).
 pub fn authorize_begin(params: Value) -> Result<Value, CallError> {
     let p: BeginParams = parse("authorize_begin", params)?;
-    Ok(api::authorize_begin(
-        &*notifier()?,
-        &p.name,
-        &p.redirect_uri,
-    )?)
+    Ok(notifier()?
+        .authorization()
+        .begin(&p.name, &p.redirect_uri)?)
 }
 
 #[derive(Deserialize)]
@@ -438,8 +551,7 @@ struct CompleteParams {
 /// code of an authorization started with `authorize_begin` and stores it.
 pub fn authorize_complete(params: Value) -> Result<Value, CallError> {
     let p: CompleteParams = parse("authorize_complete", params)?;
-    let t = api::authorize_complete(
-        &*notifier()?,
+    let t = notifier()?.authorization().complete(
         &p.state,
         &p.authorization_code,
         p.target.as_deref(),
@@ -458,7 +570,7 @@ struct DeviceBeginParams {
 /// device code stays server-side, bound to `handle` (single use, 10 minutes).
 pub fn device_begin(params: Value) -> Result<Value, CallError> {
     let p: DeviceBeginParams = parse("device_begin", params)?;
-    Ok(api::device_begin(&*notifier()?, &p.name)?)
+    Ok(notifier()?.authorization().device_begin(&p.name)?)
 }
 
 #[derive(Deserialize)]
@@ -476,10 +588,7 @@ struct DeviceCompleteParams {
 pub fn device_complete(params: Value) -> Result<Value, CallError> {
     let p: DeviceCompleteParams = parse("device_complete", params)?;
     let wait = std::time::Duration::from_secs(p.wait.unwrap_or(10).clamp(1, 120));
-    Ok(api::device_complete(
-        &*notifier()?,
-        &p.handle,
-        p.target.as_deref(),
-        wait,
-    )?)
+    Ok(notifier()?
+        .authorization()
+        .device_complete(&p.handle, p.target.as_deref(), wait)?)
 }

@@ -9,16 +9,21 @@
 //! - `char *oxnotify_<function>(const char *params)` — `params` is a UTF-8 JSON object (NULL
 //!   means `{}`); the return value is a NUL-terminated UTF-8 JSON object, either
 //!   `{"ok": <result>}` or `{"error": {"message": "...", "code": <HTTP-style status>,
-//!   "kind": "...", "transient": <bool>, "param": "..."}}`. `kind` says what must happen next
+//!   "kind": "...", "transient": <bool>, "exit_code": <int>, "param": "..."}}`. `kind` says what must happen next
 //!   (`invalid-input`, `not-found`, `conflict`, `needs-reauthorization`, `needs-admin-fix`,
-//!   `transient`, `internal`); `param` names the parameter at fault, where there is one.
+//!   `transient`, `internal`); `exit_code` is the kind's exit code for a command line
+//!   (`ErrorKind::exit_code`, the one map); `param` names the parameter at fault, where there is one;
+//!   `errors` (if present) maps several parameters at fault to their messages.
 //!   The caller owns the returned string and must release it with `oxnotify_free`.
 //! - `void oxnotify_free(char *)` — free a returned string (NULL is ignored).
+//! - `void oxnotify_set_user_email_resolver(char *(*resolve)(const char *userid))` — the
+//!   host's user -> e-mail lookup (NULL removes it); it answers a `malloc`ed string or NULL.
 //!
 //! Functions: `list_targets`, `get_target`, `create_target`, `update_target`, `delete_target`,
 //! `test_target`, `authorize_url`, `authorize_begin`, `authorize_complete`, `device_begin`,
 //! `device_complete`,
-//! `exchange_smtp_oauth2_code`, `refresh_targets`, `send`, `send_burst`, `outbox_list`,
+//! `exchange_smtp_oauth2_code`, `smtp_oauth2_token`, `get_targets`, `config_keys`,
+//! `refresh_targets`, `daily`, `send`, `send_burst`, `outbox_list`,
 //! `outbox_flush`, `outbox_drop`, `outbox_status`,
 //! `target_status`, and `selftest` (echoes its parameters; panics on `{"panic": true}` so the
 //! boundary can be tested). Parameters are documented in [`calls`].
@@ -47,6 +52,8 @@ pub struct CallError {
     pub kind: notify_core::ErrorKind,
     /// The parameter at fault, for invalid-parameter errors.
     pub param: Option<String>,
+    /// Several parameters at fault (parameter -> message), as a schema check reports them.
+    pub errors: std::collections::BTreeMap<String, String>,
 }
 
 impl From<notify_core::Error> for CallError {
@@ -59,6 +66,7 @@ impl From<notify_core::Error> for CallError {
                 _ => None,
             },
             message: e.to_string(),
+            errors: Default::default(),
         }
     }
 }
@@ -71,6 +79,7 @@ impl CallError {
             code: 400,
             kind: notify_core::ErrorKind::InvalidInput,
             param: None,
+            errors: Default::default(),
         }
     }
 
@@ -81,9 +90,13 @@ impl CallError {
             "code": self.code,
             "kind": self.kind.as_str(),
             "transient": self.kind == notify_core::ErrorKind::Transient,
+            "exit_code": self.kind.exit_code(),
         });
         if let Some(p) = &self.param {
             v["param"] = json!(p);
+        }
+        if !self.errors.is_empty() {
+            v["errors"] = json!(self.errors);
         }
         v
     }
@@ -122,7 +135,7 @@ fn boundary(params: *const c_char, f: fn(Value) -> Result<Value, CallError>) -> 
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            json!({ "error": { "message": format!("internal error in oxnotify (panic: {what})"), "code": 500, "kind": "internal", "transient": false } })
+            json!({ "error": { "message": format!("internal error in oxnotify (panic: {what})"), "code": 500, "kind": "internal", "transient": false, "exit_code": notify_core::ErrorKind::Internal.exit_code() } })
         }
     };
     // serde_json escapes NUL as \u0000, so this cannot fail; fall back to a fixed error anyway
@@ -166,6 +179,21 @@ pub unsafe extern "C" fn oxnotify_free(s: *mut c_char) {
     }
 }
 
+/// The host's user -> e-mail lookup: `char *resolve(const char *userid)`, answering a
+/// `malloc`ed NUL-terminated address (the caller frees it with `free`) or NULL.
+pub type UserEmailResolver = unsafe extern "C" fn(*const c_char) -> *mut c_char;
+
+/// Register (or, with NULL, remove) the host's user -> e-mail lookup. `send`, `send_burst`
+/// and `test_target` ask it, on the calling thread and within the one call, for the
+/// `mailto-user` entries of the targets they send to.
+///
+/// # Safety
+/// `resolve` must be NULL or stay callable until it is replaced or removed.
+#[no_mangle]
+pub unsafe extern "C" fn oxnotify_set_user_email_resolver(resolve: Option<UserEmailResolver>) {
+    *calls::RESOLVER.lock().unwrap_or_else(|p| p.into_inner()) = resolve;
+}
+
 macro_rules! export {
     ($($sym:ident => $f:path),* $(,)?) => {$(
         #[doc = concat!("C entry point for [`", stringify!($f), "`].\n\n# Safety\n`params` must be NULL or a NUL-terminated string.")]
@@ -191,6 +219,10 @@ export! {
     oxnotify_device_complete => calls::device_complete,
     oxnotify_exchange_smtp_oauth2_code => calls::exchange_smtp_oauth2_code,
     oxnotify_refresh_targets => calls::refresh_targets,
+    oxnotify_daily => calls::daily,
+    oxnotify_smtp_oauth2_token => calls::smtp_oauth2_token,
+    oxnotify_get_targets => calls::get_targets,
+    oxnotify_config_keys => calls::config_keys,
     oxnotify_send => calls::send,
     oxnotify_send_burst => calls::send_burst,
     oxnotify_outbox_list => calls::outbox_list,

@@ -8,6 +8,7 @@ use Cpanel::JSON::XS ();
 use File::Basename ();
 use File::Spec ();
 use FFI::Platypus 2.00;
+use FFI::Platypus::Memory ();
 
 use OxNotify::Core::Error;
 
@@ -20,13 +21,13 @@ use constant ABI_VERSION => 1;
 my @FUNCTIONS = qw(
     list_targets get_target create_target update_target delete_target test_target
     authorize_url authorize_begin authorize_complete device_begin device_complete
-    exchange_smtp_oauth2_code refresh_targets send
+    exchange_smtp_oauth2_code smtp_oauth2_token get_targets config_keys refresh_targets daily send
     target_status selftest
     send_burst outbox_list outbox_flush outbox_drop outbox_status
 );
 
 my $JSON = Cpanel::JSON::XS->new->utf8->canonical->allow_nonref;
-my ($ffi, $free, %fn);
+my ($ffi, $free, $set_resolver, %fn);
 
 # Where the shared object is: $OXNOTIFY_LIB, else the newest build in this checkout, else the
 # installed (multiarch) location.
@@ -55,6 +56,7 @@ sub _init {
         "oxnotify: $path speaks ABI version $version, this OxNotify::Core needs " . ABI_VERSION, 500)
         if $version != ABI_VERSION;
     $free = $f->function(oxnotify_free => ['opaque'] => 'void');
+    $set_resolver = $f->function(oxnotify_set_user_email_resolver => ['(string)->opaque'] => 'void');
     $fn{$_} = $f->function("oxnotify_$_" => ['string'] => 'opaque') for @FUNCTIONS;
     $ffi = $f;
 }
@@ -80,56 +82,31 @@ sub _call {
     return $answer->{ok};
 }
 
-# send, send_burst and test_target resolve mailto-user through the host's resolver first (below)
-for my $name (grep { $_ ne 'send' && $_ ne 'send_burst' && $_ ne 'test_target' } @FUNCTIONS) {
+for my $name (@FUNCTIONS) {
     no strict 'refs';
     *{$name} = sub { _call($name, @_) };
 }
 
 # The host stack's user -> e-mail lookup (like proxmox-notify's Context): the one hook a stack
-# provides so that targets can name users (mailto-user) instead of addresses.
-my $user_email_resolver;
+# provides so that targets can name users (mailto-user) instead of addresses. The library
+# asks it within the send itself (one call, no target listing first); the closure is kept
+# here for as long as the library may call it.
+my $resolver_closure;
 
 sub set_user_email_resolver {
     my ($cb) = @_;
     die OxNotify::Core::Error->new('set_user_email_resolver: expects a code reference or undef', 400)
         if defined $cb && ref($cb) ne 'CODE';
-    $user_email_resolver = $cb;
+    _init();
+    my $closure = defined $cb ? $ffi->closure(sub {
+        my ($user) = @_;
+        # an address the library frees, or NULL; a resolver that dies knows no address
+        my $addr = eval { $cb->($user) };
+        return defined $addr && length $addr ? FFI::Platypus::Memory::strdup("$addr") : undef;
+    }) : undef;
+    $set_resolver->call($closure);
+    $resolver_closure = $closure;    # the old one only goes once the library forgot it
     return;
-}
-
-# user id -> address for the mailto-user entries of @names (users without an address are
-# left out; the core skips them). Without a resolver: nothing, and the core says what to do.
-sub _user_emails {
-    my (@names) = @_;
-    return () if !$user_email_resolver;
-    my %want = map { $_ => 1 } @names;
-    my %emails;
-    for my $t (@{ _call('list_targets', {}) }) {
-        next if !$want{ $t->{name} // '' };
-        for my $user (@{ $t->{'mailto-user'} // [] }) {
-            next if exists $emails{$user};
-            my $addr = $user_email_resolver->($user);
-            $emails{$user} = $addr if defined $addr && length $addr;
-        }
-    }
-    return ('user-emails' => \%emails);
-}
-
-sub send {
-    my ($params) = @_;
-    my @names = ref($params) eq 'HASH' && ref($params->{targets}) eq 'ARRAY' ? @{ $params->{targets} } : ();
-    return _call('send', ref($params) eq 'HASH' ? { %$params, _user_emails(@names) } : $params);
-}
-
-sub send_burst {
-    my ($params) = @_;
-    return _call('send_burst', ref($params) eq 'HASH' ? { %$params, _user_emails($params->{target} // '') } : $params);
-}
-
-sub test_target {
-    my ($params) = @_;
-    return _call('test_target', ref($params) eq 'HASH' ? { %$params, _user_emails($params->{name} // '') } : $params);
 }
 
 # The ABI version of the loaded library.
@@ -260,6 +237,29 @@ Refresh every enabled OAuth2 target, one run at a time (waits up to C<lock-timeo
 seconds, default 60, for another run). Returns C<{ locked, reports }>: C<locked> is true if
 another run went on the whole time; each report has C<target>, C<outcome> (C<refreshed>,
 C<rotated>, C<needs-reauthorization>, C<failed>), C<error> and C<status>.
+
+=item smtp_oauth2_token({ state, 'authorization-code', target? } | { 'auth-method', 'client-id', 'redirect-uri', 'authorization-code', ... })
+
+The C<smtp-oauth2-token> API call: with C<state> it finishes an authorization started with
+C<authorize_begin> (C<{ target }>); without it (the reference's form) it exchanges the code
+like C<exchange_smtp_oauth2_code> and returns C<{ 'refresh-token' }>. 400 with C<errors>
+naming each missing parameter.
+
+=item get_targets()
+
+Every target as a notification stack lists its targets: C<name>, C<type>, C<disable> (0/1),
+C<origin>, and C<comment>, C<error>, C<warning> where present.
+
+=item config_keys()
+
+The SMTP target keys: C<[{ name, kind, private, multi, deletable }]> (the library's one key
+table; API schemas, the CLI and the page derive their lists from it).
+
+=item daily({ 'lock-timeout'? })
+
+The whole daily job in one call and one config read: C<refresh_targets>' answer (plus
+C<holder>: who holds the daily lock when C<locked>; C<warnings>: C<[target, warning]> of
+targets that were not refreshed) and C<flush>, the C<outbox_flush> reports.
 
 =item send({ targets => [...], title, body?, 'html-body'?, severity?, fields? })
 

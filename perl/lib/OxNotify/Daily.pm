@@ -25,19 +25,20 @@ sub refresh {
     my (%opts) = @_;
     my @lines;
     my $log = sub { push @lines, [@_] };
-    my $res = eval { OxNotify::Core::refresh_targets({ 'lock-timeout' => $opts{lock_timeout} // 60 }) };
+    # the whole run in one library call and one config read: refresh, warnings, outbox flush
+    my $res = eval { OxNotify::Core::daily({ 'lock-timeout' => $opts{lock_timeout} // 60 }) };
     if (my $err = $@) {
         $log->('err', "refresh failed: $err");
         return { exit_code => 2, lines => \@lines, locked => 0, reports => [] };
     }
     if ($res->{locked}) {
-        $log->('notice', 'another instance of the daily refresh is running; nothing done');
+        my $who = defined $res->{holder} ? " ($res->{holder})" : '';
+        $log->('notice', "another instance of the daily refresh is running$who; nothing done");
         return { exit_code => 0, lines => \@lines, locked => 1, reports => [] };
     }
     # malformed lines outside any target do not stop the job, but the admin must see them
     $log->('warning', "WARNING config: $_") for @{ $res->{problems} // [] };
     my $failed = 0;
-    my %warned;
     for my $r (@{ $res->{reports} }) {
         my $s = $r->{status} // {};
         my $outcome = $r->{outcome} // 'failed';
@@ -47,29 +48,17 @@ sub refresh {
         $line .= " - $r->{error}" if $r->{error};
         $log->($LEVEL{$outcome} // 'err', $line);
         $failed++ if !$OK{$outcome};    # transient too: it did not refresh today
-        if (my $w = $s->{warning}) {
-            $log->('warning', "WARNING target '$r->{target}': $w");
-            $warned{ $r->{target} } = 1;
-        }
+        $log->('warning', "WARNING target '$r->{target}': $s->{warning}") if $s->{warning};
     }
     # targets without OAuth2 are not refreshed, but may still need the admin (e.g. a password
     # sent without TLS by a config from before allow-insecure-auth)
-    my $targets = eval { OxNotify::Core::list_targets() } // [];
-    for my $t (@$targets) {
-        next if !$t->{warning} || $warned{ $t->{name} };
-        $log->('warning', "WARNING target '$t->{name}': $t->{warning}");
-    }
+    $log->('warning', "WARNING target '$_->[0]': $_->[1]") for @{ $res->{warnings} // [] };
     $log->('info', sprintf('%d target(s) refreshed, %d failed', @{ $res->{reports} } - $failed, $failed));
     # the outbox: deliver what waits, give up what is too old (the timer does this every minute;
     # here too, so a host without the timer still delivers and expires)
-    my $flush = eval { OxNotify::Core::outbox_flush({}) };
-    if (my $err = $@) {
-        $log->('err', "outbox flush failed: $err");
-        $failed++;
-    } else {
-        push @lines, @{ flush_lines($flush) };
-        $failed++ if grep { @{ $_->{failed} // [] } || @{ $_->{expired} // [] } } @$flush;
-    }
+    my $flush = $res->{flush} // [];
+    push @lines, @{ flush_lines($flush) };
+    $failed++ if grep { @{ $_->{failed} // [] } || @{ $_->{expired} // [] } } @$flush;
     return { exit_code => $failed ? 1 : 0, lines => \@lines, locked => 0, reports => $res->{reports} };
 }
 

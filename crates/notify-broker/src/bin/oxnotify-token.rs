@@ -1,7 +1,8 @@
 //! `oxnotify-token NAME [--format bearer|xoauth2|xoauth2-b64]`: prints target NAME's access
 //! token (from the cache, else refreshed under the target's lock, as a send would). This is
 //! the `oxnotify token` command (bin/oxnotify execs it before loading any Perl module, so it
-//! costs milliseconds, not Perl's start-up). Exit codes: see [`exit_code`].
+//! costs milliseconds, not Perl's start-up). Exit codes: see
+//! [`ErrorKind::exit_code`].
 
 use base64::Engine;
 use notify_broker::peer;
@@ -20,24 +21,11 @@ const USAGE: &str = "usage: oxnotify token NAME [--format bearer|xoauth2|xoauth2
 /// The broker's socket as the Debian package installs it.
 const DEFAULT_SOCKET: &str = "/run/oxnotify/broker.sock";
 
-/// Exit codes: 0 printed; 2 usage, invalid input or not an OAuth2 target; 3 internal (file
-/// system, state); 4 no such target; 5 the target needs authorizing again (`oxnotify
-/// authorize NAME`); 75 transient (EX_TEMPFAIL: retry later); 77 not root (EX_NOPERM); 78 an
-/// admin must fix the app registration or the target (EX_CONFIG).
-fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::InvalidInput | ErrorKind::Conflict => 2,
-        ErrorKind::Internal => 3,
-        ErrorKind::NotFound => 4,
-        ErrorKind::NeedsReauthorization => 5,
-        ErrorKind::Transient => 75,
-        ErrorKind::NeedsAdminFix => 78,
-    }
-}
-
+/// Exit codes: 0 printed; otherwise [`ErrorKind::exit_code`] of the failure (77 = EX_NOPERM
+/// when the broker denies the caller).
 fn fail(kind: ErrorKind, message: &str) -> ExitCode {
     eprintln!("oxnotify token: {message} [{}]", kind.as_str());
-    ExitCode::from(exit_code(kind))
+    ExitCode::from(kind.exit_code())
 }
 
 fn main() -> ExitCode {
@@ -159,12 +147,9 @@ fn via_broker(socket: &str, address: &str, format: Format) -> ExitCode {
         eprintln!("oxnotify token: oxnotify-broker: {message} [{kind}]");
         let code = match kind {
             "denied" => 77,
-            "transient" => exit_code(ErrorKind::Transient),
-            "needs-reauthorization" => exit_code(ErrorKind::NeedsReauthorization),
-            "needs-admin-fix" => exit_code(ErrorKind::NeedsAdminFix),
-            "not-found" => exit_code(ErrorKind::NotFound),
-            "invalid-input" => exit_code(ErrorKind::InvalidInput),
-            _ => exit_code(ErrorKind::Internal),
+            other => ErrorKind::parse(other)
+                .unwrap_or(ErrorKind::Internal)
+                .exit_code(),
         };
         return ExitCode::from(code);
     }
@@ -191,16 +176,42 @@ fn print_token(out: &notify_core::Secret) -> ExitCode {
     }
 }
 
-/// One request to the broker; the whole answer.
+/// One request to the broker; the whole answer. The broker may answer and close before it
+/// read the request (it refuses users no target allows at connect): then writing fails or
+/// reading ends in a reset, and the answer is what came before.
 fn ask_broker(socket: &str, request: &str) -> std::io::Result<String> {
-    use std::io::Read;
+    use std::io::{ErrorKind, Read};
     let mut c = std::os::unix::net::UnixStream::connect(socket)?;
     c.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    c.write_all(request.as_bytes())?;
-    c.shutdown(std::net::Shutdown::Write)?;
-    let mut answer = String::new();
-    c.take(64 * 1024).read_to_string(&mut answer)?;
-    Ok(answer)
+    match c
+        .write_all(request.as_bytes())
+        .and_then(|_| c.shutdown(std::net::Shutdown::Write))
+    {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {}
+        Err(e) => return Err(e),
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.len() > 64 * 1024 {
+                    return Err(std::io::Error::new(
+                        ErrorKind::InvalidData,
+                        "the answer is too long",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && !answer.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(answer)
+        .map_err(|_| std::io::Error::new(ErrorKind::InvalidData, "the answer is not UTF-8"))
 }
 
 fn usage(m: &str) -> ExitCode {

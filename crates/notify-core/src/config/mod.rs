@@ -9,16 +9,15 @@
 //! a write refuses to touch a file it could not reproduce or a target with malformed lines.
 //! Callers that modify the config must hold [`ConfigLock`].
 
+pub mod keys;
 pub mod section;
 pub mod smtp;
 pub mod validate;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::lock::StoreLock;
-use crate::settings::{Settings, StoreKind};
+use crate::settings::Settings;
+use crate::store::{self, Access, StoreLock};
 use section::{problem_error, Section, SectionFile, ValueMode};
-use sha2::{Digest, Sha256};
 use smtp::{Invalid, SmtpSecrets, SmtpTarget, SMTP_TYPE};
 use std::path::Path;
 
@@ -44,18 +43,17 @@ impl ConfigLock {
     }
 
     fn acquire_until(settings: &Settings, deadline: std::time::Instant) -> Result<ConfigLock> {
-        if settings.store == StoreKind::Local {
-            fsutil::ensure_dir(&settings.config_dir, 0o755, false)?;
-        }
+        let store = settings.store();
+        store.ensure_dir(&settings.config_dir, Access::Public, false)?;
         // the cluster store's lock directories are in the state directory
-        StoreLock::acquire_until(
-            settings,
-            &settings.config_lock_file(),
-            "config",
-            deadline,
-            "the configuration",
-        )
-        .map(ConfigLock)
+        store
+            .lock_until(
+                &settings.config_lock_file(),
+                "config",
+                deadline,
+                "the configuration",
+            )
+            .map(ConfigLock)
     }
 }
 
@@ -78,10 +76,7 @@ fn config_error(file: &Path, section: &str, line: Option<usize>, invalid: Invali
 }
 
 fn digest_of(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(text.as_bytes())
 }
 
 impl NotificationConfig {
@@ -244,6 +239,7 @@ impl NotificationConfig {
             param: key.unwrap_or("name").to_string(),
             message,
         };
+        keys::check_values(target).map_err(to_param)?;
         target.validate().map_err(to_param)?;
         target.validate_secrets(secrets).map_err(to_param)
     }
@@ -276,43 +272,34 @@ impl NotificationConfig {
                 });
             }
         }
+        let store = settings.store();
         let priv_file = settings.private_config_file();
         if let Some(dir) = priv_file.parent() {
-            fsutil::ensure_store_dir(settings.store, dir, 0o700, true)?;
+            store.ensure_dir(dir, Access::Private, true)?;
             // a writer killed mid-save left its temp file (secrets included): every writer
             // holds the config lock, so none of these belongs to a live one
-            remove_temp_files(dir);
+            store::sweep(dir, is_temp_file, None);
         }
-        remove_temp_files(&settings.config_dir);
-        // cluster store: no fsync (pmxcfs has none), and pmxcfs allows 0640 outside priv/
-        let (durable, public_mode) = match settings.store {
-            StoreKind::Local => (true, 0o644),
-            StoreKind::Cluster => (false, 0o640),
-        };
+        store::sweep(&settings.config_dir, is_temp_file, None);
         let private = self.private.render();
-        fsutil::write_atomic_with(&priv_file, private.as_bytes(), 0o600, ".tmp-", durable)?;
-        fsutil::ensure_store_dir(settings.store, &settings.config_dir, 0o755, false)?;
+        store.write(&priv_file, private.as_bytes(), Access::Private, TEMP_PREFIX)?;
+        store.ensure_dir(&settings.config_dir, Access::Public, false)?;
         let text = self.public.render();
-        fsutil::write_atomic_with(
+        store.write(
             &settings.config_file(),
             text.as_bytes(),
-            public_mode,
-            ".tmp-",
-            durable,
+            Access::Public,
+            TEMP_PREFIX,
         )?;
         self.digest = digest_of(&text);
         Ok(())
     }
 }
 
-/// Remove the `.tmp-*` files [`fsutil::write_atomic`] leaves in `dir` when killed.
-fn remove_temp_files(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+/// Prefix of the temp files of config writes.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// A temp file a killed config writer left.
+fn is_temp_file(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
 }

@@ -24,7 +24,7 @@
 //! lost indentation or a `password=VALUE` typo must not put the value into an error).
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::store::local;
 use std::path::{Path, PathBuf};
 
 /// How the value after a key is read.
@@ -306,7 +306,7 @@ impl SectionFile {
     /// Read and parse `path` leniently; a missing file is an empty config. Anything but a
     /// regular file (a FIFO would block every reader) is refused.
     pub fn read(path: &Path, mode: ValueMode) -> Result<Self> {
-        match fsutil::read_regular(path)? {
+        match local::read_regular(path)? {
             Some(bytes) => {
                 let text = String::from_utf8(bytes).map_err(|e| Error::Config {
                     file: path.to_path_buf(),

@@ -1,6 +1,5 @@
 //! The SMTP target: typed keys, defaults, validation, and conversion to/from a section.
 
-use super::section::Section;
 use super::validate;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -44,7 +43,7 @@ impl SmtpMode {
         }
     }
 
-    fn parse(v: &str) -> Option<Self> {
+    pub(crate) fn parse(v: &str) -> Option<Self> {
         Some(match v {
             "insecure" => SmtpMode::Insecure,
             "starttls" => SmtpMode::Starttls,
@@ -55,10 +54,11 @@ impl SmtpMode {
 }
 
 /// How the target authenticates to the SMTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum AuthMethod {
     /// No authentication.
     #[serde(rename = "none")]
+    #[default]
     None,
     /// Username and password (SASL PLAIN or LOGIN).
     #[serde(rename = "plain")]
@@ -197,7 +197,7 @@ impl ClientAuthMethod {
 }
 
 /// An SMTP notification target (the public part; secrets are in [`SmtpSecrets`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SmtpTarget {
     /// Target name (section name).
@@ -315,61 +315,6 @@ pub struct SmtpSecrets {
 /// A validation failure: the key it concerns (if one) and the message.
 pub type Invalid = (Option<&'static str>, String);
 
-const PUBLIC_KEYS: &[&str] = &[
-    "server",
-    "port",
-    "mode",
-    "auth-method",
-    "username",
-    "from-address",
-    "author",
-    "mailto",
-    "mailto-user",
-    "comment",
-    "disable",
-    "allow-insecure-auth",
-    "oauth2-client-id",
-    "oauth2-tenant-id",
-    "oauth2-authorize-url",
-    "oauth2-token-url",
-    "oauth2-scope",
-    "max-connections",
-    "broker-allow-user",
-    "broker-allow-group",
-    "oauth2-flow",
-    "oauth2-client-auth",
-    "oauth2-service-account",
-    "oauth2-key-id",
-    "oauth2-certificate-thumbprint",
-    "oauth2-device-authorize-url",
-];
-const PRIVATE_KEYS: &[&str] = &["password", "oauth2-client-secret", "oauth2-private-key"];
-
-/// Keys of the public section (for API schemas and error hints).
-pub fn public_keys() -> &'static [&'static str] {
-    PUBLIC_KEYS
-}
-
-/// Keys of the private section.
-pub fn private_keys() -> &'static [&'static str] {
-    PRIVATE_KEYS
-}
-
-/// The items of a list value (separated by commas or blanks).
-fn list(v: &str) -> impl Iterator<Item = String> + '_ {
-    v.split([',', ' ', '\t'])
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-fn parse_bool(key: &'static str, v: &str) -> Result<bool, Invalid> {
-    match v {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err((Some(key), format!("'{v}' is not a boolean (use 1 or 0)"))),
-    }
-}
-
 impl SmtpTarget {
     /// A target with the required keys; every other key has its default (mode `tls`,
     /// auth-method `none`, nothing optional set).
@@ -377,30 +322,9 @@ impl SmtpTarget {
         SmtpTarget {
             name: name.to_string(),
             server: server.to_string(),
-            port: None,
-            mode: SmtpMode::default(),
-            auth_method: AuthMethod::None,
-            username: None,
             from_address: from_address.to_string(),
-            author: None,
             mailto,
-            mailto_user: Vec::new(),
-            comment: None,
-            disable: false,
-            allow_insecure_auth: false,
-            oauth2_client_id: None,
-            oauth2_tenant_id: None,
-            oauth2_authorize_url: None,
-            oauth2_token_url: None,
-            oauth2_scope: None,
-            max_connections: None,
-            broker_allow: BrokerAllow::default(),
-            oauth2_flow: None,
-            oauth2_client_auth: None,
-            oauth2_service_account: None,
-            oauth2_key_id: None,
-            oauth2_certificate_thumbprint: None,
-            oauth2_device_authorize_url: None,
+            ..Default::default()
         }
     }
 
@@ -424,173 +348,10 @@ impl SmtpTarget {
         self.username.as_deref().unwrap_or(&self.from_address)
     }
 
-    /// Build from a parsed section. Returns the failing key's line for error messages via
-    /// `Err((line, key, message))`.
-    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
-        let mut t = SmtpTarget::new(&section.name, "", "", Vec::new());
-        let mut auth_method = None;
-        let mut seen: Vec<&str> = Vec::new();
-        for e in section.entries() {
-            let line = Some(e.line).filter(|l| *l > 0);
-            let Some(key) = PUBLIC_KEYS.iter().copied().find(|k| *k == e.key) else {
-                let hint = if PRIVATE_KEYS.contains(&e.key.as_str()) {
-                    " (secrets belong in the private file priv/notifications.cfg)".to_string()
-                } else {
-                    format!(" (known keys: {})", PUBLIC_KEYS.join(", "))
-                };
-                return Err((
-                    line,
-                    (
-                        None,
-                        format!("unknown key '{}'{hint}", e.key.escape_debug()),
-                    ),
-                ));
-            };
-            let fail = |m: String| (line, (Some(key), m));
-            validate::no_control_chars(&e.value).map_err(fail)?;
-            if !matches!(
-                key,
-                "mailto" | "mailto-user" | "broker-allow-user" | "broker-allow-group"
-            ) {
-                if seen.contains(&key) {
-                    return Err(fail("key given more than once".into()));
-                }
-                seen.push(key);
-            }
-            let v = e.value.clone();
-            let some = |v: String| Some(v).filter(|v| !v.is_empty());
-            match key {
-                "server" => t.server = v,
-                "port" => {
-                    t.port = Some(
-                        v.parse::<u16>()
-                            .ok()
-                            .filter(|p| *p > 0)
-                            .ok_or_else(|| fail(format!("'{v}' is not a port (1-65535)")))?,
-                    )
-                }
-                "mode" => {
-                    t.mode = SmtpMode::parse(&v).ok_or_else(|| {
-                        fail(format!("'{v}' is not a mode (insecure, starttls or tls)"))
-                    })?
-                }
-                "auth-method" => {
-                    auth_method = Some(AuthMethod::parse(&v).ok_or_else(|| {
-                        fail(format!(
-                            "'{v}' is not an auth method (none, plain, google-oauth2, microsoft-oauth2, oauth2)"
-                        ))
-                    })?)
-                }
-                "username" => t.username = some(v),
-                "from-address" => t.from_address = v,
-                "author" => t.author = some(v),
-                "mailto" => t.mailto.extend(
-                    v.split([',', ' ', '\t'])
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string),
-                ),
-                "mailto-user" => t.mailto_user.extend(
-                    v.split([',', ' ', '\t'])
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string),
-                ),
-                "comment" => t.comment = some(v),
-                "disable" => t.disable = parse_bool(key, &v).map_err(|i| (line, i))?,
-                "allow-insecure-auth" => {
-                    t.allow_insecure_auth = parse_bool(key, &v).map_err(|i| (line, i))?
-                }
-                "oauth2-client-id" => t.oauth2_client_id = some(v),
-                "oauth2-tenant-id" => t.oauth2_tenant_id = some(v),
-                "oauth2-authorize-url" => t.oauth2_authorize_url = some(v),
-                "oauth2-token-url" => t.oauth2_token_url = some(v),
-                "oauth2-scope" => t.oauth2_scope = some(v),
-                "max-connections" => {
-                    t.max_connections = Some(
-                        v.parse::<u32>()
-                            .ok()
-                            .filter(|n| (1..=100).contains(n))
-                            .ok_or_else(|| fail(format!("'{v}' is not a number from 1 to 100")))?,
-                    )
-                }
-                "broker-allow-user" => t.broker_allow.users.extend(list(&v)),
-                "broker-allow-group" => t.broker_allow.groups.extend(list(&v)),
-                "oauth2-flow" => {
-                    t.oauth2_flow = Some(OAuth2Flow::parse(&v).ok_or_else(|| {
-                        fail(format!(
-                            "'{v}' is not an OAuth2 flow (authorization-code, client-credentials, \
-                             service-account, password, device-code)"
-                        ))
-                    })?)
-                }
-                "oauth2-client-auth" => {
-                    t.oauth2_client_auth = Some(ClientAuthMethod::parse(&v).ok_or_else(|| {
-                        fail(format!(
-                            "'{v}' is not a client authentication (client-secret-post, \
-                             client-secret-basic, private-key-jwt)"
-                        ))
-                    })?)
-                }
-                "oauth2-service-account" => t.oauth2_service_account = some(v),
-                "oauth2-key-id" => t.oauth2_key_id = some(v),
-                "oauth2-certificate-thumbprint" => t.oauth2_certificate_thumbprint = some(v),
-                "oauth2-device-authorize-url" => t.oauth2_device_authorize_url = some(v),
-                _ => unreachable!("key comes from PUBLIC_KEYS"),
-            }
-        }
-        // older configs have no auth-method: username set -> plain, else none
-        t.auth_method = auth_method.unwrap_or(if t.username.is_some() {
-            AuthMethod::Plain
-        } else {
-            AuthMethod::None
-        });
-        t.validate().map_err(|(key, msg)| {
-            let line = key.and_then(|k| section.entries().find(|e| e.key == k).map(|e| e.line));
-            (line.or(Some(section.line)).filter(|l| *l > 0), (key, msg))
-        })?;
-        Ok(t)
-    }
-
     /// Check every value and the combination of keys (not the secrets: see
     /// [`SmtpTarget::validate_secrets`]).
     pub fn validate(&self) -> Result<(), Invalid> {
         validate::target_name(&self.name).map_err(|m| (None, m))?;
-        let strings: [(&'static str, Option<&str>); 15] = [
-            (
-                "oauth2-service-account",
-                self.oauth2_service_account.as_deref(),
-            ),
-            ("oauth2-key-id", self.oauth2_key_id.as_deref()),
-            (
-                "oauth2-certificate-thumbprint",
-                self.oauth2_certificate_thumbprint.as_deref(),
-            ),
-            (
-                "oauth2-device-authorize-url",
-                self.oauth2_device_authorize_url.as_deref(),
-            ),
-            ("server", Some(&self.server)),
-            ("username", self.username.as_deref()),
-            ("from-address", Some(&self.from_address)),
-            ("author", self.author.as_deref()),
-            ("comment", self.comment.as_deref()),
-            ("oauth2-client-id", self.oauth2_client_id.as_deref()),
-            ("oauth2-tenant-id", self.oauth2_tenant_id.as_deref()),
-            ("oauth2-authorize-url", self.oauth2_authorize_url.as_deref()),
-            ("oauth2-token-url", self.oauth2_token_url.as_deref()),
-            ("oauth2-scope", self.oauth2_scope.as_deref()),
-            (
-                "mailto",
-                self.mailto
-                    .iter()
-                    .find(|m| m.chars().any(char::is_control))
-                    .map(String::as_str),
-            ),
-        ];
-        for (key, value) in strings {
-            if let Some(v) = value {
-                validate::no_control_chars(v).map_err(|m| (Some(key), m))?;
-            }
-        }
         if self.server.is_empty() {
             return Err((
                 Some("server"),
@@ -1042,124 +803,9 @@ impl SmtpTarget {
         }
         Ok(())
     }
-
-    /// The `key value` pairs of the public section, in canonical order.
-    pub fn to_entries(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                out.push((k.to_string(), v));
-            }
-        };
-        put("server", Some(self.server.clone()));
-        put("port", self.port.map(|p| p.to_string()));
-        put("mode", Some(self.mode.as_str().to_string()));
-        put("auth-method", Some(self.auth_method.as_str().to_string()));
-        put("username", self.username.clone());
-        put("from-address", Some(self.from_address.clone()));
-        put("author", self.author.clone());
-        for m in &self.mailto {
-            put("mailto", Some(m.clone()));
-        }
-        for u in &self.mailto_user {
-            put("mailto-user", Some(u.clone()));
-        }
-        put("oauth2-client-id", self.oauth2_client_id.clone());
-        put("oauth2-tenant-id", self.oauth2_tenant_id.clone());
-        put("oauth2-authorize-url", self.oauth2_authorize_url.clone());
-        put("oauth2-token-url", self.oauth2_token_url.clone());
-        put("oauth2-scope", self.oauth2_scope.clone());
-        put(
-            "max-connections",
-            self.max_connections.map(|n| n.to_string()),
-        );
-        for u in &self.broker_allow.users {
-            put("broker-allow-user", Some(u.clone()));
-        }
-        for g in &self.broker_allow.groups {
-            put("broker-allow-group", Some(g.clone()));
-        }
-        put(
-            "oauth2-flow",
-            self.oauth2_flow.map(|f| f.as_str().to_string()),
-        );
-        put(
-            "oauth2-client-auth",
-            self.oauth2_client_auth.map(|a| a.as_str().to_string()),
-        );
-        put(
-            "oauth2-service-account",
-            self.oauth2_service_account.clone(),
-        );
-        put("oauth2-key-id", self.oauth2_key_id.clone());
-        put(
-            "oauth2-certificate-thumbprint",
-            self.oauth2_certificate_thumbprint.clone(),
-        );
-        put(
-            "oauth2-device-authorize-url",
-            self.oauth2_device_authorize_url.clone(),
-        );
-        put("comment", self.comment.clone());
-        put("disable", self.disable.then(|| "1".to_string()));
-        put(
-            "allow-insecure-auth",
-            self.allow_insecure_auth.then(|| "1".to_string()),
-        );
-        out
-    }
 }
 
 impl SmtpSecrets {
-    /// Read from a private-file section.
-    pub fn from_section(section: &Section) -> Result<Self, (Option<usize>, Invalid)> {
-        let mut s = SmtpSecrets::default();
-        for e in section.entries() {
-            let line = Some(e.line).filter(|l| *l > 0);
-            let slot = match e.key.as_str() {
-                "password" => &mut s.password,
-                "oauth2-client-secret" => &mut s.oauth2_client_secret,
-                "oauth2-private-key" => &mut s.oauth2_private_key,
-                _ => {
-                    return Err((
-                        line,
-                        (
-                            None,
-                            // not the key's text: in this file a typo like `password=VALUE`
-                            // makes the secret the "key"
-                            "unknown key in the private file (known keys: password, \
-                             oauth2-client-secret, oauth2-private-key); the line's text is not \
-                             shown"
-                                .to_string(),
-                        ),
-                    ));
-                }
-            };
-            if slot.is_some() {
-                return Err((
-                    line,
-                    (None, format!("key '{}' given more than once", e.key)),
-                ));
-            }
-            if !e.value.is_empty() {
-                *slot = Some(Secret::new(e.value.clone()));
-            }
-        }
-        Ok(s)
-    }
-
-    /// The `key value` pairs of the private section.
-    pub fn to_entries(&self) -> Vec<(String, String)> {
-        [
-            ("password", &self.password),
-            ("oauth2-client-secret", &self.oauth2_client_secret),
-            ("oauth2-private-key", &self.oauth2_private_key),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.expose().to_string())))
-        .collect()
-    }
-
     /// True if no secret is set.
     pub fn is_empty(&self) -> bool {
         self.password.is_none()

@@ -3,6 +3,7 @@
 //! counting wrapper around the real HTTP client.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod counting_proxy;
 
 use notify_core::config::ConfigLock;
@@ -227,12 +228,14 @@ impl Env {
     ) -> Secret {
         let req = self
             .notifier
+            .authorization()
             .authorize_url(&target.name, REDIRECT_URI)
             .unwrap();
         let (code, state) = rig.login_and_consent(user, req.url.as_str());
         assert_eq!(state, req.state, "state must round-trip");
         self.notifier
-            .exchange_smtp_oauth2_code(&CodeExchange {
+            .authorization()
+            .exchange_code(&CodeExchange {
                 auth_method: target.auth_method,
                 client_id: target.oauth2_client_id.as_deref().unwrap(),
                 client_secret: secrets.oauth2_client_secret.clone(),

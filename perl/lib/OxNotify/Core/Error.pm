@@ -10,7 +10,7 @@ our $VERSION = '0.1.0';
 sub new {
     my ($class, $message, $code, %extra) = @_;
     my $self = bless { message => $message, code => $code // 500 }, $class;
-    for my $k (qw(kind transient errors)) {
+    for my $k (qw(kind transient errors exit_code)) {
         $self->{$k} = $extra{$k} if defined $extra{$k};
     }
     return $self;
@@ -19,13 +19,14 @@ sub new {
 # From the library's error answer ({message, code, kind?, transient?, param?}).
 sub from_answer {
     my ($class, $e) = @_;
-    my $self = $class->new($e->{message}, $e->{code}, kind => $e->{kind},
+    my $self = $class->new($e->{message}, $e->{code}, kind => $e->{kind}, exit_code => $e->{exit_code},
         (defined $e->{transient} ? (transient => $e->{transient} ? 1 : 0) : ()));
     # a 400 about one parameter: the core says which ("invalid parameter 'X': ..."), so a
     # host can show it next to the field like its own schema errors
     my ($param, $msg) = defined $e->{param} ? ($e->{param}, $e->{message})
         : ($e->{message} // '') =~ /^invalid parameter '([^']+)': (.*)\z/s;
     $self->{errors} = { $param => $msg } if ($e->{code} // 0) == 400 && defined $param;
+    $self->{errors} = { %{ $e->{errors} } } if ref($e->{errors}) eq 'HASH' && %{ $e->{errors} };
     return $self;
 }
 
@@ -34,6 +35,16 @@ sub code { $_[0]->{code} }
 sub kind { $_[0]->{kind} }
 sub transient { $_[0]->{transient} }
 sub errors { $_[0]->{errors} }
+
+# The library sends the exit code of its error kind (the one map, shared with `oxnotify
+# token`); an error raised in Perl before the library was asked is a usage error, unless its
+# HTTP-style code says not found or a server-side failure.
+sub exit_code {
+    my ($self) = @_;
+    return $self->{exit_code} if defined $self->{exit_code};
+    my $code = $self->{code} // 500;
+    return $code == 404 ? 4 : $code >= 500 ? 3 : 2;
+}
 
 1;
 
@@ -75,7 +86,7 @@ standalone server use.
 
 =item from_answer(\%error) - from the library's error answer
 
-=item message, code, kind, transient, errors
+=item message, code, kind, transient, errors, exit_code
 
 =back
 

@@ -1,7 +1,7 @@
 //! Delivery that loses nothing: every send runs within one deadline
 //! ([`Settings::delivery_deadline`]), waits for one of the target's connection slots
-//! ([`crate::slots`]), retries transient failures with backoff, and what still could not be
-//! delivered for a transient reason goes to the durable [`crate::outbox`] ("queued", not
+//! ([`slots`]), retries transient failures with backoff, and what still could not be
+//! delivered for a transient reason goes to the durable [`outbox`] ("queued", not
 //! "failed"). A flush sends a target's queue oldest first over one SMTP session; it runs from
 //! the timer, the daily job, the CLI, and after every successful send to the same target.
 //!
@@ -11,18 +11,33 @@
 //! not returned "sent" or "queued" has not promised anything, and the spool files are written
 //! atomically.
 
+pub mod outbox;
+pub mod slots;
+pub mod smtp;
+
 use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
 use crate::config::NotificationConfig;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::notification::Notification;
-use crate::outbox::{self, Entry};
-use crate::smtp::{self, Batch, Credential, Outgoing};
+use crate::oauth2::TokenHttpClient;
+use crate::settings::Settings;
 use crate::state::now;
-use crate::{slots, Notifier};
+use crate::store::local::FileLock;
+use crate::tokens::TokenManager;
+use outbox::Entry;
 use serde::Serialize;
+use smtp::{Batch, Credential, Outgoing};
 use std::time::{Duration, Instant};
 
-/// How a notification left [`Notifier::send`] for one target.
+/// Sends notifications and flushes the outbox ([`crate::Notifier::delivery`]).
+pub struct Deliverer<'a> {
+    settings: &'a Settings,
+    http: &'a dyn TokenHttpClient,
+    context: Option<&'a dyn Context>,
+}
+
+/// How a notification left [`Deliverer::send`] for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// The server accepted it.
@@ -67,7 +82,19 @@ pub struct FlushReport {
     pub error: Option<String>,
 }
 
-/// What [`Notifier::deliver_now`] did: one fate per message, and the SMTP sessions it opened.
+/// A target's messages of one call, accepted: resolved, and spooled where the outbox took them.
+struct Accepted {
+    target: SmtpTarget,
+    secrets: SmtpSecrets,
+    messages: Vec<Outgoing>,
+    /// The spool entry of each message (`None`: the outbox could not take it).
+    entries: Vec<Option<Entry>>,
+    /// Each message's title (for an entry written only after a failed attempt).
+    titles: Vec<String>,
+    started: i64,
+}
+
+/// What [`Deliverer::deliver_now`] did: one fate per message, and the SMTP sessions it opened.
 struct Run {
     fates: Vec<Fate>,
     sessions: usize,
@@ -86,27 +113,109 @@ enum Fate {
     Pending(Error),
 }
 
-impl Notifier {
+impl<'a> Deliverer<'a> {
+    /// A deliverer with these settings, getting tokens with `http`.
+    pub fn new(settings: &'a Settings, http: &'a dyn TokenHttpClient) -> Self {
+        Deliverer {
+            settings,
+            http,
+            context: None,
+        }
+    }
+
+    /// The same deliverer, resolving `mailto-user` through the host's `context` (for the
+    /// notifications that do not carry their own `user_emails`).
+    pub fn with_context(mut self, context: &'a dyn Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// The messages of `notifications` for `target`, with its `mailto-user` entries
+    /// resolved through the context where the notification does not carry them.
+    fn messages(
+        &self,
+        target: &SmtpTarget,
+        notifications: &[Notification],
+    ) -> Result<Vec<Outgoing>> {
+        let resolved = match self.context {
+            Some(c) if !target.mailto_user.is_empty() => {
+                Some(crate::context::user_emails(c, &target.mailto_user))
+            }
+            _ => None,
+        };
+        notifications
+            .iter()
+            .map(|n| match (&resolved, &n.user_emails) {
+                (Some(emails), None) => {
+                    let n = Notification {
+                        user_emails: Some(emails.clone()),
+                        ..n.clone()
+                    };
+                    n.to_message(target).map(|m| Outgoing::of(&m))
+                }
+                _ => n.to_message(target).map(|m| Outgoing::of(&m)),
+            })
+            .collect()
+    }
+
+    fn load_config(&self) -> Result<NotificationConfig> {
+        NotificationConfig::load(self.settings)
+    }
+
     /// Send `notification` to each of `targets`; one report per target, failures do not stop
-    /// the others. A transient failure that outlasts the delivery deadline queues the message
-    /// ([`Delivery::Queued`]). Disabled targets fail with a clear error.
+    /// the others. The message is in the outbox from the moment it is accepted; the targets
+    /// are tried at the same time, and the call returns within [`Settings::caller_wait`]: what
+    /// failed for a transient reason by then stays queued ([`Delivery::Queued`]) and the
+    /// outbox timer goes on trying. Disabled targets fail with a clear error.
     pub fn send(&self, targets: &[&str], notification: &Notification) -> Result<Vec<SendReport>> {
         notification.validate()?;
         let config = self.load_config()?;
+        let deadline = self.caller_deadline();
+        // resolved and spooled on the calling thread (the host's lookups are asked here)
+        let accepted: Vec<Result<Accepted>> = targets
+            .iter()
+            .map(|t| self.accept(&config, t, std::slice::from_ref(notification), deadline))
+            .collect();
+        let (settings, http, config) = (self.settings, self.http, &config);
+        let results: Vec<Result<Vec<Result<Delivery>>>> = std::thread::scope(|s| {
+            let running: Vec<_> = accepted
+                .into_iter()
+                .map(|a| {
+                    s.spawn(move || {
+                        a.map(|a| {
+                            Deliverer::new(settings, http).deliver_accepted(config, a, deadline)
+                        })
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::io(
+                            outbox::dir(settings, "?"),
+                            std::io::Error::other(
+                                "a delivery thread panicked; the message stays in the outbox",
+                            ),
+                        ))
+                    })
+                })
+                .collect()
+        });
         Ok(targets
             .iter()
-            .map(|t| SendReport {
+            .zip(results)
+            .map(|(t, r)| SendReport {
                 target: t.to_string(),
-                result: self
-                    .send_burst_with_config(&config, t, std::slice::from_ref(notification))
-                    .and_then(|mut r| r.pop().unwrap_or(Ok(Delivery::Sent))),
+                result: r.and_then(|mut r| r.pop().unwrap_or(Ok(Delivery::Sent))),
             })
             .collect())
     }
 
     /// Send several notifications to one target over one SMTP session (one connect, one
-    /// AUTH), as far as the server lets us; one result per notification, in order. What could
-    /// not be delivered for a transient reason is queued.
+    /// AUTH), as far as the server lets us; one result per notification, in order. Like
+    /// [`Deliverer::send`]: spooled first, the caller waits at most [`Settings::caller_wait`],
+    /// what could not be delivered for a transient reason by then stays queued.
     pub fn send_burst(
         &self,
         target: &str,
@@ -116,7 +225,19 @@ impl Notifier {
             n.validate()?;
         }
         let config = self.load_config()?;
-        self.send_burst_with_config(&config, target, notifications)
+        let deadline = self.caller_deadline();
+        let accepted = self.accept(&config, target, notifications, deadline)?;
+        Ok(self.deliver_accepted(&config, accepted, deadline))
+    }
+
+    /// When a sender stops waiting: [`Settings::caller_wait`] from now, never later than the
+    /// delivery deadline.
+    fn caller_deadline(&self) -> Instant {
+        Instant::now()
+            + self
+                .settings
+                .caller_wait
+                .min(self.settings.delivery_deadline)
     }
 
     /// Send `notification` to one target now, without the outbox: the test button and callers
@@ -124,7 +245,9 @@ impl Notifier {
     pub fn send_to_target(&self, target: &str, notification: &Notification) -> Result<()> {
         let config = self.load_config()?;
         let (target, secrets) = usable_target(&config, target)?;
-        let message = Outgoing::of(&notification.to_message(&target)?);
+        let message = self
+            .messages(&target, std::slice::from_ref(notification))?
+            .remove(0);
         let deadline = Instant::now() + self.settings.delivery_deadline;
         match self
             .deliver_now(&target, &secrets, &[message], deadline, &mut |_| {})
@@ -136,68 +259,128 @@ impl Notifier {
         }
     }
 
-    fn send_burst_with_config(
+    /// Take `notifications` for target `name`: its messages, each spooled in the outbox
+    /// before its first attempt (marked in flight until `deadline`, so no flush sends it
+    /// meanwhile). A message the outbox cannot take is still sent, only not kept.
+    fn accept(
         &self,
         config: &NotificationConfig,
         name: &str,
         notifications: &[Notification],
-    ) -> Result<Vec<Result<Delivery>>> {
+        deadline: Instant,
+    ) -> Result<Accepted> {
         let (target, secrets) = usable_target(config, name)?;
-        let mut messages = Vec::with_capacity(notifications.len());
-        for n in notifications {
-            messages.push(Outgoing::of(&n.to_message(&target)?));
-        }
-        let started = now();
-        let deadline = Instant::now() + self.settings.delivery_deadline;
+        let messages = self.messages(&target, notifications)?;
+        // a little past the caller's deadline: the sender updates the entry after it
+        let until = now() + deadline.saturating_duration_since(Instant::now()).as_secs() as i64 + 2;
+        let entries = notifications
+            .iter()
+            .zip(&messages)
+            .map(|(n, m)| {
+                let e = Entry::accepted(name, &n.title, m, until);
+                outbox::spool(self.settings, &e).ok().map(|()| e)
+            })
+            .collect();
+        Ok(Accepted {
+            target,
+            secrets,
+            messages,
+            entries,
+            titles: notifications.iter().map(|n| n.title.clone()).collect(),
+            started: now(),
+        })
+    }
+
+    /// Deliver what [`Deliverer::accept`] took, by `deadline`: a delivered message leaves the
+    /// outbox as soon as the server took it, one refused for good leaves it with the error for
+    /// the caller, one that failed for a transient reason stays, durably, for the outbox timer.
+    fn deliver_accepted(
+        &self,
+        config: &NotificationConfig,
+        accepted: Accepted,
+        deadline: Instant,
+    ) -> Vec<Result<Delivery>> {
+        let Accepted {
+            target,
+            secrets,
+            messages,
+            entries,
+            titles,
+            started,
+        } = accepted;
+        let name = target.name.as_str();
+        let settings = self.settings;
         let fates = self
-            .deliver_now(&target, &secrets, &messages, deadline, &mut |_| {})
+            .deliver_now(&target, &secrets, &messages, deadline, &mut |i| {
+                if let Some(e) = &entries[i] {
+                    let _ = outbox::remove(settings, name, &e.id);
+                }
+            })
             .fates;
         let mut any_sent = false;
         let results = fates
             .into_iter()
-            .zip(notifications.iter().zip(&messages))
-            .map(|(fate, (n, m))| match fate {
+            .zip(entries.into_iter().zip(messages.iter().zip(&titles)))
+            .map(|(fate, (entry, (m, title)))| match fate {
                 Fate::Sent => {
                     any_sent = true;
                     Ok(Delivery::Sent)
                 }
-                Fate::Failed(e) | Fate::Blocked(e) => Err(e),
+                Fate::Failed(e) | Fate::Blocked(e) => {
+                    // the caller gets the error: nothing waits for the timer
+                    if let Some(entry) = entry {
+                        let _ = outbox::remove(settings, name, &entry.id);
+                    }
+                    Err(e)
+                }
                 Fate::Pending(e) => {
                     let reason = e.to_string();
-                    let entry = Entry::new(name, &n.title, m, started, &reason);
-                    match outbox::save(&self.settings, &entry) {
+                    let mut entry =
+                        entry.unwrap_or_else(|| Entry::new(name, title, m, started, ""));
+                    entry.attempts = 1;
+                    entry.last_attempt = now();
+                    entry.last_error = reason.clone();
+                    entry.in_flight_until = None;
+                    match outbox::save(settings, &entry) {
                         Ok(()) => Ok(Delivery::Queued {
                             id: entry.id,
                             reason,
                         }),
                         // the outbox cannot take it: the caller must know it was not kept
-                        Err(q) => Err(Error::Io {
-                            path: outbox::dir(&self.settings, name),
-                            source: std::io::Error::other(format!(
-                                "{reason}; the message could not be queued in the outbox \
-                                 either ({q}), so it was NOT kept: fix the state directory"
-                            )),
-                        }),
+                        Err(q) => {
+                            let _ = outbox::remove(settings, name, &entry.id);
+                            Err(Error::io(
+                                outbox::dir(settings, name),
+                                std::io::Error::other(format!(
+                                    "{reason}; the message could not be queued in the outbox \
+                                     either ({q}), so it was NOT kept: fix the state directory"
+                                )),
+                            ))
+                        }
                     }
                 }
             })
             .collect();
         // the target works again: send what waited for it, within what is left of this
         // send's deadline (the caller waits for it)
-        if any_sent && outbox::has_entries(&self.settings, name) {
+        if any_sent && outbox::has_entries(settings, name) {
             let _ = self.flush_until(config, name, deadline);
         }
-        Ok(results)
+        results
     }
 
     /// Flush the outbox of every target that has one (the timer, the daily job,
     /// `oxnotify outbox flush`).
     pub fn flush_outbox(&self) -> Result<Vec<FlushReport>> {
-        let config = self.load_config()?;
-        Ok(outbox::targets(&self.settings)
+        Ok(self.flush_configured(&self.load_config()?))
+    }
+
+    /// [`Deliverer::flush_outbox`] with a config the caller has read.
+    pub fn flush_configured(&self, config: &NotificationConfig) -> Vec<FlushReport> {
+        outbox::targets(self.settings)
             .iter()
-            .map(|t| self.flush_target(&config, t))
-            .collect())
+            .map(|t| self.flush_target(config, t))
+            .collect()
     }
 
     /// Flush one target's outbox: give up what is too old, then send the rest oldest first
@@ -218,14 +401,11 @@ impl Notifier {
             target: name.to_string(),
             ..Default::default()
         };
-        if let Err(e) = outbox::ensure_meta_dir(&self.settings) {
+        if let Err(e) = outbox::ensure_meta_dir(self.settings) {
             report.error = Some(e.to_string());
             return report;
         }
-        let _lock = match crate::fsutil::FileLock::try_exclusive(&outbox::flush_lock_file(
-            &self.settings,
-            name,
-        )) {
+        let _lock = match FileLock::try_exclusive(&outbox::flush_lock_file(self.settings, name)) {
             Ok(Some(l)) => l,
             Ok(None) => {
                 report.busy = true;
@@ -236,7 +416,7 @@ impl Notifier {
                 return report;
             }
         };
-        let (entries, bad) = match outbox::entries(&self.settings, name) {
+        let (entries, bad) = match outbox::entries(self.settings, name) {
             Ok(x) => x,
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -245,15 +425,16 @@ impl Notifier {
         };
         let max_age = self.settings.outbox_max_age.as_secs() as i64;
         let mut due = Vec::with_capacity(entries.len());
-        for e in entries {
+        // a live sender is still trying these: not ours to send (it would be sent twice)
+        for e in entries.into_iter().filter(|e| !e.in_flight()) {
             if e.age_secs() > max_age {
                 let reason = format!(
                     "not delivered within {} (last error: {})",
                     outbox::human_age(max_age),
                     e.last_error
                 );
-                let _ = outbox::record_given_up(&self.settings, name, &e.title, &reason);
-                if outbox::remove(&self.settings, name, &e.id).is_ok() {
+                let _ = outbox::record_given_up(self.settings, name, &e.title, &reason);
+                if outbox::remove(self.settings, name, &e.id).is_ok() {
                     report.expired.push((e.id.clone(), e.title.clone()));
                 }
             } else {
@@ -277,7 +458,7 @@ impl Notifier {
         report.error = unreadable.first().cloned();
         if kept.is_empty() {
             if report.remaining == 0 {
-                outbox::remove_dir_if_empty(&self.settings, name);
+                outbox::remove_dir_if_empty(self.settings, name);
             }
             return report;
         }
@@ -288,7 +469,7 @@ impl Notifier {
                 return report;
             }
         };
-        let settings = &self.settings;
+        let settings = self.settings;
         let mut removal_errors = Vec::new();
         let run = self.deliver_now(&target, &secrets, &messages, deadline, &mut |i| {
             if let Err(e) = outbox::remove(settings, name, &kept[i].id) {
@@ -355,7 +536,7 @@ impl Notifier {
             }
             let batch: Vec<Outgoing> = todo.iter().map(|i| messages[*i].clone()).collect();
             let stopped = match slots::acquire(
-                &self.settings,
+                self.settings,
                 &target.name,
                 target.connection_limit(),
                 deadline,
@@ -381,9 +562,9 @@ impl Notifier {
             if !err.is_transient() || backoff + Duration::from_secs(2) >= left {
                 for f in fates.iter_mut().filter(|f| f.is_none()) {
                     *f = Some(if err.is_transient() {
-                        Fate::Pending(copy(&err))
+                        Fate::Pending(err.clone())
                     } else {
-                        Fate::Blocked(copy(&err))
+                        Fate::Blocked(err.clone())
                     });
                 }
                 break;
@@ -414,7 +595,7 @@ impl Notifier {
         };
         let mut run = |c: &Credential<'_>, accepted: &mut dyn FnMut(usize)| {
             *sessions += 1;
-            smtp::deliver_batch(&self.settings, target, c, messages, deadline, accepted)
+            smtp::deliver_batch(self.settings, target, c, messages, deadline, accepted)
         };
         match target.auth_method {
             AuthMethod::None => run(&Credential::None, accepted),
@@ -429,7 +610,7 @@ impl Notifier {
                 ),
             },
             AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
-                let tokens = self.tokens().with_deadline(deadline);
+                let tokens = TokenManager::new(self.settings, self.http).with_deadline(deadline);
                 let user = target.auth_identity();
                 let first = match tokens.access_token(target, secrets, false) {
                     Ok(t) => t,
@@ -461,6 +642,69 @@ impl Notifier {
             }
         }
     }
+
+    /// The waiting messages of `target` (or of every target), oldest first per target.
+    pub fn outbox_list(&self, target: Option<&str>) -> Result<Vec<outbox::Listed>> {
+        let names = match target {
+            Some(t) => {
+                crate::config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
+                vec![t.to_string()]
+            }
+            None => outbox::targets(self.settings),
+        };
+        let mut out = Vec::new();
+        for t in names {
+            let (entries, _) = outbox::entries(self.settings, &t)?;
+            out.extend(entries.iter().map(outbox::Listed::from));
+        }
+        Ok(out)
+    }
+
+    /// Remove every waiting message of target `name` without sending it, each recorded as
+    /// given up with `reason`: the target was deleted, and a new target of the same name must
+    /// not deliver them. Returns how many there were.
+    pub fn discard_outbox(&self, name: &str, reason: &str) -> Result<usize> {
+        let _lock = self.outbox_lock(name)?;
+        let (entries, _) = outbox::entries(self.settings, name)?;
+        for e in &entries {
+            outbox::remove(self.settings, name, &e.id)?;
+            let _ = outbox::record_given_up(self.settings, name, &e.title, reason);
+        }
+        outbox::remove_dir_if_empty(self.settings, name);
+        Ok(entries.len())
+    }
+
+    /// The lock a flush of target `name` holds while it sends: whoever removes a waiting
+    /// message without sending it takes it too, so nothing on the wire is dropped.
+    fn outbox_lock(&self, name: &str) -> Result<FileLock> {
+        outbox::ensure_meta_dir(self.settings)?;
+        FileLock::exclusive_until(
+            &outbox::flush_lock_file(self.settings, name),
+            Instant::now() + self.settings.lock_timeout,
+            &format!("the outbox of target '{name}'"),
+        )
+    }
+
+    /// Remove a waiting message without sending it (the admin's decision; recorded as given
+    /// up). 404 if there is no such entry.
+    pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
+        let entry = outbox::find(self.settings, id)?.ok_or_else(|| {
+            Error::param(
+                "id",
+                format!("no outbox entry {id} (see `oxnotify outbox list`)"),
+            )
+        })?;
+        let _lock = self.outbox_lock(&entry.target)?;
+        outbox::remove(self.settings, &entry.target, &entry.id)?;
+        outbox::remove_dir_if_empty(self.settings, &entry.target);
+        let _ = outbox::record_given_up(
+            self.settings,
+            &entry.target,
+            &entry.title,
+            "dropped by the admin",
+        );
+        Ok(outbox::Listed::from(&entry))
+    }
 }
 
 /// The enabled target `name` and its secrets.
@@ -474,101 +718,4 @@ fn usable_target(config: &NotificationConfig, name: &str) -> Result<(SmtpTarget,
     }
     let secrets = config.smtp_secrets(name)?;
     Ok((target, secrets))
-}
-
-/// The same error again, for each message a session-level failure left undelivered. The
-/// variants a delivery produces keep their kind; any other becomes a local error with the
-/// same text.
-fn copy(e: &Error) -> Error {
-    match e {
-        Error::Parameter { param, message } => Error::param(param.clone(), message.clone()),
-        Error::NotFound(t) => Error::NotFound(t.clone()),
-        Error::NeedsReauthorization { target, reason } => Error::NeedsReauthorization {
-            target: target.clone(),
-            reason: reason.clone(),
-        },
-        Error::Token {
-            target,
-            problem,
-            message,
-            retry_after,
-        } => Error::Token {
-            target: target.clone(),
-            problem: *problem,
-            message: message.clone(),
-            retry_after: *retry_after,
-        },
-        Error::Smtp {
-            target,
-            step,
-            message,
-            code,
-            transient,
-        } => Error::Smtp {
-            target: target.clone(),
-            step: *step,
-            message: message.clone(),
-            code: *code,
-            transient: *transient,
-        },
-        Error::LockTimeout { what, path, holder } => Error::LockTimeout {
-            what: what.clone(),
-            path: path.clone(),
-            holder: holder.clone(),
-        },
-        Error::Io { path, source } => Error::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        other => Error::Io {
-            path: std::path::PathBuf::from("oxnotify"),
-            source: std::io::Error::other(other.to_string()),
-        },
-    }
-}
-
-impl Notifier {
-    /// The waiting messages of `target` (or of every target), oldest first per target.
-    pub fn outbox_list(&self, target: Option<&str>) -> Result<Vec<outbox::Listed>> {
-        let names = match target {
-            Some(t) => {
-                crate::config::validate::target_name(t).map_err(|m| Error::param("target", m))?;
-                vec![t.to_string()]
-            }
-            None => outbox::targets(&self.settings),
-        };
-        let mut out = Vec::new();
-        for t in names {
-            let (entries, _) = outbox::entries(&self.settings, &t)?;
-            out.extend(entries.iter().map(outbox::Listed::from));
-        }
-        Ok(out)
-    }
-
-    /// Remove a waiting message without sending it (the admin's decision; recorded as given
-    /// up). 404 if there is no such entry.
-    pub fn outbox_drop(&self, id: &str) -> Result<outbox::Listed> {
-        let entry = outbox::find(&self.settings, id)?.ok_or_else(|| {
-            Error::param(
-                "id",
-                format!("no outbox entry {id} (see `oxnotify outbox list`)"),
-            )
-        })?;
-        // a flush holds this lock while it sends: do not drop what is on the wire
-        outbox::ensure_meta_dir(&self.settings)?;
-        let _lock = crate::fsutil::FileLock::exclusive_until(
-            &outbox::flush_lock_file(&self.settings, &entry.target),
-            Instant::now() + self.settings.lock_timeout,
-            &format!("the outbox of target '{}'", entry.target),
-        )?;
-        outbox::remove(&self.settings, &entry.target, &entry.id)?;
-        outbox::remove_dir_if_empty(&self.settings, &entry.target);
-        let _ = outbox::record_given_up(
-            &self.settings,
-            &entry.target,
-            &entry.title,
-            "dropped by the admin",
-        );
-        Ok(outbox::Listed::from(&entry))
-    }
 }

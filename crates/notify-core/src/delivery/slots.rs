@@ -8,8 +8,8 @@
 //! for a slot locally is cheaper and more reliable than being refused and retrying.
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, FileLock};
 use crate::settings::Settings;
+use crate::store::local::{self, FileLock};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -34,43 +34,42 @@ pub fn acquire(settings: &Settings, target: &str, limit: u32, deadline: Instant)
         _lock: None,
         index: None,
     };
-    if fsutil::ensure_dir(&settings.local_dir(), 0o700, false).is_err()
-        || fsutil::ensure_dir(&dir(settings), 0o700, false).is_err()
+    if local::ensure_dir(&settings.local_dir(), 0o700, false).is_err()
+        || local::ensure_dir(&dir(settings), 0o700, false).is_err()
     {
         return Ok(unlimited);
     }
     let limit = limit.max(1);
     // start at a per-process offset so that waiters do not all poll slot 0 first
     let start = std::process::id() % limit;
-    let mut pause = Duration::from_millis(5);
-    loop {
+    let found = crate::store::poll_until(deadline, Duration::from_millis(50), || {
         for k in 0..limit {
             let index = (start + k) % limit;
             let path = dir(settings).join(format!("{target}.{index}.lock"));
             match FileLock::try_exclusive(&path) {
                 Ok(Some(lock)) => {
-                    return Ok(Slot {
+                    return Ok(Some(Slot {
                         _lock: Some(lock),
                         index: Some(index),
-                    })
+                    }))
                 }
                 Ok(None) => {}
-                Err(_) => return Ok(unlimited),
+                // the slot files cannot be used: go ahead without a slot
+                Err(_) => {
+                    return Ok(Some(Slot {
+                        _lock: None,
+                        index: None,
+                    }))
+                }
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::LockTimeout {
-                what: format!(
-                    "target '{target}': all {limit} connection slot(s) (max-connections)"
-                ),
-                path: dir(settings).join(format!("{target}.0.lock")),
-                holder: None,
-            });
-        }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
+        Ok(None)
+    })?;
+    found.ok_or_else(|| Error::LockTimeout {
+        what: format!("target '{target}': all {limit} connection slot(s) (max-connections)"),
+        path: dir(settings).join(format!("{target}.0.lock")),
+        holder: None,
+    })
 }
 
 #[cfg(test)]

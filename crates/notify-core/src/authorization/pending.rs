@@ -4,12 +4,11 @@
 //! `<state>/pending/`, 0600, named by a hash of the state so the state itself is not on disk).
 
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::state::now;
+use crate::store::{self, Access};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 /// How long an authorize request may take (login, MFA, consent).
@@ -37,33 +36,22 @@ fn dir(settings: &Settings) -> PathBuf {
 }
 
 fn file(settings: &Settings, state: &str) -> PathBuf {
-    let h: String = Sha256::digest(state.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let h = crate::digest::sha256_hex(state.as_bytes());
     dir(settings).join(format!("{h}.json"))
 }
 
 /// Remember `pending` under `state`; also drops expired entries.
 pub fn store(settings: &Settings, state: &str, pending: &Pending) -> Result<()> {
-    fsutil::ensure_store_dir(settings.store, &settings.state_dir, 0o700, false)?;
-    fsutil::ensure_store_dir(settings.store, &dir(settings), 0o700, true)?;
-    if let Ok(rd) = std::fs::read_dir(dir(settings)) {
-        for e in rd.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() as i64 > PENDING_TTL_SECS);
-            if old {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    let store = settings.store();
+    store.ensure_dir(&settings.state_dir, Access::Private, false)?;
+    store.ensure_dir(&dir(settings), Access::Private, true)?;
+    store::sweep(
+        &dir(settings),
+        |_| true,
+        Some(std::time::Duration::from_secs(PENDING_TTL_SECS as u64)),
+    );
     let json = serde_json::to_vec(pending).map_err(|e| Error::param("state", e.to_string()))?;
-    let durable = settings.store == crate::settings::StoreKind::Local;
-    fsutil::write_atomic_with(&file(settings, state), &json, 0o600, ".tmp-", durable)
+    store.write(&file(settings, state), &json, Access::Private, ".tmp-")
 }
 
 /// Read the authorization stored under `state` without taking it (a device authorization is

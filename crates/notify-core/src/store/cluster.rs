@@ -1,4 +1,4 @@
-//! A cluster-wide lock: a directory created with `mkdir` on the shared file system, as
+//! A cluster-wide lock (the cluster kind of [`crate::store::Store`]): a directory created with `mkdir` on the shared file system, as
 //! pmxcfs's own locks are (`/etc/pve/priv/lock/<id>`). `mkdir` is atomic across nodes where
 //! `flock` is not. The directory holds an `owner` file (node name, pid, time, a unique
 //! token), written by temp file + rename, so a waiter can name the holder.
@@ -16,7 +16,7 @@
 //! replaces a newer state with an older one.
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::store::local as fsutil;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,39 +74,6 @@ fn not_writable(path: &Path, e: &std::io::Error) -> Error {
 }
 
 impl ClusterLock {
-    /// Wait until lock `name` in `dir` is ours, at most until `deadline`; locks older than
-    /// `stale` are taken over. [`Error::LockTimeout`] names `what` and the holder;
-    /// [`Error::StoreNotWritable`] if the file system refuses the `mkdir` (no quorum).
-    pub fn acquire_until(
-        dir: &Path,
-        name: &str,
-        node: &str,
-        stale: Duration,
-        deadline: Instant,
-        what: &str,
-    ) -> Result<ClusterLock> {
-        let mut pause = Duration::from_millis(5);
-        loop {
-            if let Some(lock) = Self::try_acquire(dir, name, node, stale)? {
-                return Ok(lock);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let path = dir.join(name);
-                return Err(Error::LockTimeout {
-                    what: what.to_string(),
-                    holder: read_owner(&path).map(|o| {
-                        let age = unix_now().saturating_sub(o.time);
-                        format!("node {} pid {}, taken {age} s ago", o.node, o.pid)
-                    }),
-                    path,
-                });
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-    }
-
     /// Take lock `name` in `dir` if it is free or stale; `Ok(None)` if a live holder has it.
     pub fn try_acquire(
         dir: &Path,
@@ -118,14 +85,10 @@ impl ClusterLock {
             match e.kind() {
                 std::io::ErrorKind::AlreadyExists => {}
                 _ if fsutil::is_unwritable(&e) => return Err(not_writable(dir, &e)),
-                _ => {
-                    fsutil::ensure_store_dir(
-                        crate::settings::StoreKind::Cluster,
-                        dir,
-                        0o700,
-                        false,
-                    )?;
-                }
+                _ => std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .create(dir)
+                    .map_err(|e| Error::io(dir, e))?,
             }
         }
         let path = dir.join(name);
@@ -212,6 +175,14 @@ fn write_owner(path: &Path, owner: &Owner) -> Result<()> {
     std::fs::rename(&tmp, path.join(OWNER_FILE)).map_err(map)
 }
 
+/// "node N pid P, taken S s ago" of lock directory `path`, for a waiter that gives up.
+pub fn holder_of(path: &Path) -> Option<String> {
+    read_owner(path).map(|o| {
+        let age = unix_now().saturating_sub(o.time);
+        format!("node {} pid {}, taken {age} s ago", o.node, o.pid)
+    })
+}
+
 /// The owner of lock directory `path`, if it has a readable one.
 pub fn read_owner(path: &Path) -> Option<Owner> {
     let bytes = fsutil::read_regular(&path.join(OWNER_FILE)).ok()??;
@@ -296,10 +267,9 @@ fn remove_by_rename(
 
 /// Whether the cluster store's file system takes writes now (a directory created and removed
 /// in the lock directory); [`Error::StoreNotWritable`] if not (no quorum, read-only).
-pub fn probe_writable(settings: &crate::settings::Settings) -> Result<()> {
-    let dir = settings.cluster_lock_dir();
-    let probe = dir.join(format!(".probe~{}", unique_token(&settings.node_name)));
-    let created = std::fs::create_dir(&dir)
+pub fn probe_writable(dir: &Path, node: &str) -> Result<()> {
+    let probe = dir.join(format!(".probe~{}", unique_token(node)));
+    let created = std::fs::create_dir(dir)
         .or_else(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Ok(()),
             _ => Err(e),
@@ -310,8 +280,8 @@ pub fn probe_writable(settings: &crate::settings::Settings) -> Result<()> {
             let _ = std::fs::remove_dir(&probe);
             Ok(())
         }
-        Err(e) if fsutil::is_unwritable(&e) => Err(not_writable(&dir, &e)),
-        Err(e) => Err(Error::io(&dir, e)),
+        Err(e) if fsutil::is_unwritable(&e) => Err(not_writable(dir, &e)),
+        Err(e) => Err(Error::io(dir, e)),
     }
 }
 
@@ -426,7 +396,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let deadline = Instant::now() + Duration::from_millis(100);
-        let err = ClusterLock::acquire_until(d.path(), "t", "node2", STALE, deadline, "the lock")
+        let store =
+            crate::store::Store::new(crate::store::Kind::Cluster, d.path().into(), "node2", STALE);
+        let err = store
+            .lock_until(Path::new("/nonexistent"), "t", deadline, "the lock")
             .unwrap_err();
         let msg = err.to_string();
         assert!(err.is_transient(), "{msg}");

@@ -1,7 +1,8 @@
-//! Atomic, private file writes and inter-process locks.
+//! Node-local file primitives: exact-mode directories, atomic (fsynced) writes, reading only
+//! regular files, and `flock` locks. The [`crate::store::Store`] builds on them; node-local
+//! files (outbox, connection slots) use them directly.
 
 use crate::error::{Error, Result};
-use crate::settings::StoreKind;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -29,19 +30,6 @@ pub fn ensure_dir(dir: &Path, mode: u32, tighten: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// [`ensure_dir`] for a directory of `store`: on a cluster file system a directory is created
-/// without a chmod and never tightened (pmxcfs decides modes itself and refuses most chmods).
-pub fn ensure_store_dir(store: StoreKind, dir: &Path, mode: u32, tighten: bool) -> Result<()> {
-    match store {
-        StoreKind::Local => ensure_dir(dir, mode, tighten),
-        StoreKind::Cluster => fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir)
-            .map_err(|e| Error::io(dir, e)),
-    }
 }
 
 /// Replace `path` atomically with `data`: write a temp file in the same directory (mode
@@ -133,22 +121,14 @@ impl FileLock {
     /// Wait until the exclusive lock on `path` is ours (the file is created 0600), at most
     /// until `deadline`; then [`Error::LockTimeout`] naming `what` and the holder's pid.
     pub fn exclusive_until(path: &Path, deadline: Instant, what: &str) -> Result<FileLock> {
-        let mut pause = Duration::from_millis(5);
-        loop {
-            if let Some(lock) = Self::try_exclusive(path)? {
-                return Ok(lock);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::LockTimeout {
-                    what: what.to_string(),
-                    path: path.to_path_buf(),
-                    holder: holder_of(path),
-                });
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        crate::store::poll_until(deadline, Duration::from_millis(100), || {
+            Self::try_exclusive(path)
+        })?
+        .ok_or_else(|| Error::LockTimeout {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            holder: holder_of(path),
+        })
     }
 
     /// Take the lock if it is free; `Ok(None)` if another process holds it. The holder's pid
@@ -174,7 +154,7 @@ impl FileLock {
 }
 
 /// "pid N (command)" of the process that wrote `path`, if it is still running.
-fn holder_of(path: &Path) -> Option<String> {
+pub fn holder_of(path: &Path) -> Option<String> {
     let text = fs::read_to_string(path).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;

@@ -10,11 +10,11 @@
 //! flush) are recorded in `<state>/outbox.meta/<target>.given-up.json` for the status warning;
 //! the flush locks live there too, so `<state>/outbox` is empty exactly when nothing waits.
 
+use super::smtp::Outgoing;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::settings::Settings;
-use crate::smtp::Outgoing;
 use crate::state::now;
+use crate::store::local;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -47,6 +47,11 @@ pub struct Entry {
     pub attempts: u32,
     /// The last error (secret-free).
     pub last_error: String,
+    /// A sender is still trying it until then (Unix time): a flush leaves it alone, so the
+    /// message is never sent twice. A sender that was killed leaves it to the next flush
+    /// after that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_until: Option<i64>,
 }
 
 impl Entry {
@@ -69,7 +74,24 @@ impl Entry {
             last_attempt: now(),
             attempts: 1,
             last_error: error.to_string(),
+            in_flight_until: None,
         }
+    }
+
+    /// A message a caller handed over, spooled before its first attempt, which its sender
+    /// makes until `in_flight_until` at the latest.
+    pub fn accepted(target: &str, title: &str, message: &Outgoing, in_flight_until: i64) -> Self {
+        Entry {
+            attempts: 0,
+            last_error: "not delivered yet: the first attempt is under way".into(),
+            in_flight_until: Some(in_flight_until),
+            ..Entry::new(target, title, message, now(), "")
+        }
+    }
+
+    /// True while its sender is still trying it.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight_until.is_some_and(|t| t > now())
     }
 
     /// The message as it goes on the wire; an error if the file was edited into nonsense.
@@ -187,27 +209,19 @@ fn given_up_file(settings: &Settings, target: &str) -> PathBuf {
 
 /// Create the directory of the flush locks and given-up records.
 pub fn ensure_meta_dir(settings: &Settings) -> Result<()> {
-    fsutil::ensure_dir(&settings.local_dir(), 0o700, false)?;
-    fsutil::ensure_dir(&meta_dir(settings), 0o700, true)
+    local::ensure_dir(&settings.local_dir(), 0o700, false)?;
+    local::ensure_dir(&meta_dir(settings), 0o700, true)
 }
 
 /// Remove `target`'s spool directory if it is empty (after a flush, under its lock). A send
 /// that queues at the same moment recreates it ([`save`] retries).
 pub fn remove_dir_if_empty(settings: &Settings, target: &str) {
     // temp files of writes a crash interrupted (a live write's is seconds old)
-    if let Ok(rd) = std::fs::read_dir(dir(settings, target)) {
-        for e in rd.flatten() {
-            let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age.as_secs() > 3600);
-            if stale {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    crate::store::sweep(
+        &dir(settings, target),
+        |n| n.starts_with(".tmp-"),
+        Some(std::time::Duration::from_secs(3600)),
+    );
     let _ = std::fs::remove_dir(dir(settings, target));
     let _ = std::fs::remove_dir(root(settings));
 }
@@ -233,13 +247,25 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 fn ensure_dirs(settings: &Settings, target: &str) -> Result<()> {
-    fsutil::ensure_dir(&settings.local_dir(), 0o700, false)?;
-    fsutil::ensure_dir(&root(settings), 0o700, true)?;
-    fsutil::ensure_dir(&dir(settings, target), 0o700, true)
+    local::ensure_dir(&settings.local_dir(), 0o700, false)?;
+    local::ensure_dir(&root(settings), 0o700, true)?;
+    local::ensure_dir(&dir(settings, target), 0o700, true)
 }
 
-/// Write `entry` (new or updated) atomically, 0600.
+/// Write `entry` (new or updated) atomically, 0600, fsynced.
 pub fn save(settings: &Settings, entry: &Entry) -> Result<()> {
+    save_with(settings, entry, true)
+}
+
+/// Spool a message a caller hands over, before its first attempt: atomically, but without
+/// the fsync (it must survive the caller being killed, which needs none; it is fsynced by
+/// [`save`] when the first attempt fails, so a queued message also survives a power loss).
+/// A healthy send then costs a small write and a removal, not two disk flushes.
+pub fn spool(settings: &Settings, entry: &Entry) -> Result<()> {
+    save_with(settings, entry, false)
+}
+
+fn save_with(settings: &Settings, entry: &Entry, durable: bool) -> Result<()> {
     let json = serde_json::to_vec_pretty(entry).map_err(|e| Error::CorruptState {
         path: dir(settings, &entry.target),
         message: e.to_string(),
@@ -248,7 +274,7 @@ pub fn save(settings: &Settings, entry: &Entry) -> Result<()> {
     let mut tries = 0;
     loop {
         ensure_dirs(settings, &entry.target)?;
-        match fsutil::write_atomic(&path, &json, 0o600) {
+        match local::write_atomic_with(&path, &json, 0o600, ".tmp-", durable) {
             // a flush removed the empty directory between our mkdir and our write
             Err(Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
@@ -377,7 +403,7 @@ pub fn record_given_up(settings: &Settings, target: &str, title: &str, reason: &
         path: given_up_file(settings, target),
         message: e.to_string(),
     })?;
-    fsutil::write_atomic(&given_up_file(settings, target), &json, 0o600)
+    local::write_atomic(&given_up_file(settings, target), &json, 0o600)
 }
 
 fn given_up(settings: &Settings, target: &str) -> GivenUp {
