@@ -56,7 +56,6 @@ pub struct ClusterLock {
     acquired: Instant,
 }
 
-
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -438,7 +437,11 @@ mod tests {
             .unwrap();
         let path = dir.join("oxnotify-t");
         assert!(path.is_dir());
-        assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0, "the lock stays empty");
+        assert_eq!(
+            std::fs::read_dir(&path).unwrap().count(),
+            0,
+            "the lock stays empty"
+        );
         // 121 s old by its owner: elsewhere it would be taken over; here the waiter only sends
         // pmxcfs's unlock request (mtime 0), and pmxcfs decides by its own clock
         let mut o = read_owner(&path).unwrap();
