@@ -116,7 +116,8 @@ sub start {
     my $stdin = delete $e{_stdin};
     # _strace => FILE: the command under strace, failed directory and rename syscalls only
     my $st = delete $e{_strace};
-    unshift(@cmd, 'strace', '-f', '-qq', '-Z', '-e', 'trace=rename,renameat,renameat2,mkdir,mkdirat,rmdir,unlinkat,utimensat',
+    my $all = delete $e{_strace_all};
+    unshift(@cmd, 'strace', '-f', '-qq', ($all ? () : '-Z'), '-tt', '-e', 'trace=rename,renameat,renameat2,mkdir,mkdirat,rmdir,unlinkat,utimensat,openat' . ($all ? ',write,nanosleep,clock_nanosleep' : ''),
         '-o', $st) if $st && -x '/usr/bin/strace';
     my $pidfile = "$ENV{PMX_STATE}/cmd." . ++$seq . '.pid';
     my $out = "$ENV{PMX_STATE}/cmd.$seq.out";
@@ -150,9 +151,14 @@ sub daily { my ($i, $env) = @_; return start($i, $env, 'perl', "$ROOT/bin/oxnoti
 sub failed_syscalls {
     my ($file) = @_;
     open(my $fh, '<', $file) or return 'no strace output';
-    my %n;
-    while (<$fh>) { $n{"$1 $2"}++ if /^(?:\d+\s+)?(\w+)\(.*= -1 (E[A-Z]+)/ }
-    return join(', ', map { "$_ x$n{$_}" } sort keys %n) || 'none';
+    my (%n, %first, %last);
+    while (<$fh>) {
+        next if !/^(?:\d+\s+)?([\d:.]+)\s+(\w+)\((.*)= -1 (E[A-Z]+)/;
+        my ($t, $k) = ($1, "$2 $4");
+        next if $k eq 'openat ENOENT' && $3 !~ m{/etc/pve};   # the library and module search
+        $n{$k}++; $first{$k} //= $t; $last{$k} = $t;
+    }
+    return join(', ', map { "$_ x$n{$_} ($first{$_}..$last{$_})" } sort keys %n) || 'none';
 }
 sub inner_pid { my ($h) = @_; open(my $fh, '<', $h->{pidfile}) or return; my $p = <$fh>; chomp $p; return $p }
 
@@ -246,8 +252,15 @@ sub setup_target { # a scenario's target; what creating it left is reported, the
     return 1;
 }
 
+# OXNOTIFY_PMXCFS_ONLY="partition quorum" runs only those scenarios
+sub scenario {
+    my ($key, $title, $code) = @_;
+    return if $ENV{OXNOTIFY_PMXCFS_ONLY} && !grep { $_ eq $key } split ' ', $ENV{OXNOTIFY_PMXCFS_ONLY};
+    subtest($title, $code);
+}
+
 # ======================================================================= files
-subtest 'files as pmxcfs keeps them; every node sees the target' => sub {
+scenario 'files', 'files as pmxcfs keeps them; every node sees the target' => sub {
     setup_target('pmx-files') or return;
     my %want = ("$PVE/oxnotify/notifications.cfg" => '0640', "$PVE/priv/oxnotify/notifications.cfg" => '0600',
         "$STATE/oauth2/pmx-files.json" => '0600');
@@ -267,7 +280,7 @@ subtest 'files as pmxcfs keeps them; every node sees the target' => sub {
 };
 
 # ======================================================================= daily
-subtest '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub {
+scenario 'daily', '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub {
     setup_target('pmx-daily') or return;
     my $rt = state_of_t('pmx-daily')->{refresh_token};
     my ($req, $gerr) = (token_requests("pmx-daily"), scalar grant_errors());
@@ -295,7 +308,7 @@ subtest '3 daily jobs on 3 nodes at once: 1 rotation, the grant survives' => sub
 };
 
 # ======================================================================= burst
-subtest '3 nodes x 10 senders after expiry: 1 token request' => sub {
+scenario 'burst', '3 nodes x 10 senders after expiry: 1 token request' => sub {
     setup_target('pmx-burst') or return;
     expire_token('pmx-burst');
     my $req = token_requests("pmx-burst");
@@ -314,7 +327,7 @@ subtest '3 nodes x 10 senders after expiry: 1 token request' => sub {
 };
 
 # ======================================================================= killed
-subtest 'a lock holder killed: the others take over after pmxcfs lock expiry' => sub {
+scenario 'killed', 'a lock holder killed: the others take over after pmxcfs lock expiry' => sub {
     setup_target('pmx-kill') or return;
     expire_token('pmx-kill');
     # pve1's token endpoint hangs: its send takes the target's lock and waits for the answer
@@ -343,7 +356,7 @@ subtest 'a lock holder killed: the others take over after pmxcfs lock expiry' =>
 };
 
 # ======================================================================= daily-lock
-subtest 'a daily job that cannot get its lock says who holds it and fails when stale' => sub {
+scenario 'daily-lock', 'a daily job that cannot get its lock says who holds it and fails when stale' => sub {
     setup_target('pmx-dlock') or return;
     system($H, 'port-mode', 3, $OIDC_PORT, 'hang') == 0 or die 'port-mode';
     my $h = daily(3, { OXNOTIFY_HTTP_TIMEOUT => 600, OXNOTIFY_REFRESH_WINDOW => 0 });
@@ -376,7 +389,7 @@ sub clear_locks_matching {
 }
 
 # ======================================================================= quorum
-subtest 'quorum lost: cached token still sends, refresh says not writable, quorum back: refresh works' => sub {
+scenario 'quorum', 'quorum lost: cached token still sends, refresh says not writable, quorum back: refresh works' => sub {
     setup_target('pmx-quorum') or return;
     system($H, 'stop-corosync', 3) == 0 or die 'stop-corosync';
     ok(wait_until(20, sub { !quorate(3) }), 'pve3 lost quorum');
@@ -404,23 +417,31 @@ subtest 'quorum lost: cached token still sends, refresh says not writable, quoru
 };
 
 # ======================================================================= partition
-subtest 'partition while a refresh runs: no reuse, no lost grant' => sub {
+scenario 'partition', 'partition while a refresh runs: no reuse, no lost grant' => sub {
     setup_target('pmx-part') or return;
     expire_token('pmx-part');
     my $gerr = scalar grant_errors();
     # pve3's token requests take 4 s: the partition comes while its refresh is in flight
     system($H, 'port-mode', 3, $OIDC_PORT, 'delay:4') == 0 or die 'port-mode';
-    my $h3 = start(3, { OXNOTIFY_DELIVERY_DEADLINE => 60 }, 'perl', "$ROOT/bin/oxnotify", 'send', 'pmx-part', '--title', uniq('pmx-part-3'));
+    my $h3 = start(3, { OXNOTIFY_DELIVERY_DEADLINE => 60, _strace => "$ENV{PMX_STATE}/strace-part", _strace_all => $ENV{OXNOTIFY_PMXCFS_STRACE_ALL} }, 'perl', "$ROOT/bin/oxnotify",
+        'send', 'pmx-part', '--title', uniq('pmx-part-3'));
     ok(wait_until(20, sub { grep { /pmx-part/ } locks_left() }), 'pve3 holds the lock, its token request in flight');
     system($H, 'link-down', 3) == 0 or die 'link-down';
+    my $t_down = Time::HiRes::time();
     sleep(2);
     my $h1 = start(1, { OXNOTIFY_DELIVERY_DEADLINE => 60 }, 'perl', "$ROOT/bin/oxnotify", 'send', 'pmx-part', '--title', uniq('pmx-part-1'));
     sleep(15);
     system($H, 'link-up', 3) == 0 or die 'link-up';
+    my $t_up = Time::HiRes::time();
     ok(wait_until(40, sub { quorate(3) }), 'pve3 quorate again after the partition');
+    my $t_quorate = Time::HiRes::time();
     my ($rc3, $out3) = finish($h3);
     my ($rc1, $out1) = finish($h1);
     note("pve3 (partitioned): rc $rc3: $out3");
+    note("pve3's failed syscalls: " . failed_syscalls("$ENV{PMX_STATE}/strace-part"));
+    system('cp', "$ENV{PMX_STATE}/strace-part", $ENV{OXNOTIFY_PMXCFS_STRACE_ALL}) if $ENV{OXNOTIFY_PMXCFS_STRACE_ALL};
+    note(sprintf('partition: link down at +%.1f s, up at +%.1f s, pve3 quorate at +%.1f s, pve3 done at +%.1f s',
+        map { $_ - $h3->{t0} } $t_down, $t_up, $t_quorate, Time::HiRes::time()));
     note("pve1 (quorate side): rc $rc1: $out1");
     system($H, 'port-mode', 3, $OIDC_PORT, 'normal') == 0 or die 'port-mode';
     is(scalar(grant_errors()) - $gerr, 0, 'the provider saw no reuse of a rotated refresh token')

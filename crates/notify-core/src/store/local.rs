@@ -227,8 +227,15 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// True for the errors of a directory or file system we may not or cannot write to
 /// (read-only, permission, full, quota).
 pub fn is_unwritable(e: &std::io::Error) -> bool {
-    // EPERM, EACCES, ENOSPC, EROFS, EDQUOT
+    use std::io::ErrorKind as K;
+    // EPERM, EACCES, ENOSPC, EROFS, EDQUOT; by kind too, where a helper wrapped the OS error
+    // (tempfile's errors name the path and keep only the kind: a cluster file system without
+    // quorum was reported as a plain I/O error)
     matches!(e.raw_os_error(), Some(1 | 13 | 28 | 30 | 122))
+        || matches!(
+            e.kind(),
+            K::PermissionDenied | K::ReadOnlyFilesystem | K::StorageFull | K::QuotaExceeded
+        )
 }
 
 #[cfg(test)]
