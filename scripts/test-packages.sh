@@ -3,7 +3,8 @@
 # daily job and Perl module against the rig (an OAuth2 target: authorize, send, refresh), upgrade
 # to a rebuilt version with a bumped version and check config and state survive, purge the tool
 # package (the library's data stays), remove and purge the library (data gone). Needs root and
-# the rig's RIG_* variables (run-with-rig.sh). Refuses to touch an existing installation unless
+# the rig's RIG_* variables (run-with-rig.sh). OXNOTIFY_KEEP_DEBS=DIR keeps a copy of the
+# packages in DIR/<version>/ (scripts/realhost/nspawn-test.sh installs them). Refuses to touch an existing installation unless
 # OXNOTIFY_PKG_TEST_FORCE=1. Whatever happens, it purges what it installed on exit, and it waits
 # (up to 10 minutes) for another apt/dpkg holding the lock. OXNOTIFY_CARGO_LOCK=FILE serializes
 # the package builds (cargo) through flock on FILE.
@@ -34,19 +35,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LOCK=()
-[ -n "${OXNOTIFY_CARGO_LOCK:-}" ] && LOCK=(flock "$OXNOTIFY_CARGO_LOCK" nice)
 
-build() { # version -> debs in $W/<version>/
-  local v=$1 src=$W/$1/src
-  mkdir -p "$src"
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$src")
-  if [ "$v" != "$(cd "$src" && dpkg-parsechangelog -S Version)" ]; then
-    sed -i "1s/(.*)/($v)/" "$src/debian/changelog"
-  fi
-  # the rig CA must not replace the system trust store for cargo
-  (cd "$src" && env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "${LOCK[@]}" dpkg-buildpackage -us -uc -b >"$W/build-$v.log" 2>&1) \
-    || { tail -30 "$W/build-$v.log"; fail "dpkg-buildpackage $v"; }
+build() { # version -> debs in $W/<version>/ (and a copy in $OXNOTIFY_KEEP_DEBS/<version>/, for the
+  # booted-systemd test, which installs the same packages)
+  local v=$1
+  "$ROOT/scripts/build-debs.sh" "$v" "$W/$v" || fail "dpkg-buildpackage $v"
+  if [ -n "${OXNOTIFY_KEEP_DEBS:-}" ]; then mkdir -p "$OXNOTIFY_KEEP_DEBS/$v"; cp "$W/$v"/*.deb "$OXNOTIFY_KEEP_DEBS/$v/"; fi
 }
 
 V1=$(cd "$ROOT" && dpkg-parsechangelog -S Version)

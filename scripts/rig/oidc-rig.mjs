@@ -214,8 +214,13 @@ provider.use(async (ctx, next) => {
   }
   await next();
 });
-// one line per issued token set: tests count token requests server-side from this log
-provider.on('grant.success', (ctx) => console.log('grant.success', ctx.oidc.params?.grant_type, ctx.oidc.client?.clientId));
+// one line per issued token set: tests count token requests server-side from this log (per
+// account: the last field, so that tests sharing a client can count their own)
+provider.on('grant.success', (ctx) => {
+  const e = ctx.oidc.entities ?? {};
+  const account = e.Account?.accountId ?? e.RefreshToken?.accountId ?? e.AuthorizationCode?.accountId ?? e.Grant?.accountId ?? '-';
+  console.log('grant.success', ctx.oidc.params?.grant_type, ctx.oidc.client?.clientId, account);
+});
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 provider.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
 provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${issuer}`));

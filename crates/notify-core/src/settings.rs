@@ -238,9 +238,14 @@ impl Settings {
         }
     }
 
-    /// Directory of the cluster store's lock directories.
+    /// Directory of the cluster store's lock directories: pmxcfs's own (`/etc/pve/priv/lock`,
+    /// where locks expire by its rules) when the state lives on pmxcfs, else `<state>/lock`.
     pub fn cluster_lock_dir(&self) -> PathBuf {
-        self.state_dir.join("lock")
+        if self.state_dir.starts_with("/etc/pve") {
+            PathBuf::from("/etc/pve/priv/lock")
+        } else {
+            self.state_dir.join("lock")
+        }
     }
 
     /// The store the state, the config and the pending authorizations are written to.

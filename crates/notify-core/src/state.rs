@@ -216,6 +216,9 @@ fn kept() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, OAuth2State>> {
 
 /// Pauses between the attempts of a state save (a transiently full disk may clear).
 const SAVE_RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
+/// How long a save to a shared store that refuses writes (no quorum) keeps trying: a pmxcfs
+/// partition stalls writes about 8 s, then refuses them until the link is back and resynced.
+const SHARED_SAVE_WAIT: Duration = Duration::from_secs(60);
 
 /// Temp files of writers without a per-target prefix (older versions) are removed once they
 /// are this old: no live writer keeps a temp file that long.
@@ -464,18 +467,47 @@ impl StateStore {
         state: &mut OAuth2State,
         lock: &TargetLock,
     ) -> SaveOutcome {
-        let error = match self.save_next(target, state, lock) {
+        let base = state.generation;
+        let mut error = match self.save_next(target, state, lock) {
             Ok(()) => return SaveOutcome::Saved,
             Err(e) => e,
         };
+        // A shared file system that refuses writes has usually lost quorum for a moment (a
+        // pmxcfs node cut off by a partition, then busy while it resyncs): the lock cannot
+        // be taken from us meanwhile (its holder's node cannot release it, the others expire
+        // it only after 120 s), so keep trying to store what the provider issued.
+        if self.store.is_shared() && matches!(error, Error::StoreNotWritable { .. }) {
+            let until = std::time::Instant::now() + SHARED_SAVE_WAIT;
+            while std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(500));
+                state.generation = base;
+                match self.save_next(target, state, lock) {
+                    Ok(()) => return SaveOutcome::Saved,
+                    Err(e @ (Error::StoreNotWritable { .. } | Error::Io { .. })) => error = e,
+                    Err(e) => {
+                        error = e;
+                        break;
+                    }
+                }
+            }
+        }
         let path = self.settings.oauth2_state_file(target);
         kept().insert(path, state.clone());
         let mut kept_in = KeptIn::Memory;
         if let Ok(json) = serde_json::to_vec_pretty(&state) {
             for r in self.recovery_paths(target) {
-                let written = self
-                    .store
-                    .write(&r, &json, Access::Private, &temp_prefix(target));
+                let written = if r.starts_with(self.settings.local_dir()) && self.store.is_shared()
+                {
+                    // this node's own disk: written where the shared file system cannot be
+                    r.parent()
+                        .map_or(Ok(()), |d| local::ensure_dir(d, 0o700, false))
+                        .and_then(|()| {
+                            local::write_atomic_with(&r, &json, 0o600, &temp_prefix(target), true)
+                        })
+                } else {
+                    self.store
+                        .write(&r, &json, Access::Private, &temp_prefix(target))
+                };
                 if written.is_ok() {
                     kept_in = KeptIn::RecoveryFile(r);
                     break;
@@ -502,16 +534,27 @@ impl StateStore {
     }
 
     /// Where a state that cannot be saved goes, in order of preference: beside the state,
-    /// then one directory up (when the state's own directory is read-only or full).
-    pub fn recovery_paths(&self, target: &str) -> [PathBuf; 2] {
-        [
+    /// then one directory up (when the state's own directory is read-only or full); with a
+    /// shared store last this node's own directory (a cluster file system without quorum
+    /// takes no file at all; the next access on this node takes it over).
+    pub fn recovery_paths(&self, target: &str) -> Vec<PathBuf> {
+        let mut paths = vec![
             self.settings
                 .oauth2_state_dir()
                 .join(format!("{target}.recovery.json")),
             self.settings
                 .state_dir
                 .join(format!("{target}.oauth2-recovery.json")),
-        ]
+        ];
+        if self.store.is_shared() {
+            paths.push(
+                self.settings
+                    .local_dir()
+                    .join("oauth2-recovery")
+                    .join(format!("{target}.json")),
+            );
+        }
+        paths
     }
 
     fn recovery_files(&self, target: &str) -> Vec<PathBuf> {

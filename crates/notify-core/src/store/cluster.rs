@@ -1,19 +1,32 @@
-//! A cluster-wide lock (the cluster kind of [`crate::store::Store`]): a directory created with `mkdir` on the shared file system, as
-//! pmxcfs's own locks are (`/etc/pve/priv/lock/<id>`). `mkdir` is atomic across nodes where
-//! `flock` is not. The directory holds an `owner` file (node name, pid, time, a unique
-//! token), written by temp file + rename, so a waiter can name the holder.
+//! A cluster-wide lock (the cluster kind of [`crate::store::Store`]): an empty directory
+//! created with `mkdir` on the shared file system, as pmxcfs's own locks are
+//! (`/etc/pve/priv/lock/<id>`). `mkdir` is atomic across nodes where `flock` is not. Who holds
+//! it (node name, pid, time, a unique token) is written beside it, to `.<name>.owner` (temp
+//! file + rename), so a waiter can name the holder; the lock directory itself stays empty,
+//! because pmxcfs can neither rename nor remove a non-empty directory in one step, and expires
+//! only empty locks of its own.
 //!
-//! A lock whose owner time (or, without an owner file, whose directory time) is older than
-//! the stale time belongs to a dead or hung holder and is taken over: one taker at a time
-//! (a guard directory, itself created with `mkdir`) checks again that the lock is still the
-//! stale one, renames it to a unique grave name (atomic) and removes the grave; then every
-//! contender tries `mkdir` again, which exactly one wins. Nothing is removed by path
-//! (`rm` + `mkdir` would race with a new holder). A taker that finds it moved a lock other than
-//! the stale one (possible only if a taker stalled past the stale time) puts it back. Holders keep their
-//! work well under the stale time ([`crate::settings::Settings::cluster_lock_work_limit`]);
-//! every state write is also a compare-and-swap on the state's generation
-//! ([`crate::state::StateStore::save_next`]), so even a holder that outlived its lock never
-//! replaces a newer state with an older one.
+//! Shaped by the real pmxcfs (tested on a 3-node cluster, `perl/t/90-pmxcfs.t`):
+//! - no directory is ever renamed (pmxcfs refuses to rename a non-empty directory, ENOTEMPTY,
+//!   and any lock directory under `priv/lock`, EACCES): release is unlink of the owner file,
+//!   then `rmdir`;
+//! - in pmxcfs's own lock directory (`.../priv/lock`, where oxnotify's locks are named
+//!   `oxnotify-<name>`) a lock is never removed by another node: a waiter sends pmxcfs's unlock
+//!   request, `utime(lock, 0, 0)`, at most once a second, and pmxcfs removes the lock once it
+//!   is older than its own 120 s (only the creating node could renew it; holders never need
+//!   to, their work ends within 3/8 of the stale time); exactly what `PVE::Cluster::cfs_lock`
+//!   does;
+//! - elsewhere (an ordinary directory, NFS, CephFS, a pmxcfs directory outside `priv/lock`) a
+//!   lock whose owner time (or, without an owner file, whose directory time) is older than the
+//!   stale time is taken over: one taker at a time (a guard directory, itself created with
+//!   `mkdir`) checks again that the lock is still the stale one and removes it with `rmdir`;
+//!   then every contender tries `mkdir` again, which exactly one wins.
+//!
+//! What is left to chance: a holder stalled past the stale time that releases its lock in the
+//! microseconds between a taker's check and its `rmdir` can lose the next holder's lock to that
+//! `rmdir`. Every state write is also a compare-and-swap on the state's generation
+//! ([`crate::state::StateStore::save_next`]), so even then an older state never replaces a
+//! newer one.
 
 use crate::error::{Error, Result};
 use crate::store::local as fsutil;
@@ -42,8 +55,6 @@ pub struct ClusterLock {
     token: String,
     acquired: Instant,
 }
-
-const OWNER_FILE: &str = "owner";
 
 fn unix_now() -> i64 {
     SystemTime::now()
@@ -91,7 +102,7 @@ impl ClusterLock {
                     .map_err(|e| Error::io(dir, e))?,
             }
         }
-        let path = dir.join(name);
+        let path = lock_path(dir, name);
         // two rounds: the second after taking over a stale lock
         for _ in 0..2 {
             match std::fs::create_dir(&path) {
@@ -104,7 +115,7 @@ impl ClusterLock {
                         token: token.clone(),
                     };
                     if let Err(e) = write_owner(&path, &owner) {
-                        let _ = std::fs::remove_dir_all(&path);
+                        let _ = std::fs::remove_dir(&path);
                         return Err(e);
                     }
                     return Ok(Some(ClusterLock {
@@ -114,11 +125,16 @@ impl ClusterLock {
                     }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if is_pmxcfs_lock_dir(dir) {
+                        // pmxcfs decides: it removes the lock if it is older than 120 s
+                        unlock_request(&path);
+                        return Ok(None);
+                    }
                     let seen = read_owner(&path);
                     if !is_stale(&path, seen.as_ref(), stale) {
                         return Ok(None);
                     }
-                    take_over(dir, name, &path, seen.as_ref(), node, stale);
+                    take_over(dir, name, &path, seen.as_ref(), stale);
                 }
                 Err(e) if fsutil::is_unwritable(&e) => return Err(not_writable(&path, &e)),
                 Err(e) => return Err(Error::io(&path, e)),
@@ -143,27 +159,75 @@ impl Drop for ClusterLock {
         if !self.still_held() {
             return;
         }
-        // rename first: the lock is free in one atomic step, the cleanup can take its time
-        let grave = grave_path(&self.path, &self.token);
-        if std::fs::rename(&self.path, &grave).is_ok() {
-            let _ = std::fs::remove_dir_all(&grave);
-        }
+        // the owner first: a lock directory without an owner is not stale to a waiter until
+        // the stale time passes, and the next holder's owner file is never removed by us
+        let _ = std::fs::remove_file(owner_path(&self.path));
+        let _ = std::fs::remove_dir(&self.path);
     }
 }
 
-fn grave_path(path: &Path, token: &str) -> PathBuf {
+/// Whether `dir` is pmxcfs's own lock directory (`/etc/pve/priv/lock`), whose locks expire by
+/// pmxcfs's rules (an unlock request once older than 120 s) and may not be removed otherwise.
+pub fn is_pmxcfs_lock_dir(dir: &Path) -> bool {
+    dir.ends_with("etc/pve/priv/lock")
+}
+
+/// The lock directory `name` in `dir`: in pmxcfs's lock directory, which the host stack's own
+/// locks share, named `oxnotify-<name>`.
+pub fn lock_path(dir: &Path, name: &str) -> PathBuf {
+    if is_pmxcfs_lock_dir(dir) {
+        dir.join(format!("oxnotify-{name}"))
+    } else {
+        dir.join(name)
+    }
+}
+
+/// pmxcfs's unlock request (`utime(lock, 0, 0)`, as `PVE::Cluster::cfs_lock` sends it): pmxcfs
+/// removes the lock if it is older than 120 s and refuses (EACCES) otherwise. At most once a
+/// second per lock and process: every request is a message to the whole cluster.
+fn unlock_request(path: &Path) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<HashMap<PathBuf, Instant>>> = Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let map = last.get_or_insert_with(HashMap::new);
+        if map
+            .get(path)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        map.insert(path.to_path_buf(), Instant::now());
+    }
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.set_times(
+            std::fs::FileTimes::new()
+                .set_accessed(UNIX_EPOCH)
+                .set_modified(UNIX_EPOCH),
+        );
+    }
+}
+
+/// Where the owner of lock directory `path` is written: beside it, `.<name>.owner`.
+fn owner_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    path.with_file_name(format!(".released-{name}~{token}"))
+    path.with_file_name(format!(".{name}.owner"))
 }
 
-/// Write `owner` into the lock directory: temp file + rename, no fsync (a lock does not
+/// Write `owner` beside the lock directory: temp file + rename, no fsync (a lock does not
 /// outlive a crash of the file system's node anyway).
 fn write_owner(path: &Path, owner: &Owner) -> Result<()> {
     let json = serde_json::to_vec(owner).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    let tmp = path.join(format!(".owner~{}", owner.token));
+    let target = owner_path(path);
+    let tmp = target.with_file_name(format!(
+        "{}~{}",
+        target.file_name().unwrap_or_default().to_string_lossy(),
+        owner.token
+    ));
     let map = |e: std::io::Error| {
         if fsutil::is_unwritable(&e) {
             not_writable(path, &e)
@@ -172,10 +236,13 @@ fn write_owner(path: &Path, owner: &Owner) -> Result<()> {
         }
     };
     std::fs::write(&tmp, &json).map_err(map)?;
-    std::fs::rename(&tmp, path.join(OWNER_FILE)).map_err(map)
+    std::fs::rename(&tmp, &target).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        map(e)
+    })
 }
 
-/// "node N pid P, taken S s ago" of lock directory `path`, for a waiter that gives up.
+/// Who holds lock directory `path`, for a message: "node N pid P, taken S s ago".
 pub fn holder_of(path: &Path) -> Option<String> {
     read_owner(path).map(|o| {
         let age = unix_now().saturating_sub(o.time);
@@ -188,9 +255,12 @@ pub fn held_for(path: &Path) -> Option<Duration> {
     read_owner(path).map(|o| Duration::from_secs(unix_now().saturating_sub(o.time).max(0) as u64))
 }
 
-/// The owner of lock directory `path`, if it has a readable one.
+/// The owner of lock directory `path`, if the lock exists and has a readable owner file.
 pub fn read_owner(path: &Path) -> Option<Owner> {
-    let bytes = fsutil::read_regular(&path.join(OWNER_FILE)).ok()??;
+    if !path.is_dir() {
+        return None;
+    }
+    let bytes = fsutil::read_regular(&owner_path(path)).ok()??;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -210,25 +280,17 @@ fn is_stale(path: &Path, owner: Option<&Owner>, stale: Duration) -> bool {
     age > stale
 }
 
-/// Move the stale lock `path` (whose owner was `seen`) out of the way. One taker at a time:
-/// the takeover itself is guarded by a second lock directory (`.takeover~<name>`), under which
-/// the lock is checked again (still the stale one?) before it is renamed away; a stale guard
-/// (a taker that died) is renamed away in turn. Should a rename still catch a lock other than
-/// the stale one (only possible if a taker stalled longer than the stale time), it is put back.
-fn take_over(
-    dir: &Path,
-    name: &str,
-    path: &Path,
-    seen: Option<&Owner>,
-    node: &str,
-    stale: Duration,
-) {
+/// Remove the stale lock `path` (whose owner was `seen`). One taker at a time: the take-over
+/// is guarded by a second lock directory (`.takeover~<name>`), under which the lock is checked
+/// again (still the stale one?) before its owner file and the directory are removed; a stale
+/// guard (a taker that died) is removed in turn.
+fn take_over(dir: &Path, name: &str, path: &Path, seen: Option<&Owner>, stale: Duration) {
     let guard = dir.join(format!(".takeover~{name}"));
     match std::fs::create_dir(&guard) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             if is_stale(&guard, None, stale) {
-                remove_by_rename(dir, name, &guard, node, |_| true);
+                let _ = std::fs::remove_dir(&guard);
             }
             return;
         }
@@ -238,36 +300,12 @@ fn take_over(
     if now_seen.as_ref().map(|o| &o.token) == seen.map(|o| &o.token)
         && is_stale(path, now_seen.as_ref(), stale)
     {
-        let seen_token = seen.map(|o| o.token.clone());
-        remove_by_rename(dir, name, path, node, |moved| {
-            moved.map(|o| o.token.clone()) == seen_token
-        });
+        if now_seen.is_some() {
+            let _ = std::fs::remove_file(owner_path(path));
+        }
+        let _ = std::fs::remove_dir(path);
     }
     let _ = std::fs::remove_dir(&guard);
-}
-
-/// Rename `path` to a unique grave name (atomic: of several contenders one succeeds), then
-/// remove the grave if `expected` accepts its owner; otherwise put it back.
-fn remove_by_rename(
-    dir: &Path,
-    name: &str,
-    path: &Path,
-    node: &str,
-    expected: impl Fn(Option<&Owner>) -> bool,
-) {
-    let grave = dir.join(format!(".stale-{name}~{}", unique_token(node)));
-    if std::fs::rename(path, &grave).is_err() {
-        return; // another contender moved it first, or it was released
-    }
-    if expected(read_owner(&grave).as_ref()) {
-        let _ = std::fs::remove_dir_all(&grave);
-        return;
-    }
-    // a live lock: give it back; if a new lock was created meanwhile, the one we moved has
-    // lost it (its holder's writes are still guarded by the generation compare-and-swap)
-    if std::fs::rename(&grave, path).is_err() {
-        let _ = std::fs::remove_dir_all(&grave);
-    }
 }
 
 /// Whether the cluster store's file system takes writes now (a directory created and removed
@@ -392,6 +430,36 @@ mod tests {
                 "round {round}"
             );
         }
+    }
+
+    #[test]
+    fn in_pmxcfs_lock_dir_a_lock_is_named_for_oxnotify_and_only_pmxcfs_expires_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/pve/priv/lock");
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = ClusterLock::try_acquire(&dir, "t", "node1", STALE)
+            .unwrap()
+            .unwrap();
+        let path = dir.join("oxnotify-t");
+        assert!(path.is_dir());
+        assert_eq!(
+            std::fs::read_dir(&path).unwrap().count(),
+            0,
+            "the lock stays empty"
+        );
+        // 121 s old by its owner: elsewhere it would be taken over; here the waiter only sends
+        // pmxcfs's unlock request (mtime 0), and pmxcfs decides by its own clock
+        let mut o = read_owner(&path).unwrap();
+        o.time -= 121;
+        write_owner(&path, &o).unwrap();
+        assert!(ClusterLock::try_acquire(&dir, "t", "node2", STALE)
+            .unwrap()
+            .is_none());
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(mtime, UNIX_EPOCH, "unlock request sent");
+        assert!(a.still_held());
+        drop(a);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing left");
     }
 
     #[test]

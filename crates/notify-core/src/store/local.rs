@@ -97,18 +97,64 @@ pub fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     }
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    // and after: the path may have been replaced in between
-    if !file.metadata().map_err(|e| Error::io(path, e))?.is_file() {
-        return Err(not_regular());
+    // The file existed a moment ago: on pmxcfs, open() on the node that replaces it by rename
+    // can fail with ENOENT for a moment (its FUSE layer drops the old node), so a missing file
+    // is believed only after a few tries.
+    let mut missing = 0;
+    let mut grow = 0;
+    loop {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing += 1;
+                if missing > 10 {
+                    return Ok(None);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        // and after: the path may have been replaced in between
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(not_regular());
+        }
+        // One read() into a buffer larger than the file: a reader that loops read() on pmxcfs
+        // can get the old content's head and the new content's tail when another node
+        // replaces the file in between (the next read goes by path to the new file); a single
+        // read is one FUSE request and one version. A second read() must then find the end;
+        // if it finds more (the file grew or was replaced), read again from the start.
+        let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let cap = size.saturating_add(1).max(64 * 1024) << grow;
+        let mut bytes = vec![0u8; cap];
+        let n = read_once(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
+        if n < cap {
+            let mut probe = [0u8; 1];
+            if read_once(&mut file, &mut probe).map_err(|e| Error::io(path, e))? == 0 {
+                bytes.truncate(n);
+                return Ok(Some(bytes));
+            }
+        }
+        grow += 1;
+        if grow > 4 {
+            // still changing under us: the whole file, as an ordinary reader would get it
+            let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
+            return Ok(Some(bytes));
+        }
     }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
-    Ok(Some(bytes))
+}
+
+/// One read(), retried only when interrupted.
+fn read_once(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match std::io::Read::read(file, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }
 
 /// An exclusive `flock` on a lock file, released on drop (also when the process dies).
@@ -207,8 +253,15 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// True for the errors of a directory or file system we may not or cannot write to
 /// (read-only, permission, full, quota).
 pub fn is_unwritable(e: &std::io::Error) -> bool {
-    // EPERM, EACCES, ENOSPC, EROFS, EDQUOT
+    use std::io::ErrorKind as K;
+    // EPERM, EACCES, ENOSPC, EROFS, EDQUOT; by kind too, where a helper wrapped the OS error
+    // (tempfile's errors name the path and keep only the kind: a cluster file system without
+    // quorum was reported as a plain I/O error)
     matches!(e.raw_os_error(), Some(1 | 13 | 28 | 30 | 122))
+        || matches!(
+            e.kind(),
+            K::PermissionDenied | K::ReadOnlyFilesystem | K::StorageFull | K::QuotaExceeded
+        )
 }
 
 #[cfg(test)]

@@ -145,11 +145,11 @@ impl Store {
                 what: what.to_string(),
                 holder: match self.kind {
                     Kind::Local => local::holder_of(local_file),
-                    Kind::Cluster => cluster::holder_of(&self.lock_dir.join(name)),
+                    Kind::Cluster => cluster::holder_of(&cluster::lock_path(&self.lock_dir, name)),
                 },
                 path: match self.kind {
                     Kind::Local => local_file.to_path_buf(),
-                    Kind::Cluster => self.lock_dir.join(name),
+                    Kind::Cluster => cluster::lock_path(&self.lock_dir, name),
                 },
             }),
         }
@@ -226,7 +226,7 @@ impl Store {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok()),
-            Kind::Cluster => cluster::held_for(&self.lock_dir.join(name)),
+            Kind::Cluster => cluster::held_for(&cluster::lock_path(&self.lock_dir, name)),
         }
     }
 
