@@ -94,6 +94,8 @@ ok($sent->[0]{ok}, 'OxNotify::Core::send to a mailto-user target') or diag expla
 ok(find_mail($title, qr/^To: .*\Q$alice\E/m), '... delivered to alice\'s resolved address');
 OxNotify::Core::set_user_email_resolver(undef);
 $res = pve_request('admin@pve', 'POST', "$api/targets/mu1/test");
+like($res->{body}{message} // '', qr/mailto-user is set in \S+notifications\.cfg line \d+/,
+    'without a resolver: the message names the file and line of mailto-user');
 ok($res->{status} == 400 && $res->{body}{message} =~ /no user e-mail resolver/ && $res->{body}{message} =~ /set_user_email_resolver/,
     'without a resolver: a clear 400 saying what the host must do') or diag explain $res;
 OxNotify::Core::set_user_email_resolver(sub { $PVE::Cluster::USER_CFG->{users}{ $_[0] }{email} });

@@ -157,6 +157,18 @@ impl NotificationConfig {
             .map_err(|(line, inv)| config_error(&self.public.path, name, line, inv))
     }
 
+    /// Where key `key` of target `name` is set: "FILE line N" (the first line with it), for
+    /// messages that must point the admin at the line to change.
+    pub fn key_location(&self, name: &str, key: &str) -> Option<String> {
+        let line = self
+            .public
+            .section(name)?
+            .entries()
+            .find(|e| e.key == key)?
+            .line;
+        Some(format!("{} line {line}", self.public.path.display()))
+    }
+
     /// The secrets stored for `name` as they are (parse errors fail; no check against the
     /// target's auth method). Used when updating, so nothing stored is lost.
     pub fn stored_smtp_secrets(&self, name: &str) -> Result<SmtpSecrets> {

@@ -164,6 +164,7 @@ impl<'a> Deliverer<'a> {
     /// resolved through the context where the notification does not carry them.
     fn messages(
         &self,
+        config: &NotificationConfig,
         target: &SmtpTarget,
         notifications: &[Notification],
     ) -> Result<Vec<Outgoing>> {
@@ -185,7 +186,18 @@ impl<'a> Deliverer<'a> {
                 }
                 _ => n.to_message(target).map(|m| Outgoing::of(&m)),
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| match e {
+                // say where the admin set the users that could not be resolved
+                Error::Parameter { param, message } if param == "mailto-user" => {
+                    let at = config
+                        .key_location(&target.name, "mailto-user")
+                        .map(|l| format!(" (mailto-user is set in {l})"))
+                        .unwrap_or_default();
+                    Error::param(param, format!("{message}{at}"))
+                }
+                other => other,
+            })
     }
 
     fn load_config(&self) -> Result<NotificationConfig> {
@@ -382,7 +394,7 @@ impl<'a> Deliverer<'a> {
         let config = self.load_config()?;
         let (target, secrets) = usable_target(&config, target)?;
         let message = self
-            .messages(&target, std::slice::from_ref(notification))?
+            .messages(&config, &target, std::slice::from_ref(notification))?
             .remove(0);
         let deadline = Instant::now() + self.settings.delivery_deadline;
         match self
@@ -406,7 +418,7 @@ impl<'a> Deliverer<'a> {
         deadline: Instant,
     ) -> Result<Accepted> {
         let (target, secrets) = usable_target(config, name)?;
-        let messages = self.messages(&target, notifications)?;
+        let messages = self.messages(config, &target, notifications)?;
         // a little past the caller's deadline: the sender updates the entry after it
         let until = now() + deadline.saturating_duration_since(Instant::now()).as_secs() as i64 + 2;
         let entries = notifications
