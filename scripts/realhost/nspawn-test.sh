@@ -124,8 +124,11 @@ trap 'exit 130' INT TERM
 # a command inside the booted container: all its namespaces, its root; a clean environment
 inside() {
   nsenter -t "$LEADER" -a -r -w env -i PATH=$CPATH LANG=C.UTF-8 TERM=dumb SYSTEMD_PAGER= SYSTEMD_COLORS=0 \
-    DEBIAN_FRONTEND=noninteractive "$@"
+    DEBIAN_FRONTEND=noninteractive OXNOTIFY_ALLOW_PROVIDER_HOSTS="$ALLOW_HOSTS" "$@"
 }
+# the rig stands in for Microsoft at 127.0.0.1 (forwarded into the container): the root-only
+# setting that allows other provider hosts, for the commands and (a drop-in) the units
+ALLOW_HOSTS=${OXNOTIFY_ALLOW_PROVIDER_HOSTS:-127.0.0.1,localhost}
 wait_for_ok() { # seconds command...: like wait_for, but returns 1 instead of failing
   local n=$(( $1 * 2 )); shift
   for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
@@ -245,6 +248,12 @@ for u in oxnotify-daily.service oxnotify-outbox.service oxnotify-server.service 
   expect_state "$u" inactive
 done
 ok "after install: both timers active; daily, outbox, server, broker socket and service inactive"
+for u in oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker; do
+  inside mkdir -p "/etc/systemd/system/$u.service.d"
+  inside sh -c "printf '%s\\n' '[Service]' 'Environment=OXNOTIFY_ALLOW_PROVIDER_HOSTS=$ALLOW_HOSTS' \
+    >/etc/systemd/system/$u.service.d/rig-hosts.conf"
+done
+inside systemctl daemon-reload
 
 # ---- a target at the rig, authorized (the browser part runs on the host, against the real rig) ----
 FROM=nspawn-test@example.test
