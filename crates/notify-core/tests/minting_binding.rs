@@ -17,29 +17,13 @@ use common::*;
 use notify_core::*;
 use serde_json::{json, Map, Value};
 
-fn rig_env(k: &str) -> String {
-    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: start the rig"))
-}
-
 fn object(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
 /// A minting target of each kind: (create parameters, the key whose value is the credential).
 fn flows(rig: &Rig) -> Vec<(&'static str, Map<String, Value>, &'static str)> {
-    let microsoft = |name: &str, from: &str, extra: Value| {
-        let mut v = json!({
-            "name": name, "server": rig.smtp_host, "port": rig.starttls_port, "mode": "starttls",
-            "auth-method": "microsoft-oauth2",
-            "oauth2-tenant-id": "12345678-90ab-cdef-1234-567890abcdef",
-            "oauth2-token-url": format!("{}/token", rig.issuer),
-            "from-address": from, "author": "oxnotify test", "mailto": ["ops@example.test"],
-        });
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        object(v)
-    };
+    let microsoft = |name: &str, from: &str, extra: Value| microsoft_params(rig, name, from, extra);
     let mailbox = rig_env("RIG_APP_MAILBOX");
     vec![
         (

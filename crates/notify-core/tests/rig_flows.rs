@@ -10,10 +10,6 @@ use common::*;
 use notify_core::*;
 use serde_json::{json, Map, Value};
 
-fn rig_env(k: &str) -> String {
-    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: start the rig"))
-}
-
 /// A Microsoft app-only target at the rig (tenant and token URL point there).
 fn app_only_target(rig: &Rig, name: &str, from: &str, secret: &str) -> (SmtpTarget, SmtpSecrets) {
     let mut t = base_target(rig, name, from);
@@ -281,24 +277,6 @@ fn service_account_with_a_key_google_does_not_know_gets_the_key_hint() {
 }
 
 /// Create-request parameters of a Microsoft target at the rig.
-fn microsoft_params(rig: &Rig, name: &str, from: &str, extra: Value) -> Map<String, Value> {
-    let mut v = json!({
-        "name": name,
-        "server": rig.smtp_host,
-        "port": rig.starttls_port,
-        "mode": "starttls",
-        "auth-method": "microsoft-oauth2",
-        "oauth2-tenant-id": "12345678-90ab-cdef-1234-567890abcdef",
-        "oauth2-token-url": format!("{}/token", rig.issuer),
-        "from-address": from,
-        "author": "oxnotify test",
-        "mailto": ["ops@example.test"],
-    });
-    for (k, x) in extra.as_object().unwrap() {
-        v[k] = x.clone();
-    }
-    v.as_object().unwrap().clone()
-}
 
 #[test]
 #[ignore = "needs the rig (make test runs it)"]

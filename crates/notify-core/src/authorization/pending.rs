@@ -109,59 +109,63 @@ fn enforce_caps(settings: &Settings, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// The 400 of an authorization that cannot go on, naming `param` (`state` or `handle`).
+fn start_again(param: &str, why: &str) -> Error {
+    Error::param(
+        param,
+        format!("{why}: start the authorization again (Authorize button or `oxnotify authorize`)"),
+    )
+}
+
+/// The record file of `state`, if `state` can be one (`param` names it in the error).
+fn record_file(settings: &Settings, state: &str, param: &str) -> Result<PathBuf> {
+    if state.is_empty() || state.len() > 512 || state.chars().any(char::is_control) {
+        return Err(start_again(param, &format!("invalid {param}")));
+    }
+    Ok(file(settings, state))
+}
+
+/// A record as read, if it parses and has not expired (`on_expired` runs if it has).
+fn fresh(bytes: &[u8], param: &str, on_expired: impl FnOnce()) -> Result<Pending> {
+    let pending: Pending = serde_json::from_slice(bytes)
+        .map_err(|_| start_again(param, "unreadable authorization record"))?;
+    if now() - pending.created > PENDING_TTL_SECS {
+        on_expired();
+        return Err(start_again(
+            param,
+            "the authorization took longer than 10 minutes",
+        ));
+    }
+    Ok(pending)
+}
+
 /// Read the authorization stored under `state` without taking it (a device authorization is
 /// polled in several calls); the same checks as [`take`].
 pub fn peek(settings: &Settings, state: &str) -> Result<Pending> {
-    let again = |why: &str| {
-        Error::param(
-            "handle",
-            format!(
-                "{why}: start the authorization again (Authorize button or `oxnotify authorize`)"
-            ),
-        )
-    };
-    if state.is_empty() || state.len() > 512 || state.chars().any(char::is_control) {
-        return Err(again("invalid handle"));
-    }
-    let path = file(settings, state);
-    let bytes = std::fs::read(&path).map_err(|_| again("unknown or already used authorization"))?;
-    let pending: Pending =
-        serde_json::from_slice(&bytes).map_err(|_| again("unreadable authorization record"))?;
-    if now() - pending.created > PENDING_TTL_SECS {
+    let path = record_file(settings, state, "handle")?;
+    let bytes = std::fs::read(&path)
+        .map_err(|_| start_again("handle", "unknown or already used authorization"))?;
+    // an expired one can never be completed
+    fresh(&bytes, "handle", || {
         let _ = std::fs::remove_file(&path);
-        return Err(again("the authorization took longer than 10 minutes"));
-    }
-    Ok(pending)
+    })
 }
 
 /// Take the authorization stored under `state`: it is removed, so a replay fails. Unknown,
 /// used or expired states are a 400 telling the user to start again.
 pub fn take(settings: &Settings, state: &str) -> Result<Pending> {
-    let again = |why: &str| {
-        Error::param(
-            "state",
-            format!(
-                "{why}: start the authorization again (Authorize button or `oxnotify authorize`)"
-            ),
-        )
-    };
-    if state.is_empty() || state.len() > 512 || state.chars().any(char::is_control) {
-        return Err(again("invalid state"));
-    }
-    let path = file(settings, state);
+    let path = record_file(settings, state, "state")?;
     // rename first: of two concurrent callbacks with the same state only one wins
     let claimed = path.with_extension("taken");
     if std::fs::rename(&path, &claimed).is_err() {
-        return Err(again("unknown or already used authorization state"));
+        return Err(start_again(
+            "state",
+            "unknown or already used authorization state",
+        ));
     }
     let bytes = std::fs::read(&claimed).map_err(|e| Error::io(&claimed, e));
     let _ = std::fs::remove_file(&claimed);
-    let pending: Pending =
-        serde_json::from_slice(&bytes?).map_err(|_| again("unreadable authorization record"))?;
-    if now() - pending.created > PENDING_TTL_SECS {
-        return Err(again("the authorization took longer than 10 minutes"));
-    }
-    Ok(pending)
+    fresh(&bytes?, "state", || {})
 }
 
 #[cfg(test)]

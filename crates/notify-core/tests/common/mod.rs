@@ -320,3 +320,34 @@ pub fn note(title: &str) -> Notification {
         ..Default::default()
     }
 }
+
+/// A `RIG_*` variable the rig's start script exported.
+pub fn rig_env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: start the rig"))
+}
+
+/// Create-request parameters of a Microsoft target at the rig (STARTTLS submission, the rig's
+/// token endpoint standing in for Entra), with `extra` keys added or replaced.
+pub fn microsoft_params(
+    rig: &Rig,
+    name: &str,
+    from: &str,
+    extra: serde_json::Value,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut v = serde_json::json!({
+        "name": name,
+        "server": rig.smtp_host,
+        "port": rig.starttls_port,
+        "mode": "starttls",
+        "auth-method": "microsoft-oauth2",
+        "oauth2-tenant-id": "12345678-90ab-cdef-1234-567890abcdef",
+        "oauth2-token-url": format!("{}/token", rig.issuer),
+        "from-address": from,
+        "author": "oxnotify test",
+        "mailto": ["ops@example.test"],
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v.as_object().unwrap().clone()
+}
