@@ -1,4 +1,4 @@
-//! SMTP delivery over lettre's `SmtpConnection`: connect (implicit TLS, or STARTTLS which is
+//! SMTP delivery over lettre's `AsyncSmtpConnection`: connect (implicit TLS, or STARTTLS which is
 //! then mandatory), authenticate, MAIL/RCPT/DATA, each step with its own error.
 //!
 //! XOAUTH2 is sent in the two-step form (`AUTH XOAUTH2`, wait for 334, then the response)
@@ -8,7 +8,7 @@
 //! One session can carry several messages ([`deliver_batch`]: the outbox flush and bursts), so
 //! a burst costs one connection and one AUTH instead of one each.
 //!
-//! The whole session ends by its deadline ([`deadline::DeadlineRelay`]). Every error leaves
+//! The whole session ends by its deadline ([`deadline::run`]), each step by the SMTP timeout. Every error leaves
 //! through one place ([`deliver`]), which removes the credential in any encoding the server
 //! may have echoed, strips control characters, caps the length and adds the admin hint for
 //! the reply ([`replies`]).
@@ -22,13 +22,15 @@ use crate::redact::{self, Redactor};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use base64::Engine;
-use deadline::DeadlineRelay;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
+use std::cell::Cell;
 use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// How to authenticate.
@@ -91,7 +93,11 @@ fn smtp_error(target: &SmtpTarget, step: SmtpStep, e: lettre::transport::smtp::E
         // lettre's TLS errors hide the cause in the source chain
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
-            message.push_str(&format!(": {s}"));
+            let text = s.to_string();
+            // lettre's own text may already carry its source's
+            if !message.contains(&text) {
+                message.push_str(&format!(": {text}"));
+            }
             src = s.source();
         }
     }
@@ -186,41 +192,83 @@ pub fn deliver_batch(
 ) -> Batch {
     let redactor = redactor_for(credential);
     let server = (target.server.as_str(), target.effective_port());
-    let relay = match DeadlineRelay::start(server, settings.smtp_timeout, deadline) {
-        Ok(r) => r,
+    let cannot_connect = |e: &dyn fmt::Display| Error::Smtp {
+        target: target.name.clone(),
+        step: SmtpStep::Connect,
+        message: format!(
+            "cannot connect to {}:{}: {}",
+            server.0,
+            server.1,
+            redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
+        ),
+        code: None,
+        transient: true,
+    };
+    let addrs = match deadline::resolve(server) {
+        Ok(a) => a,
         Err(e) => {
             return Batch {
                 done: Vec::new(),
-                stopped: Some(Error::Smtp {
-                    target: target.name.clone(),
-                    step: SmtpStep::Connect,
-                    message: format!(
-                        "cannot connect to {}:{}: {}",
-                        server.0,
-                        server.1,
-                        redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
-                    ),
-                    code: None,
-                    transient: true,
-                }),
+                stopped: Some(cannot_connect(&e)),
             }
         }
     };
-    let mut batch = session(
+    let mut batch = Batch::default();
+    let s = Session {
         settings,
         target,
-        credential,
-        messages,
-        relay.local_addr(),
-        accepted,
+        deadline,
+        step: Cell::new(SmtpStep::Connect),
+    };
+    let cut = deadline::run(
+        deadline,
+        s.run(credential, &addrs, messages, accepted, &mut batch),
     );
-    let fix = |e: Error| explain(e, target, &redactor, relay.expired(), settings);
+    let mut expired = false;
+    match cut {
+        Ok(()) => {}
+        Err(deadline::Cut::Expired) => {
+            expired = true;
+            // the step it was in; `explain` words it as a deadline cut
+            batch.stopped = Some(Error::Smtp {
+                target: target.name.clone(),
+                step: s.step.get(),
+                message: String::new(),
+                code: None,
+                transient: true,
+            });
+        }
+        Err(deadline::Cut::Runtime(e)) => batch.stopped = Some(cannot_connect(&e)),
+    }
+    let fix = |e: Error| explain(e, target, &redactor, expired, settings);
     batch.done = std::mem::take(&mut batch.done)
         .into_iter()
         .map(|r| r.map_err(fix))
         .collect();
     batch.stopped = batch.stopped.take().map(fix);
     batch
+}
+
+/// The cause when `e` is a failed TCP connection (refused, unreachable, timed out), as
+/// opposed to a failed greeting or TLS handshake on a connection that was made.
+fn tcp_failure(e: &lettre::transport::smtp::Error) -> Option<String> {
+    use std::io::ErrorKind::*;
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+            )
+            .then(|| io.to_string());
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// Everything that could echo a credential back to us.
@@ -284,223 +332,338 @@ fn explain(
     }
 }
 
-/// One SMTP session with lettre, connected through the relay at `addr`.
-fn session(
-    settings: &Settings,
-    target: &SmtpTarget,
-    credential: &Credential<'_>,
-    messages: &[Outgoing],
-    addr: std::net::SocketAddr,
-    accepted: &mut dyn FnMut(usize),
-) -> Batch {
-    let mut conn = match open(settings, target, credential, addr) {
-        Ok(c) => c,
-        Err(e) => {
-            return Batch {
-                done: Vec::new(),
-                stopped: Some(e),
-            }
+/// One SMTP session with lettre's async client (run under the deadline by [`deadline::run`]);
+/// `step` is where it is, so a deadline cut can name it.
+struct Session<'a> {
+    settings: &'a Settings,
+    target: &'a SmtpTarget,
+    deadline: Instant,
+    step: Cell<SmtpStep>,
+}
+
+impl Session<'_> {
+    fn error(&self, step: SmtpStep, e: lettre::transport::smtp::Error) -> Error {
+        smtp_error(self.target, step, e)
+    }
+
+    /// `fut` under the SMTP timeout, unless the session's deadline comes first (then the
+    /// deadline cuts it, and says so). `Err(())`: the SMTP timeout.
+    async fn timed<T>(&self, fut: impl Future<Output = T>) -> std::result::Result<T, ()> {
+        let step_end = Instant::now() + self.settings.smtp_timeout;
+        if step_end >= self.deadline {
+            return Ok(fut.await);
         }
-    };
-    let mut batch = Batch::default();
-    for (i, m) in messages.iter().enumerate() {
-        match transfer(&mut conn, target, m) {
-            Ok(()) => {
-                accepted(i);
-                batch.done.push(Ok(()));
+        tokio::time::timeout_at(step_end.into(), fut)
+            .await
+            .map_err(|_| ())
+    }
+
+    /// One network step of the session: lettre's result, or a timeout after the SMTP timeout
+    /// (the deadline of the whole session is the outer bound).
+    async fn within<T>(
+        &self,
+        step: SmtpStep,
+        fut: impl Future<Output = std::result::Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T> {
+        self.step.set(step);
+        match self.timed(fut).await {
+            Ok(r) => r.map_err(|e| self.error(step, e)),
+            Err(_) => Err(Error::Smtp {
+                target: self.target.name.clone(),
+                step,
+                message: format!(
+                    "no reply within {} s (the SMTP timeout)",
+                    self.settings.smtp_timeout.as_secs()
+                ),
+                code: None,
+                transient: true,
+            }),
+        }
+    }
+
+    async fn run(
+        &self,
+        credential: &Credential<'_>,
+        addrs: &[SocketAddr],
+        messages: &[Outgoing],
+        accepted: &mut dyn FnMut(usize),
+        batch: &mut Batch,
+    ) {
+        let mut conn = match self.open(credential, addrs).await {
+            Ok(c) => c,
+            Err(e) => {
+                batch.stopped = Some(e);
+                return;
             }
-            Err(e) if !e.is_transient() => {
-                batch.done.push(Err(e));
-                // end the failed transaction; the connection itself is still good
-                if let Err(e) = conn.command(Rset) {
-                    batch.stopped = Some(smtp_error(target, SmtpStep::Sender, e));
+        };
+        for (i, m) in messages.iter().enumerate() {
+            match self.transfer(&mut conn, m).await {
+                Ok(()) => {
+                    accepted(i);
+                    batch.done.push(Ok(()));
+                }
+                Err(e) if !e.is_transient() => {
+                    batch.done.push(Err(e));
+                    // end the failed transaction; the connection itself is still good
+                    if let Err(e) = self.within(SmtpStep::Sender, conn.command(Rset)).await {
+                        batch.stopped = Some(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    batch.stopped = Some(e);
                     break;
                 }
             }
-            Err(e) => {
-                batch.stopped = Some(e);
-                break;
-            }
+        }
+        if batch.stopped.is_none() {
+            let _ = self.timed(conn.quit()).await;
+        } else {
+            let _ = self.timed(conn.abort()).await;
         }
     }
-    if batch.stopped.is_none() {
-        let _ = conn.quit();
-    } else {
-        conn.abort();
-    }
-    batch
-}
 
-/// Connect, TLS, AUTH: a session ready for MAIL FROM.
-fn open(
-    settings: &Settings,
-    target: &SmtpTarget,
-    credential: &Credential<'_>,
-    addr: std::net::SocketAddr,
-) -> Result<SmtpConnection> {
-    let hello = ClientId::Domain(settings.hello_name.clone());
-    let timeout = Some(settings.smtp_timeout);
-    let tls = || {
-        TlsParameters::builder(target.server.clone())
-            .build_rustls()
-            .map_err(|e| smtp_error(target, SmtpStep::Tls, e))
-    };
-    let mut conn = match target.mode {
-        SmtpMode::Tls => {
-            let params = tls()?;
-            SmtpConnection::connect(addr, timeout, &hello, Some(&params), None)
-                .map_err(|e| smtp_error(target, SmtpStep::Tls, e))?
-        }
-        SmtpMode::Starttls | SmtpMode::Insecure => {
-            SmtpConnection::connect(addr, timeout, &hello, None, None)
-                .map_err(|e| smtp_error(target, SmtpStep::Connect, e))?
-        }
-    };
-    if target.mode == SmtpMode::Starttls {
-        if !conn.can_starttls() {
-            conn.abort();
-            return Err(Error::Smtp {
-                target: target.name.clone(),
-                step: SmtpStep::Tls,
-                message: "the server does not offer STARTTLS; refusing to continue without TLS \
-                          (check the port: 587 is STARTTLS, 465 is implicit TLS = mode tls)"
-                    .into(),
-                code: None,
-                transient: false,
-            });
-        }
-        let params = tls()?;
-        conn.starttls(&params, &hello)
-            .map_err(|e| smtp_error(target, SmtpStep::Tls, e))?;
-    }
-    if let Err(e) = authenticate(&mut conn, target, credential) {
-        conn.abort();
-        return Err(e);
-    }
-    Ok(conn)
-}
-
-fn authenticate(
-    conn: &mut SmtpConnection,
-    target: &SmtpTarget,
-    credential: &Credential<'_>,
-) -> Result<()> {
-    let fail = |message: String, code: Option<u16>| Error::Smtp {
-        target: target.name.clone(),
-        step: SmtpStep::Auth,
-        message,
-        code,
-        transient: code.is_some_and(|c| (400..500).contains(&c)),
-    };
-    match credential {
-        Credential::None => Ok(()),
-        Credential::Password { user, password } => {
-            let creds = Credentials::new(user.to_string(), password.expose().to_string());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-                .map(|_| ())
-                .map_err(|e| smtp_error(target, SmtpStep::Auth, e))
-        }
-        Credential::Bearer { user, token } => {
-            if !conn
-                .server_info()
-                .supports_auth_mechanism(Mechanism::Xoauth2)
-            {
-                return Err(fail(
-                    format!(
-                        "the server does not offer AUTH XOAUTH2 (it offers: {}); check server and port{}",
-                        conn.server_info(),
-                        if target.mode == SmtpMode::Insecure { ", and use TLS" } else { "" }
-                    ),
-                    None,
-                ));
-            }
-            let first = conn
-                .command(Line("AUTH XOAUTH2"))
-                .map_err(|e| smtp_error(target, SmtpStep::Auth, e))?;
-            if !first.has_code(334) {
-                return Err(fail(
-                    format!("unexpected reply to AUTH XOAUTH2: {}", first.code()),
-                    Some(first.code().into()),
-                ));
-            }
-            let ir = xoauth2_response(user, token);
-            let reply = conn
-                .command(Line(ir.expose()))
-                .map_err(|e| smtp_error(target, SmtpStep::Auth, e))?;
-            if reply.has_code(334) {
-                // an error challenge (base64 JSON); RFC 7628: answer with an empty line, the
-                // server then sends the final 535
-                let challenge = reply
-                    .first_line()
-                    .and_then(replies::xoauth2_challenge)
-                    .unwrap_or_else(|| "the server sent an error challenge".into());
-                return match conn.command(Line("")) {
-                    Err(e) => {
-                        let mut err = smtp_error(target, SmtpStep::Auth, e);
-                        if let Error::Smtp { message, .. } = &mut err {
-                            *message = format!("{challenge}; {message}");
-                        }
-                        Err(err)
+    /// Connect (each address of the server in turn), TLS, AUTH: a session ready for MAIL FROM.
+    async fn open(
+        &self,
+        credential: &Credential<'_>,
+        addrs: &[SocketAddr],
+    ) -> Result<AsyncSmtpConnection> {
+        let (settings, target) = (self.settings, self.target);
+        let hello = ClientId::Domain(settings.hello_name.clone());
+        let tls = || {
+            TlsParameters::builder(target.server.clone())
+                .build_rustls()
+                .map_err(|e| self.error(SmtpStep::Tls, e))
+        };
+        let step = match target.mode {
+            SmtpMode::Tls => SmtpStep::Tls,
+            SmtpMode::Starttls | SmtpMode::Insecure => SmtpStep::Connect,
+        };
+        let mut last = None;
+        let mut conn = None;
+        for addr in addrs {
+            let params = match target.mode {
+                SmtpMode::Tls => Some(tls()?),
+                SmtpMode::Starttls | SmtpMode::Insecure => None,
+            };
+            let attempt = AsyncSmtpConnection::connect_tokio1(
+                *addr,
+                Some(settings.smtp_timeout),
+                &hello,
+                params,
+                None,
+            );
+            self.step.set(step);
+            match self.timed(attempt).await {
+                Ok(Ok(c)) => {
+                    conn = Some(c);
+                    break;
+                }
+                Ok(Err(e)) => match tcp_failure(&e) {
+                    // the TCP connection itself failed: say where to, as the admin checks it
+                    Some(cause) => {
+                        last = Some(Error::Smtp {
+                            target: target.name.clone(),
+                            step: SmtpStep::Connect,
+                            message: format!(
+                                "cannot connect to {}:{} ({addr}): {cause}",
+                                target.server,
+                                target.effective_port()
+                            ),
+                            code: None,
+                            transient: true,
+                        })
                     }
-                    Ok(r) => Err(fail(
-                        format!("{challenge}; then reply {}", r.code()),
-                        Some(r.code().into()),
-                    )),
-                };
+                    None => last = Some(self.error(step, e)),
+                },
+                Err(_) => {
+                    last = Some(Error::Smtp {
+                        target: target.name.clone(),
+                        step,
+                        message: format!(
+                            "no greeting from {addr} within {} s (the SMTP timeout)",
+                            settings.smtp_timeout.as_secs()
+                        ),
+                        code: None,
+                        transient: true,
+                    })
+                }
             }
-            Ok(())
         }
+        let mut conn = match (conn, last) {
+            (Some(c), _) => c,
+            (None, Some(e)) => return Err(e),
+            (None, None) => {
+                return Err(Error::Smtp {
+                    target: target.name.clone(),
+                    step: SmtpStep::Connect,
+                    message: "the server name resolves to no address".into(),
+                    code: None,
+                    transient: true,
+                })
+            }
+        };
+        if target.mode == SmtpMode::Starttls {
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(Error::Smtp {
+                    target: target.name.clone(),
+                    step: SmtpStep::Tls,
+                    message:
+                        "the server does not offer STARTTLS; refusing to continue without TLS \
+                              (check the port: 587 is STARTTLS, 465 is implicit TLS = mode tls)"
+                            .into(),
+                    code: None,
+                    transient: false,
+                });
+            }
+            let params = tls()?;
+            self.within(SmtpStep::Tls, conn.starttls(params, &hello))
+                .await?;
+        }
+        if let Err(e) = self.authenticate(&mut conn, credential).await {
+            conn.abort().await;
+            return Err(e);
+        }
+        Ok(conn)
     }
-}
 
-fn transfer(conn: &mut SmtpConnection, target: &SmtpTarget, message: &Outgoing) -> Result<()> {
-    let body = &message.body;
-    let mut params = Vec::new();
-    let non_ascii_addr = message
-        .from
-        .as_ref()
-        .is_some_and(|a| !AsRef::<str>::as_ref(a).is_ascii())
-        || message
-            .to
-            .iter()
-            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
-    if non_ascii_addr {
-        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-            return Err(Error::Smtp {
-                target: target.name.clone(),
-                step: SmtpStep::Sender,
-                message: "non-ASCII addresses need SMTPUTF8, which the server does not offer"
-                    .into(),
-                code: None,
-                transient: false,
-            });
-        }
-        params.push(MailParameter::SmtpUtfEight);
-    }
-    if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
-        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-    }
-    conn.command(Mail::new(message.from.clone(), params))
-        .map_err(|e| smtp_error(target, SmtpStep::Sender, e))?;
-    for to in &message.to {
-        conn.command(Rcpt::new(to.clone(), vec![])).map_err(|e| {
-            let mut err = smtp_error(target, SmtpStep::Recipient, e);
-            if let Error::Smtp { message, .. } = &mut err {
-                *message = format!("{to}: {message}");
+    async fn authenticate(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        credential: &Credential<'_>,
+    ) -> Result<()> {
+        let target = self.target;
+        let fail = |message: String, code: Option<u16>| Error::Smtp {
+            target: target.name.clone(),
+            step: SmtpStep::Auth,
+            message,
+            code,
+            transient: code.is_some_and(|c| (400..500).contains(&c)),
+        };
+        match credential {
+            Credential::None => Ok(()),
+            Credential::Password { user, password } => {
+                let creds = Credentials::new(user.to_string(), password.expose().to_string());
+                self.within(
+                    SmtpStep::Auth,
+                    conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds),
+                )
+                .await
+                .map(|_| ())
             }
-            err
-        })?;
+            Credential::Bearer { user, token } => {
+                if !conn
+                    .server_info()
+                    .supports_auth_mechanism(Mechanism::Xoauth2)
+                {
+                    return Err(fail(
+                        format!(
+                            "the server does not offer AUTH XOAUTH2 (it offers: {}); check server and port{}",
+                            conn.server_info(),
+                            if target.mode == SmtpMode::Insecure { ", and use TLS" } else { "" }
+                        ),
+                        None,
+                    ));
+                }
+                let first = self
+                    .within(SmtpStep::Auth, conn.command(Line("AUTH XOAUTH2")))
+                    .await?;
+                if !first.has_code(334) {
+                    return Err(fail(
+                        format!("unexpected reply to AUTH XOAUTH2: {}", first.code()),
+                        Some(first.code().into()),
+                    ));
+                }
+                let ir = xoauth2_response(user, token);
+                let reply = self
+                    .within(SmtpStep::Auth, conn.command(Line(ir.expose())))
+                    .await?;
+                if reply.has_code(334) {
+                    // an error challenge (base64 JSON); RFC 7628: answer with an empty line, the
+                    // server then sends the final 535
+                    let challenge = reply
+                        .first_line()
+                        .and_then(replies::xoauth2_challenge)
+                        .unwrap_or_else(|| "the server sent an error challenge".into());
+                    return match self.within(SmtpStep::Auth, conn.command(Line(""))).await {
+                        Err(mut err) => {
+                            if let Error::Smtp { message, .. } = &mut err {
+                                *message = format!("{challenge}; {message}");
+                            }
+                            Err(err)
+                        }
+                        Ok(r) => Err(fail(
+                            format!("{challenge}; then reply {}", r.code()),
+                            Some(r.code().into()),
+                        )),
+                    };
+                }
+                Ok(())
+            }
+        }
     }
-    conn.command(Data)
-        .map_err(|e| smtp_error(target, SmtpStep::Data, e))?;
-    // body and terminator in one write: lettre's `message()` writes them separately, and the
-    // small second write then waits for the peer's delayed ACK (Nagle), ~40 ms per message
-    let sent = match std::str::from_utf8(body) {
-        Ok(text) => conn.command(Line(&dot_stuffed(text))),
-        Err(_) => conn.message(body),
-    };
-    sent.map_err(|e| smtp_error(target, SmtpStep::Data, e))?;
-    Ok(())
+
+    async fn transfer(&self, conn: &mut AsyncSmtpConnection, message: &Outgoing) -> Result<()> {
+        let target = self.target;
+        let body = &message.body;
+        let mut params = Vec::new();
+        let non_ascii_addr = message
+            .from
+            .as_ref()
+            .is_some_and(|a| !AsRef::<str>::as_ref(a).is_ascii())
+            || message
+                .to
+                .iter()
+                .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii_addr {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                return Err(Error::Smtp {
+                    target: target.name.clone(),
+                    step: SmtpStep::Sender,
+                    message: "non-ASCII addresses need SMTPUTF8, which the server does not offer"
+                        .into(),
+                    code: None,
+                    transient: false,
+                });
+            }
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        self.within(
+            SmtpStep::Sender,
+            conn.command(Mail::new(message.from.clone(), params)),
+        )
+        .await?;
+        for to in &message.to {
+            if let Err(mut err) = self
+                .within(
+                    SmtpStep::Recipient,
+                    conn.command(Rcpt::new(to.clone(), vec![])),
+                )
+                .await
+            {
+                if let Error::Smtp { message, .. } = &mut err {
+                    *message = format!("{to}: {message}");
+                }
+                return Err(err);
+            }
+        }
+        self.within(SmtpStep::Data, conn.command(Data)).await?;
+        // body and terminator in one write: lettre's `message()` writes them separately, and the
+        // small second write then waits for the peer's delayed ACK (Nagle), ~40 ms per message
+        match std::str::from_utf8(body) {
+            Ok(text) => {
+                self.within(SmtpStep::Data, conn.command(Line(&dot_stuffed(text))))
+                    .await?
+            }
+            Err(_) => self.within(SmtpStep::Data, conn.message(body)).await?,
+        };
+        Ok(())
+    }
 }
 
 /// The DATA payload without the final CRLF that [`Line`] adds: every line break (CRLF, a
