@@ -111,6 +111,12 @@ out=$(/usr/bin/oxnotify status pkg 2>&1) && echo "$out" | grep -q "pkg (microsof
   && ok "installed oxnotify CLI reports the target authorized" || fail "cli: $out"
 tok=$(/usr/bin/oxnotify token pkg 2>&1) && [ ${#tok} -gt 10 ] && ok "installed oxnotify token prints the access token" \
   || fail "oxnotify token: $(echo "$tok" | head -c 200)"
+SUBJECT3="package cli send $$"
+out=$(/usr/bin/oxnotify send pkg --title "$SUBJECT3" 2>&1) && [ "$out" = "pkg: sent" ] \
+  && grep -lq "Subject: $SUBJECT3" "$RIG_MAILDIR"/new/* \
+  && ok "installed oxnotify send (served without Perl) sends" || fail "oxnotify send: $out"
+head -c 4 /usr/bin/oxnotify | grep -q ELF && ok "/usr/bin/oxnotify is the binary, not a Perl script" \
+  || fail "/usr/bin/oxnotify is not an ELF binary"
 # as the unit runs it: root without any capability, no new privileges
 NOCAPS=(setpriv --bounding-set=-all --inh-caps=-all --no-new-privs --)
 out=$("${NOCAPS[@]}" /usr/bin/oxnotify-daily --no-syslog 2>&1) || fail "installed oxnotify-daily: $out"

@@ -13,7 +13,7 @@
 //! - [`select`]: which target an address means (its SASL identity, else its from-address).
 //! - [`token`]: one token through [`notify_core::tokens::TokenManager::access_token`] (cache,
 //!   else a refresh under the per-target lock, within a deadline), and its output formats; used
-//!   by the broker and by `oxnotify-token` (the `oxnotify token` command).
+//!   by the broker and by [`token_cli`] (the `oxnotify token` command).
 //!
 //! Tokens are never logged and never part of an error line.
 
@@ -24,3 +24,4 @@ pub mod protocol;
 pub mod select;
 pub mod server;
 pub mod token;
+pub mod token_cli;

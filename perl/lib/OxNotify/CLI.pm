@@ -204,13 +204,13 @@ my %COMMANDS = (
               Refresh all OAuth2 targets now (what the daily job does).
             EOF
     },
-    # bin/oxnotify hands `token` to oxnotify-token before loading this module
+    # the oxnotify binary (crates/notify-cli) serves `token` itself; only its help is here
     token => {
         help => <<~'EOF',
             oxnotify token NAME [--format bearer|xoauth2|xoauth2-b64]
               Print target NAME's access token (cached, or refreshed as a send would) for msmtp's
-              passwordeval and scripts; root only. Served by oxnotify-token without loading Perl
-              modules.
+              passwordeval and scripts; root only. Served by the oxnotify binary itself, without
+              starting Perl.
             EOF
     },
 );
@@ -557,7 +557,7 @@ sub run {
     if (!$cmd) { print STDERR "unknown command '$name'\n" . usage(); return 2 }
     if (grep { $_ eq '--help' || $_ eq '-h' } @args) { print $cmd->{help}; return 0 }
     if ($name eq 'token') {
-        print STDERR "oxnotify: run `oxnotify token` through bin/oxnotify\n";
+        print STDERR "oxnotify: `oxnotify token` is served by the oxnotify binary (crates/notify-cli)\n";
         return 2;
     }
 
