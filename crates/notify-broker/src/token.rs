@@ -3,40 +3,11 @@
 //! burst of requests therefore costs one token request. Also the output formats.
 
 use notify_core::delivery::smtp::{xoauth2_response, xoauth2_string};
-use notify_core::oauth2::{HttpError, HttpRequest, HttpResponse, TokenHttpClient, UreqClient};
+pub use notify_core::oauth2::LazyHttp;
+use notify_core::oauth2::TokenHttpClient;
 use notify_core::tokens::TokenManager;
 use notify_core::{NotificationConfig, Result, Secret, Settings, SmtpTarget};
-use std::sync::OnceLock;
 use std::time::Instant;
-
-/// The HTTP client for token requests, built on first use: a cached token needs none, and
-/// building one loads the system trust store (milliseconds `oxnotify token` need not spend).
-pub struct LazyHttp {
-    settings: Settings,
-    client: OnceLock<std::result::Result<UreqClient, String>>,
-}
-
-impl LazyHttp {
-    /// A client for `settings` (proxy, timeouts), not built yet.
-    pub fn new(settings: &Settings) -> Self {
-        LazyHttp {
-            settings: settings.clone(),
-            client: OnceLock::new(),
-        }
-    }
-}
-
-impl TokenHttpClient for LazyHttp {
-    fn call(&self, request: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
-        let client = self
-            .client
-            .get_or_init(|| UreqClient::new(&self.settings).map_err(|e| e.to_string()));
-        match client {
-            Ok(c) => c.call(request),
-            Err(e) => Err(HttpError::new(e.clone())),
-        }
-    }
-}
 
 /// A token and whether it came from the cache (for the broker's log).
 pub struct Fetched {

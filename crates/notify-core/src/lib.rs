@@ -50,7 +50,7 @@ pub use secret::Secret;
 pub use settings::Settings;
 pub use status::{StatusReader, TargetStatus};
 
-use oauth2::{TokenHttpClient, UreqClient};
+use oauth2::{LazyHttp, TokenHttpClient};
 use std::sync::Arc;
 use tokens::TokenManager;
 
@@ -70,10 +70,10 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// A notifier with the default HTTP client (ureq, system trust store).
+    /// A notifier with the default HTTP client (ureq, system trust store), built on its first
+    /// token request: a send with a cached token or a password makes none.
     pub fn new(settings: Settings) -> Result<Self> {
-        let http = UreqClient::new(&settings)
-            .map_err(|e| Error::token(None, TokenProblem::Setup, e.to_string()))?;
+        let http = LazyHttp::new(&settings);
         Ok(Self::with_http_client(settings, Arc::new(http)))
     }
 

@@ -8,6 +8,7 @@
 
 use crate::settings::Settings;
 pub use oauth2::{HttpRequest, HttpResponse};
+use std::sync::OnceLock;
 
 /// A failed HTTP exchange (connect, TLS, timeout, proxy). The message never contains the
 /// request body.
@@ -136,5 +137,35 @@ impl TokenHttpClient for UreqClient {
                 other => HttpError::new(format!("reading the response: {other}")),
             })?;
         Ok(HttpResponse::from_parts(parts, bytes))
+    }
+}
+
+/// The HTTP client for token requests, built on first use: a cached token needs none, and
+/// building one loads the system trust store (milliseconds a send
+/// with a cached token or a password, and `oxnotify token`, need not spend).
+pub struct LazyHttp {
+    settings: Settings,
+    client: OnceLock<std::result::Result<UreqClient, String>>,
+}
+
+impl LazyHttp {
+    /// A client for `settings` (proxy, timeouts), not built yet.
+    pub fn new(settings: &Settings) -> Self {
+        LazyHttp {
+            settings: settings.clone(),
+            client: OnceLock::new(),
+        }
+    }
+}
+
+impl TokenHttpClient for LazyHttp {
+    fn call(&self, request: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        let client = self
+            .client
+            .get_or_init(|| UreqClient::new(&self.settings).map_err(|e| e.to_string()));
+        match client {
+            Ok(c) => c.call(request),
+            Err(e) => Err(HttpError::new(e.clone())),
+        }
     }
 }

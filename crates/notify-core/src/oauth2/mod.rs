@@ -18,7 +18,7 @@ pub use flow::{
     authorize_url, exchange_code, refresh, AuthorizeRequest, ClientRegistration, RequestDeadline,
     TokenSet,
 };
-pub use http::{HttpError, HttpRequest, HttpResponse, TokenHttpClient, UreqClient};
+pub use http::{HttpError, HttpRequest, HttpResponse, LazyHttp, TokenHttpClient, UreqClient};
 pub use password::password;
 pub use provider::{EndpointParams, Endpoints, Provider};
 pub use service_account::service_account;

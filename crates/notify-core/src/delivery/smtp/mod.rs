@@ -15,6 +15,7 @@
 
 mod deadline;
 mod replies;
+mod tls;
 
 use crate::config::smtp::{SmtpMode, SmtpTarget};
 use crate::error::{Error, Result, SmtpStep};
@@ -23,7 +24,7 @@ use crate::secret::Secret;
 use crate::settings::Settings;
 use base64::Engine;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
@@ -431,11 +432,7 @@ impl Session<'_> {
     ) -> Result<AsyncSmtpConnection> {
         let (settings, target) = (self.settings, self.target);
         let hello = ClientId::Domain(settings.hello_name.clone());
-        let tls = || {
-            TlsParameters::builder(target.server.clone())
-                .build_rustls()
-                .map_err(|e| self.error(SmtpStep::Tls, e))
-        };
+        let tls = || tls::parameters(&target.server).map_err(|e| self.error(SmtpStep::Tls, e));
         let step = match target.mode {
             SmtpMode::Tls => SmtpStep::Tls,
             SmtpMode::Starttls | SmtpMode::Insecure => SmtpStep::Connect,
