@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 /// How long built parameters are reused.
 const KEEP: Duration = Duration::from_secs(300);
 
-/// Built parameters by server name and `SSL_CERT_FILE` (which the trust store depends on).
-static CACHE: Mutex<Option<HashMap<(String, Option<String>), (Instant, TlsParameters)>>> =
-    Mutex::new(None);
+/// A server name and `SSL_CERT_FILE` (which the trust store depends on).
+type Key = (String, Option<String>);
+
+/// Built parameters, and when they were built.
+static CACHE: Mutex<Option<HashMap<Key, (Instant, TlsParameters)>>> = Mutex::new(None);
 
 /// The parameters for a session to `server` (the name its certificate must carry).
 pub(super) fn parameters(server: &str) -> Result<TlsParameters, lettre::transport::smtp::Error> {
