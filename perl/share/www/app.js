@@ -43,6 +43,7 @@ const LABELS = {
   'oauth2-private-key': ['Private key (PEM) or service-account JSON key file'],
   transport: ['Transport', 'graph: Microsoft Graph sendMail where SMTP AUTH is off'],
   'alert-target': ['Alert target', 'another target that is told before this one fails'],
+  'oauth2-credential-expires': ['Credential expires', 'when the client secret or certificate runs out'],
 };
 const MULTILINE = new Set(['oauth2-private-key']);
 const KIND_TEXT = {
