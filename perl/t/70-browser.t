@@ -54,6 +54,8 @@ like($out, qr/ok   authorize through the popup/, 'authorized via popup + postMes
 like($out, qr/ok   device code shown: \S+ at http/, 'the page shows the device code and where to enter it');
 like($out, qr/ok   device code approved/, 'the device-code target is authorized once the code is approved');
 like($out, qr/ok   send test \(app-only\)/, 'an app-only target sends from the page without authorization');
+like($out, qr/ok   edit an app-only target/, 'editing a target shows its mode and saves a change');
+like($out, qr/ok   send test after the edit/, 'the edited target still sends');
 like($out, qr/ok   health shown: /, 'a target shows authorized since, expiry, access token, last refresh, queue, last error');
 like($out, qr/ok   verify shows each step: Login OK/, 'Verify shows each step with its time');
 like($out, qr/ok   verify failure names step, kind and hint: Login failed at step token: needs an admin fix/,

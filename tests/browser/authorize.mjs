@@ -167,6 +167,22 @@ try {
   await expectMessage(/Test notification sent through web3/, 'send test (app-only)');
   await page.screenshot({ path: `${shots}/6-app-only.png`, fullPage: true });
 
+  // Edit: the form shows the target's mode as it was saved; a change saved with the target's
+  // digest keeps everything else, and the target keeps working
+  await page.click('#edit-web3');
+  await page.evaluate(() => { document.getElementById('more').open = true; });
+  const shown = await page.evaluate(() => ['oauth2-flow', 'oauth2-tenant-id', 'oauth2-authorize-url']
+    .map((k) => [k, document.querySelector(`.field[data-key="${k}"]`).hidden, document.getElementById(`f-${k}`).value]));
+  if (JSON.stringify(shown) !== JSON.stringify([['oauth2-flow', false, 'client-credentials'],
+    ['oauth2-tenant-id', false, '12345678-90ab-cdef-1234-567890abcdef'], ['oauth2-authorize-url', true, '']])) {
+    throw new Error(`edit form of web3: ${JSON.stringify(shown)}`);
+  }
+  await page.fill('#f-comment', 'edited in the page');
+  await page.click('#save-target');
+  await expectMessage(/Saved target web3/, 'edit an app-only target (its digest, nothing lost)');
+  await page.click('#test-web3');
+  await expectMessage(/Test notification sent through web3/, 'send test after the edit');
+
   // a wrong client secret: Verify names the step, the kind and what to do; the real status
   // keeps the error with its kind
   await page.click('#new-target');

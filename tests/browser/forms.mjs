@@ -134,6 +134,12 @@ try {
         const got = reg ? (reg[id] === undefined ? null : reg[id]) : null;
         if (got !== want) fail(`${m.name}: ${id} is ${got}, expected ${want}`);
       }
+      // the help follows the chosen provider
+      const heading = { 'microsoft-oauth2': '# Microsoft', 'google-oauth2': '# Google', oauth2: '# Other OAuth2' }[m.choose['auth-method']];
+      if (heading) {
+        await page.waitForFunction((h) => document.getElementById('guide-text').textContent.startsWith(h), heading, { timeout: 10000 })
+          .catch(() => fail(`${m.name}: the guide shown is not the provider's (${heading})`));
+      }
       const missing = await unlabelled(page);
       if (missing.length) fail(`${m.name}: controls without a label: ${missing}`);
       await page.evaluate(() => { document.getElementById('more').open = true; });

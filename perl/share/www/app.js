@@ -9,6 +9,7 @@ let pending = null; // { state, target } of the authorization in progress
 let keys = [];      // the key table
 let providers = {}; // auth-method -> registration values
 let editing = null; // the target being edited (as loaded), or null for a new one
+let shownGuide = null; // the guide shown as the help
 
 // What the page calls the keys it knows; a key it does not know is shown by its name.
 const LABELS = {
@@ -201,6 +202,9 @@ function refreshForm() {
   }
   document.getElementById('more').hidden = ![...optional.children].some((d) => !d.hidden);
   showRegistration();
+  // the help follows the chosen provider
+  const guide = guideFor(valueOf('auth-method'));
+  if (guide && guide !== shownGuide) loadGuide(guide);
 }
 
 // What the admin pastes into the app registration at the provider for this target.
@@ -260,7 +264,6 @@ function fillForm(t) {
   f.elements.digest.value = t && t.digest ? t.digest : '';
   document.getElementById('form-title').textContent = t ? 'Edit target ' + t.name : 'New SMTP target';
   refreshForm();
-  loadGuide(guideFor(valueOf('auth-method')));
 }
 
 async function saveTarget(ev) {
@@ -517,14 +520,16 @@ async function sendTest(name) {
 
 // ---- the guide ----
 
+// The guide of an OAuth2 auth method (none for plain and none).
 function guideFor(method) {
-  return { 'microsoft-oauth2': 'microsoft', 'google-oauth2': 'google' }[method] || 'generic';
+  return { 'microsoft-oauth2': 'microsoft', 'google-oauth2': 'google', oauth2: 'generic' }[method];
 }
 
 async function loadGuide(name) {
   const sel = document.getElementById('guide');
   const text = document.getElementById('guide-text');
   sel.value = name;
+  shownGuide = name;
   try {
     const res = await fetch('/guides/' + name + '.md');
     text.textContent = res.ok ? await res.text() : 'The guide is not installed (HTTP ' + res.status + ').';
@@ -545,7 +550,7 @@ document.addEventListener('DOMContentLoaded', async () => {
   document.getElementById('new-target').addEventListener('click', () => fillForm(null));
   document.getElementById('guide').addEventListener('change', (ev) => loadGuide(ev.target.value));
   document.getElementById('show-guide').addEventListener('click', () => {
-    loadGuide(guideFor(valueOf('auth-method')));
+    loadGuide(guideFor(valueOf('auth-method')) || shownGuide || 'generic');
     document.getElementById('help').scrollIntoView();
     document.getElementById('guide-text').focus();
   });
