@@ -1,7 +1,8 @@
 # The Perl side's key lists agree with the core's key table (OxNotify::Core::config_keys):
 # the API parameters and their types, what is secret (never returned, asked for by the CLI),
-# what can be deleted, and the web page's form inputs. Adding a key in Rust fails here until
-# the Perl schema and the page (or the list of keys the page leaves to the CLI and API) follow.
+# what can be deleted, where each key applies (conditions on choice keys and their values), and
+# the web page's labels (its form is built from the table). Adding a key in Rust fails here until
+# the Perl schema and the page's label follow.
 use strict;
 use warnings;
 use Test::More;

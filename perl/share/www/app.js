@@ -231,7 +231,7 @@ function showRegistration() {
   const permission = {
     'microsoft-oauth2': {
       'client-credentials': 'Application permission SMTP.SendAsApp (Office 365 Exchange Online), admin consent; Exchange service principal with mailbox access',
-      'device-code': 'Delegated permissions SMTP.Send and offline_access; "Allow public client flows": Yes',
+      'device-code': 'Delegated permissions SMTP.Send and offline_access (under Microsoft Graph); "Allow public client flows": Yes',
     },
     'google-oauth2': {
       'service-account': 'Domain-wide delegation: the service account\'s client ID with this scope (Workspace admin console)',
@@ -239,7 +239,7 @@ function showRegistration() {
   }[method] || {};
   add(flow === 'client-credentials' ? 'Token scope (app-only)' : 'Scopes', scope || '(set Scopes above)', 'reg-scope');
   const what = permission[flow] || (method === 'microsoft-oauth2'
-    ? 'Delegated permissions SMTP.Send and offline_access (Microsoft Graph / Office 365 Exchange Online)'
+    ? 'Delegated permissions SMTP.Send and offline_access (listed under Microsoft Graph)'
     : '');
   if (what) add('Permission', what, 'reg-permission');
   if (p['refresh-token-lifetime-days'] || p['refresh-token-idle-days']) {
