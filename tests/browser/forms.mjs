@@ -119,6 +119,11 @@ try {
         }
       }
       if (table.some((k) => !(k.name in at))) fail(`${m.name}: a key of the table has no field`);
+      // the Graph choice, once the table has it: Microsoft targets only
+      if ('transport' in at) {
+        const want = m.choose['auth-method'] === 'microsoft-oauth2' ? 'needed' : 'hidden';
+        if (at.transport !== want) fail(`${m.name}: transport is ${at.transport}, expected ${want}`);
+      }
       const visibleFlows = await page.evaluate(() => [...document.getElementById('f-oauth2-flow').options]
         .filter((o) => !o.hidden).map((o) => o.value));
       if (m.flows && visibleFlows.join() !== m.flows.join()) fail(`${m.name}: flows offered ${visibleFlows}`);

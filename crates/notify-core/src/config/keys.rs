@@ -579,7 +579,8 @@ const ON_PRIVATE_KEY: Condition = &[
 ];
 
 /// Where key `name` belongs (see [`Applies`]). Keys not listed here apply to every target
-/// and are optional.
+/// and are optional. (An arm for a key this build does not have is harmless: only the keys
+/// of [`KEYS`] are described.)
 pub fn applicability(name: &str) -> Applies {
     let (applies, needed) = match name {
         "server" | "port" | "mode" | "auth-method" | "from-address" | "mailto" => (ALWAYS, ALWAYS),
@@ -651,6 +652,13 @@ pub fn applicability(name: &str) -> Applies {
                 "oauth2-flow" = &["device-code"]
             )][..],
         ),
+        // SMTP or Microsoft Graph sendMail: a Microsoft target decides
+        "transport" => {
+            const C: Condition = &[when!("auth-method" = MICROSOFT)];
+            (C, C)
+        }
+        // when the client secret or certificate runs out
+        "oauth2-credential-expires" => (ON_OAUTH2, NEVER),
         _ => (ALWAYS, NEVER),
     };
     Applies { applies, needed }
@@ -718,6 +726,16 @@ pub fn choices(name: &str) -> &'static [Choice] {
                 },
             ]
         }
+        "transport" => &[
+            Choice {
+                value: "smtp",
+                applies: ALWAYS,
+            },
+            Choice {
+                value: "graph",
+                applies: &[when!("auth-method" = MICROSOFT)],
+            },
+        ],
         _ => &[],
     }
 }
