@@ -530,12 +530,15 @@ async function loadGuide(name) {
   const text = document.getElementById('guide-text');
   sel.value = name;
   shownGuide = name;
+  let shown;
   try {
     const res = await fetch('/guides/' + name + '.md');
-    text.textContent = res.ok ? await res.text() : 'The guide is not installed (HTTP ' + res.status + ').';
+    shown = res.ok ? await res.text() : 'The guide is not installed (HTTP ' + res.status + ').';
   } catch (e) {
-    text.textContent = 'Could not load the guide: ' + e.message;
+    shown = 'Could not load the guide: ' + e.message;
   }
+  // a guide asked for later wins over this one if it arrived first
+  if (shownGuide === name) text.textContent = shown;
 }
 
 document.addEventListener('DOMContentLoaded', async () => {
