@@ -518,8 +518,8 @@ pub const ALWAYS: Condition = &[&[]];
 /// No target.
 pub const NEVER: Condition = &[];
 
-/// Where a key belongs, so that the page, the CLI and the API show an admin only what the
-/// chosen auth method and flow use.
+/// Where a key belongs, so that the page (and any front end reading [`describe`]) shows an
+/// admin only what the chosen auth method and flow use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Applies {
     /// The targets the key means something for (elsewhere it is hidden).
@@ -541,7 +541,8 @@ pub struct Choice {
 const OAUTH2: &[&str] = &["google-oauth2", "microsoft-oauth2", "oauth2"];
 const ANY_AUTH: &[&str] = &["plain", "google-oauth2", "microsoft-oauth2", "oauth2"];
 const MICROSOFT: &[&str] = &["microsoft-oauth2"];
-/// The flows without a client of their own at the token endpoint (service-account signs).
+/// The flows in which the client authenticates at the token endpoint (all but
+/// service-account, whose signed assertion is the credential); `""`: unset, authorization-code.
 const CLIENT_FLOWS: &[&str] = &[
     "",
     "authorization-code",
