@@ -1,7 +1,8 @@
 # The Perl side's key lists agree with the core's key table (OxNotify::Core::config_keys):
 # the API parameters and their types, what is secret (never returned, asked for by the CLI),
-# what can be deleted, and the web page's form inputs. Adding a key in Rust fails here until
-# the Perl schema and the page (or the list of keys the page leaves to the CLI and API) follow.
+# what can be deleted, where each key applies (conditions on choice keys and their values), and
+# the web page's labels (its form is built from the table). Adding a key in Rust fails here until
+# the Perl schema and the page's label follow.
 use strict;
 use warnings;
 use Test::More;
@@ -62,24 +63,28 @@ for my $k (sort keys %secret) {
 my $out = `$^X bin/oxnotify target update x --comment < /dev/null 2>&1`;
 like($out, qr/option --comment needs a value/, 'CLI: --comment is not');
 
-# The page's form: each input is a config key; secrets are never shown (empty keeps them), list
-# keys are split (data-list), integers are number inputs.
-my %PAGE_LEAVES = map { $_ => 1 } (
-    'mailto-user', 'disable', 'allow-insecure-auth', 'max-connections', 'broker-allow-user', 'broker-allow-group',
-);
-my ($form) = Mojo::File->new('perl/share/www/index.html')->slurp =~ m{<form id="target-form">(.*?)</form>}s;
-my %field = map { /\bname="([^"]+)"/ ? ($1 => $_) : () } $form =~ /(<(?:input|select|textarea)\b[^>]*>)/g;
-delete @field{qw(name digest)};
-is_deeply([sort grep { !$table{$_} } keys %field], [], 'every field of the page is a config key');
-is_deeply([sort grep { !$field{$_} && !$PAGE_LEAVES{$_} } keys %table], [],
-    'every config key is on the page, or left to the CLI and API on purpose');
-is_deeply([sort grep { $field{$_} } keys %PAGE_LEAVES], [], '... and those are not on the page');
-for my $k (sort keys %field) {
-    my $f = $field{$k};
-    is(($f =~ /placeholder="unchanged if empty"/ ? 1 : 0), ($table{$k}{private} ? 1 : 0),
-        "page: $k " . ($table{$k}{private} ? 'is' : 'is not') . ' a secret field');
-    like($f, qr/type="password"|<textarea/, "page: $k is not shown") if $table{$k}{private};
-    is(($f =~ /\sdata-list\b/ ? 1 : 0), ($table{$k}{multi} ? 1 : 0), "page: $k is " . ($table{$k}{multi} ? '' : 'not ') . 'a list');
-    is(($f =~ /type="number"/ ? 1 : 0), (perl_type($table{$k}) eq 'integer' ? 1 : 0), "page: $k as a number or not");
+# The page's form is built from the table (/form.json): every key says where it applies and
+# which targets need it, in conditions on other keys' values that the table can take; a choice
+# key lists its values. The page labels the keys it knows; others show by name.
+sub cond_ok {
+    my ($cond, $what) = @_;
+    ok(ref($cond) eq 'ARRAY', "$what: a list of alternatives") or return;
+    for my $w (map { @$_ } @$cond) {
+        my $k = $table{ $w->{key} // '' };
+        ok($k && $k->{kind} eq 'choice', "$what: depends on choice key $w->{key}") or next;
+        my %values = map { ($_->{value} => 1) } @{ $k->{choices} };
+        is_deeply([grep { $_ ne '' && !$values{$_} } @{ $w->{values} }], [], "$what: values $w->{key} can take");
+    }
 }
+for my $k (@table) {
+    cond_ok($k->{$_}, "$k->{name} $_") for qw(applies needed);
+    is((@{ $k->{choices} } ? 1 : 0), ($k->{kind} eq 'choice' ? 1 : 0), "$k->{name}: choices listed if a choice");
+    cond_ok($_->{applies}, "$k->{name} choice $_->{value}") for @{ $k->{choices} };
+    my %enum = map { ($_ => 1) } @{ $create->{ $k->{name} }{enum} // [] };
+    is_deeply([sort grep { !$enum{$_} } map { $_->{value} } @{ $k->{choices} }], [], "$k->{name}: its choices are in the API's enum");
+}
+my $app = Mojo::File->new('perl/share/www/app.js')->slurp;
+my ($labels) = $app =~ /^const LABELS = \{(.*?)^\};/ms;
+my %label = map { ($_ => 1) } $labels =~ /^\s+'?([a-z0-9-]+)'?: \[/mg;
+is_deeply([sort grep { !$label{$_} } keys %table], [], 'the page has a label for every key of the table');
 done_testing();

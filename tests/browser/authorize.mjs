@@ -4,6 +4,8 @@
 // backend exchange, click "Send test". Exit 0 on success; screenshots go to $SHOTS.
 // Then the modes without a popup: a device-code target (the page shows the code; the user enters
 // it at the rig on another page) and an app-only target (no Authorize button; Send test mints).
+// Each target's health (authorized since, expiry, last refresh, queue, last error) and the
+// Verify button (each step with its time; a failure's step, kind and hint) are checked too.
 // env: SERVER_URL TOKEN RIG_ISSUER RIG_SMTP_STARTTLS_PORT USER_EMAIL SHOTS RIG_APP_CLIENT_ID
 //      RIG_APP_CLIENT_SECRET RIG_APP_MAILBOX
 import { chromium } from 'playwright-core';
@@ -34,8 +36,23 @@ async function expectMessage(re, what) {
   console.log(`ok   ${what}: ${await message()}`);
 }
 
+// Fill the target form: choices first (they decide which fields are shown), then the fields;
+// "More settings" is opened, since overrides such as the rig's URLs are optional there.
+async function fillTarget(selects, fields) {
+  await page.evaluate(() => { document.getElementById('more').open = true; });
+  for (const [k, v] of Object.entries(selects)) await page.selectOption(`#target-form [name="${k}"]`, v);
+  for (const [k, v] of Object.entries(fields)) await page.fill(`#target-form [name="${k}"]`, v);
+}
+
+// The health rows of a target's card, as text.
+async function health(name) {
+  return page.evaluate((n) => Object.fromEntries([...document.querySelectorAll(`#health-${n} dd`)]
+    .map((dd) => [dd.dataset.health, dd.textContent])), name);
+}
+
 try {
   await page.goto(server);
+  await page.waitForSelector('body[data-ready="1"]');
   await page.fill('#token', env('TOKEN'));
   await page.click('#save-token');
 
@@ -45,9 +62,7 @@ try {
     'oauth2-tenant-id': '12345678-90ab-cdef-1234-567890abcdef',
     'oauth2-authorize-url': `${issuer}/auth`, 'oauth2-token-url': `${issuer}/token`,
   };
-  for (const [k, v] of Object.entries(form)) await page.fill(`#target-form [name="${k}"]`, v);
-  await page.selectOption('#target-form [name="mode"]', 'starttls');
-  await page.selectOption('#target-form [name="auth-method"]', 'microsoft-oauth2');
+  await fillTarget({ 'auth-method': 'microsoft-oauth2', mode: 'starttls' }, form);
   await page.click('#save-target');
   await expectMessage(/Saved target web1/, 'create target in the form');
   await page.waitForSelector('#authorize-web1');
@@ -77,11 +92,27 @@ try {
   await popup.waitForSelector('button[type="submit"]', { timeout: 20000 });
   await popup.click('button[type="submit"]');   // consent
   await expectMessage(/Target web1 is authorized/, 'authorize through the popup');
-  await page.waitForFunction(() => {
-    const td = document.querySelector('tr[data-name="web1"] td:nth-child(5)');
-    return td && td.dataset.authorized === '1';
-  }, null, { timeout: 20000 });
+  await page.waitForSelector('article[data-name="web1"][data-authorized="1"]', { timeout: 20000 });
   await page.screenshot({ path: `${shots}/3-authorized.png`, fullPage: true });
+
+  // the health an admin looks for, from the real status
+  let h = await health('web1');
+  const stamp = /^\d{4}-\d\d-\d\d \d\d:\d\d UTC/;
+  if (!stamp.test(h.authorized)) throw new Error(`authorized since: ${h.authorized}`);
+  if (!/^about \d{4}-\d\d-\d\d .* \(in (89|90) days, unless refreshed\)$/.test(h.expiry)) throw new Error(`expiry forecast: ${h.expiry}`);
+  if (!stamp.test(h['access-token'])) throw new Error(`access token: ${h['access-token']}`);
+  if (h.queue !== 'empty' || h['last-error'] !== 'none' || h.status !== 'OK') throw new Error(`health: ${JSON.stringify(h)}`);
+  console.log(`ok   health shown: ${JSON.stringify(h)}`);
+
+  // Verify: each step with its time
+  await page.click('#verify-button-web1');
+  await page.waitForSelector('#verify-web1 .verdict', { timeout: 30000 });
+  const verdict = await page.locator('#verify-web1 .verdict').textContent();
+  const steps = await page.locator('#verify-web1 li').allTextContents();
+  if (!/^Login OK \((cached|new) token\)\.$/.test(verdict) || steps.length !== 2
+      || !steps.every((st) => / \d+ ms - ok$/.test(st))) throw new Error(`verify: ${verdict} ${steps}`);
+  console.log(`ok   verify shows each step: ${verdict} ${steps.join('; ')}`);
+  await page.screenshot({ path: `${shots}/3b-verified.png`, fullPage: true });
 
   await page.click('#test-web1');
   await expectMessage(/Test notification sent through web1/, 'send test');
@@ -91,10 +122,8 @@ try {
   await page.click('#new-target');
   const device = { ...form, name: 'web2', 'from-address': `device-${user}`,
     'oauth2-device-authorize-url': `${issuer}/device/auth` };
-  for (const [k, v] of Object.entries(device)) await page.fill(`#target-form [name="${k}"]`, v);
-  await page.selectOption('#target-form [name="mode"]', 'starttls');
-  await page.selectOption('#target-form [name="auth-method"]', 'microsoft-oauth2');
-  await page.selectOption('#target-form [name="oauth2-flow"]', 'device-code');
+  delete device['oauth2-authorize-url'];   // the device flow has none: the field is hidden
+  await fillTarget({ 'auth-method': 'microsoft-oauth2', mode: 'starttls', 'oauth2-flow': 'device-code' }, device);
   await page.click('#save-target');
   await expectMessage(/Saved target web2/, 'create a device-code target');
   await page.waitForSelector('#authorize-web2');
@@ -129,10 +158,7 @@ try {
     'from-address': env('RIG_APP_MAILBOX'), mailto: 'ops@example.test', 'oauth2-client-id': env('RIG_APP_CLIENT_ID'),
     'oauth2-client-secret': env('RIG_APP_CLIENT_SECRET'), 'oauth2-tenant-id': '12345678-90ab-cdef-1234-567890abcdef',
     'oauth2-token-url': `${issuer}/token` };
-  for (const [k, v] of Object.entries(app)) await page.fill(`#target-form [name="${k}"]`, v);
-  await page.selectOption('#target-form [name="mode"]', 'starttls');
-  await page.selectOption('#target-form [name="auth-method"]', 'microsoft-oauth2');
-  await page.selectOption('#target-form [name="oauth2-flow"]', 'client-credentials');
+  await fillTarget({ 'auth-method': 'microsoft-oauth2', mode: 'starttls', 'oauth2-flow': 'client-credentials' }, app);
   await page.click('#save-target');
   await expectMessage(/Saved target web3/, 'create an app-only target');
   await page.waitForSelector('#test-web3');
@@ -140,6 +166,67 @@ try {
   await page.click('#test-web3');
   await expectMessage(/Test notification sent through web3/, 'send test (app-only)');
   await page.screenshot({ path: `${shots}/6-app-only.png`, fullPage: true });
+
+  // Edit: the form shows the target's mode as it was saved; a change saved with the target's
+  // digest keeps everything else, and the target keeps working
+  await page.click('#edit-web3');
+  await page.evaluate(() => { document.getElementById('more').open = true; });
+  const shown = await page.evaluate(() => ['oauth2-flow', 'oauth2-tenant-id', 'oauth2-authorize-url']
+    .map((k) => [k, document.querySelector(`.field[data-key="${k}"]`).hidden, document.getElementById(`f-${k}`).value]));
+  if (JSON.stringify(shown) !== JSON.stringify([['oauth2-flow', false, 'client-credentials'],
+    ['oauth2-tenant-id', false, '12345678-90ab-cdef-1234-567890abcdef'], ['oauth2-authorize-url', true, '']])) {
+    throw new Error(`edit form of web3: ${JSON.stringify(shown)}`);
+  }
+  await page.fill('#f-comment', 'edited in the page');
+  await page.click('#save-target');
+  await expectMessage(/Saved target web3/, 'edit an app-only target (its digest, nothing lost)');
+  await page.click('#test-web3');
+  await expectMessage(/Test notification sent through web3/, 'send test after the edit');
+
+  // a wrong client secret: Verify names the step, the kind and what to do; the real status
+  // keeps the error with its kind
+  await page.click('#new-target');
+  await fillTarget({ 'auth-method': 'microsoft-oauth2', mode: 'starttls', 'oauth2-flow': 'client-credentials' },
+    { ...app, name: 'web4', 'oauth2-client-secret': 'not-the-secret' });
+  await page.click('#save-target');
+  await expectMessage(/Saved target web4/, 'create an app-only target with a wrong secret');
+  await page.waitForSelector('#verify-button-web4');
+  await page.click('#verify-button-web4');
+  await page.waitForSelector('#verify-web4 .verdict', { timeout: 30000 });
+  const failed = await page.locator('#verify-web4 .verdict').textContent();
+  if (!/^Login failed at step token: needs an admin fix: .+/.test(failed)) throw new Error(`verify failure: ${failed}`);
+  if (!/ - failed$/.test(await page.locator('#verify-web4 li[data-step="token"]').textContent())) throw new Error('the failed step is not marked');
+  console.log(`ok   verify failure names step, kind and hint: ${failed}`);
+  await page.click('#reload');
+  await page.waitForSelector('#health-web4 dd[data-health="last-error"]');
+  h = await health('web4');
+  if (!/^needs an admin fix: /.test(h['last-error'])) throw new Error(`last error: ${h['last-error']}`);
+  console.log(`ok   last error with its kind: ${h['last-error']}`);
+
+  // what the alerts and Graph parts add to the status (forecast, alert target), and an
+  // Exchange Online 5.7.139 reply no rig server gives: the real status of web1 with those
+  // fields added (a hand-built answer), shown as is
+  const hint = '535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. '
+    + 'Visit https://aka.ms/smtp_auth_disabled for more information. (use transport graph, or enable SMTP AUTH for the mailbox)';
+  await page.route('**/api2/json/targets/web1/oauth2-status', async (route) => {
+    const real = await (await route.fetch()).json();
+    real.data.forecast = [{ text: 'the refresh token expires in 12 days unless the daily job runs' }];
+    real.data.alert_target = 'ops-mail';
+    real.data.last_error = { kind: 'needs-admin-fix', message: hint, time: Math.floor(Date.now() / 1000) };
+    await route.fulfill({ json: real });
+  });
+  await page.click('#reload');
+  await page.waitForFunction(() => document.querySelector('#health-web1 dd[data-health="forecast"]'), null, { timeout: 20000 });
+  h = await health('web1');
+  if (h.forecast !== 'the refresh token expires in 12 days unless the daily job runs') throw new Error(`forecast: ${h.forecast}`);
+  if (h['alert-target'] !== 'ops-mail') throw new Error(`alert target: ${h['alert-target']}`);
+  if (!h['last-error'].startsWith(`needs an admin fix: ${hint} (`)) throw new Error(`5.7.139: ${h['last-error']}`);
+  console.log('ok   forecast, alert target and the 5.7.139 hint are shown as given');
+  for (const [w, ht, tag] of [[1280, 900, 'desktop'], [390, 844, 'phone']]) {
+    await page.setViewportSize({ width: w, height: ht });
+    await page.screenshot({ path: `${shots}/7-health-${tag}.png`, fullPage: true });
+  }
+  await page.unroute('**/api2/json/targets/web1/oauth2-status');
 } finally {
   await browser.close();
 }

@@ -138,9 +138,34 @@ pub fn verify(params: Value) -> Result<Value, CallError> {
     serde_json::to_value(v).map_err(internal)
 }
 
-/// `config_keys({})` -> the SMTP target keys: `[{name, kind, private, multi, deletable}]`.
+/// `config_keys({})` -> the SMTP target keys: `[{name, kind, private, multi, deletable,
+/// applies, needed, choices}]`.
 pub fn config_keys(_params: Value) -> Result<Value, CallError> {
     Ok(notify_core::config::keys::describe())
+}
+
+/// `providers({})` -> the named OAuth2 providers as an admin registers an app for them:
+/// `[{auth-method, scope, app-only-scope, device, refresh-token-lifetime-days?,
+/// refresh-token-idle-days?, reauth-hint}]` (the page shows what to paste where).
+pub fn providers(_params: Value) -> Result<Value, CallError> {
+    use notify_core::oauth2::provider;
+    use notify_core::AuthMethod;
+    Ok([
+        AuthMethod::MicrosoftOAuth2,
+        AuthMethod::GoogleOAuth2,
+        AuthMethod::OAuth2,
+    ]
+    .into_iter()
+    .filter_map(provider::provider)
+    .map(|p| {
+        json!({
+            "auth-method": p.method.as_str(), "scope": p.scope,
+            "app-only-scope": p.app_only_scope, "device": !p.device_authorize_url.is_empty(),
+            "refresh-token-lifetime-days": p.refresh_token_lifetime_days,
+            "refresh-token-idle-days": p.refresh_token_idle_days, "reauth-hint": p.reauth_hint,
+        })
+    })
+    .collect())
 }
 
 /// `get_target({name})` -> the target (public keys + digest).

@@ -22,7 +22,7 @@
 //! Functions: `list_targets`, `get_target`, `create_target`, `update_target`, `delete_target`,
 //! `test_target`, `authorize_url`, `authorize_begin`, `authorize_complete`, `device_begin`,
 //! `device_complete`,
-//! `exchange_smtp_oauth2_code`, `smtp_oauth2_token`, `get_targets`, `config_keys`, `verify`,
+//! `exchange_smtp_oauth2_code`, `smtp_oauth2_token`, `get_targets`, `config_keys`, `providers`, `verify`,
 //! `refresh_targets`, `daily`, `send`, `send_burst`, `outbox_list`,
 //! `outbox_flush`, `outbox_drop`, `outbox_status`,
 //! `target_status`, and `selftest` (echoes its parameters; panics on `{"panic": true}` so the
@@ -223,6 +223,7 @@ export! {
     oxnotify_smtp_oauth2_token => calls::smtp_oauth2_token,
     oxnotify_get_targets => calls::get_targets,
     oxnotify_config_keys => calls::config_keys,
+    oxnotify_providers => calls::providers,
     oxnotify_verify => calls::verify,
     oxnotify_send => calls::send,
     oxnotify_send_burst => calls::send_burst,

@@ -21,7 +21,7 @@ use constant ABI_VERSION => 1;
 my @FUNCTIONS = qw(
     list_targets get_target create_target update_target delete_target test_target
     authorize_url authorize_begin authorize_complete device_begin device_complete
-    exchange_smtp_oauth2_code smtp_oauth2_token get_targets config_keys verify refresh_targets daily send
+    exchange_smtp_oauth2_code smtp_oauth2_token get_targets config_keys providers verify refresh_targets daily send
     target_status selftest
     send_burst outbox_list outbox_flush outbox_drop outbox_status
 );
@@ -258,8 +258,18 @@ most one per target every 10 seconds (a transient error otherwise).
 
 =item config_keys()
 
-The SMTP target keys: C<[{ name, kind, private, multi, deletable }]> (the library's one key
-table; API schemas, the CLI and the page derive their lists from it).
+The SMTP target keys: C<[{ name, kind, private, multi, deletable, applies, needed, choices }]>
+(the library's one key table; API schemas, the CLI and the page derive their lists from it).
+C<applies> and C<needed> say which targets the key means something for and which need it: a
+list of alternatives, each a list of C<{ key, values }> that must all hold (C<""> in values:
+unset; C<[[]]> every target, C<[]> none). C<choices> lists a choice key's values, each with
+the targets it is allowed for (C<{ value, applies }>).
+
+=item providers()
+
+The named OAuth2 providers as an admin registers an app for them:
+C<[{ 'auth-method', scope, 'app-only-scope', device, 'refresh-token-lifetime-days',
+'refresh-token-idle-days', 'reauth-hint' }]>.
 
 =item daily({ 'lock-timeout'? })
 

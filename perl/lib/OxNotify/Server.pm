@@ -29,8 +29,21 @@ sub www_dir {
     return -f $checkout->child('index.html') ? "$checkout" : $WWW_INSTALLED;
 }
 
+our $GUIDES_INSTALLED = '/usr/share/oxnotify/guides';
+
+# Where the provider guides (Markdown, the page's help) are: $OXNOTIFY_GUIDES, else this
+# checkout's docs/guides, else the installed copy.
+sub guides_dir {
+    return $ENV{OXNOTIFY_GUIDES} if $ENV{OXNOTIFY_GUIDES};
+    my $checkout = Mojo::File::curfile()->dirname->dirname->dirname->dirname->child('docs', 'guides');
+    return -d $checkout ? "$checkout" : $GUIDES_INSTALLED;
+}
+
 # The directory the page is served from (www_dir() unless given to new()).
 has www => sub { www_dir() };
+
+# The directory the guides are served from (guides_dir() unless given to new()).
+has guides => sub { guides_dir() };
 
 # Production, whatever MOJO_MODE says: development pages list the routes and echo the
 # request, Authorization header included.
@@ -56,6 +69,19 @@ sub startup ($self) {
     $r->get('/' => sub ($c) { $c->reply->static('index.html') });
     # the provider redirects here; the page hands code+state to the opener (same origin only)
     $r->get('/oauth2/callback' => sub ($c) { $c->reply->static('callback.html') });
+    # what the form is built from: the core's key table (which keys apply to which auth
+    # method and flow) and the providers' registration values; no secret, no target
+    $r->get('/form.json' => sub ($c) {
+        $c->render(json => { keys => OxNotify::Core::config_keys(),
+            providers => OxNotify::Core::providers() });
+    });
+    # the provider guides, as the Markdown text they are written in (the page shows it)
+    $r->get('/guides/#file' => [file => qr/[a-z0-9-]+\.md/] => sub ($c) {
+        my $file = Mojo::File->new($c->app->guides, $c->stash('file'));
+        return $c->render(status => 404, text => 'Not found') if !-f $file;
+        $c->res->headers->content_type('text/markdown; charset=utf-8');
+        $c->render(data => $file->slurp);
+    });
 
     for my $m (OxNotify::API2::Notifications::methods()) {
         # relaxed placeholders (#name): target names may contain '.', only '/' ends them
@@ -288,6 +314,12 @@ C<-l URL> (default C<http://127.0.0.1:8765>), after creating missing token files
 to start if one is readable by others or too short. Other commands (C<help>, C<version>,
 C<routes>) go to L<Mojolicious::Commands> and touch no file.
 
+C</form.json> is what the page builds its form from: the core's key table with each key's
+applicability (C<OxNotify::Core::config_keys>) and the providers' registration values
+(C<OxNotify::Core::providers>); it holds no secret and no target. C</guides/NAME.md> serves
+the provider guides (Markdown, shown as the page's help) from C<$OXNOTIFY_GUIDES>, else the
+checkout's F<docs/guides>, else the installed F</usr/share/oxnotify/guides> (C<guides_dir()>).
+
 =head1 FUNCTIONS
 
 =over
@@ -299,6 +331,8 @@ C<routes>) go to L<Mojolicious::Commands> and touch no file.
 =item serve_options(@args) - the serving options with defaults, or undef if invalid
 
 =item www_dir() - where the page's files are, as above
+
+=item guides_dir() - where the provider guides are, as above
 
 =back
 

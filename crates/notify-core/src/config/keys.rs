@@ -499,14 +499,259 @@ pub fn check_values(target: &SmtpTarget) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A condition on another key of the same target: it holds while `key` has one of `values`
+/// (`""`: the key is unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct When {
+    /// The key whose value decides.
+    pub key: &'static str,
+    /// The values for which the condition holds.
+    pub values: &'static [&'static str],
+}
+
+/// A condition on a target's keys: one of the alternatives holds when all of its [`When`]s
+/// hold. [`ALWAYS`] is one empty alternative, [`NEVER`] none.
+pub type Condition = &'static [&'static [When]];
+
+/// Every target.
+pub const ALWAYS: Condition = &[&[]];
+/// No target.
+pub const NEVER: Condition = &[];
+
+/// Where a key belongs, so that the page (and any front end reading [`describe`]) shows an
+/// admin only what the chosen auth method and flow use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Applies {
+    /// The targets the key means something for (elsewhere it is hidden).
+    pub applies: Condition,
+    /// The targets that need it set (or decided): shown first; the others that apply are
+    /// optional settings.
+    pub needed: Condition,
+}
+
+/// One allowed value of a [`ValueKind::Choice`] key and the targets it is allowed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Choice {
+    /// The value as written in the config.
+    pub value: &'static str,
+    /// The targets that may choose it.
+    pub applies: Condition,
+}
+
+const OAUTH2: &[&str] = &["google-oauth2", "microsoft-oauth2", "oauth2"];
+const ANY_AUTH: &[&str] = &["plain", "google-oauth2", "microsoft-oauth2", "oauth2"];
+const MICROSOFT: &[&str] = &["microsoft-oauth2"];
+/// The flows in which the client authenticates at the token endpoint (all but
+/// service-account, whose signed assertion is the credential); `""`: unset, authorization-code.
+const CLIENT_FLOWS: &[&str] = &[
+    "",
+    "authorization-code",
+    "client-credentials",
+    "password",
+    "device-code",
+];
+const CODE_FLOW: &[&str] = &["", "authorization-code"];
+const SECRET_AUTH: &[&str] = &["", "client-secret-post", "client-secret-basic"];
+const KEY_AUTH: &[&str] = &["private-key-jwt"];
+
+macro_rules! when {
+    ($($key:literal = $values:expr),*) => {
+        &[$(When { key: $key, values: $values }),*] as &[When]
+    };
+}
+
+const ON_OAUTH2: Condition = &[when!("auth-method" = OAUTH2)];
+const ON_GENERIC: Condition = &[when!("auth-method" = &["oauth2"])];
+const ON_CLIENT: Condition = &[when!("auth-method" = OAUTH2, "oauth2-flow" = CLIENT_FLOWS)];
+const ON_SERVICE_ACCOUNT: Condition = &[when!(
+    "auth-method" = &["google-oauth2", "oauth2"],
+    "oauth2-flow" = &["service-account"]
+)];
+const ON_PRIVATE_KEY: Condition = &[
+    when!(
+        "auth-method" = &["google-oauth2", "oauth2"],
+        "oauth2-flow" = &["service-account"]
+    ),
+    when!(
+        "auth-method" = OAUTH2,
+        "oauth2-flow" = CLIENT_FLOWS,
+        "oauth2-client-auth" = KEY_AUTH
+    ),
+];
+
+/// Where key `name` belongs (see [`Applies`]). Keys not listed here apply to every target
+/// and are optional. (An arm for a key this build does not have is harmless: only the keys
+/// of [`KEYS`] are described.)
+pub fn applicability(name: &str) -> Applies {
+    let (applies, needed) = match name {
+        "server" | "port" | "mode" | "auth-method" | "from-address" | "mailto" => (ALWAYS, ALWAYS),
+        "username" => (
+            &[when!("auth-method" = ANY_AUTH)][..],
+            &[when!("auth-method" = &["plain"])][..],
+        ),
+        "password" => {
+            const C: Condition = &[
+                when!("auth-method" = &["plain"]),
+                when!(
+                    "auth-method" = &["microsoft-oauth2", "oauth2"],
+                    "oauth2-flow" = &["password"]
+                ),
+            ];
+            (C, C)
+        }
+        "allow-insecure-auth" => {
+            const C: Condition = &[when!("auth-method" = ANY_AUTH, "mode" = &["insecure"])];
+            (C, C)
+        }
+        "oauth2-client-id" => (ON_CLIENT, ON_CLIENT),
+        "oauth2-tenant-id" => {
+            const C: Condition = &[when!("auth-method" = MICROSOFT)];
+            (C, C)
+        }
+        "oauth2-authorize-url" => (
+            &[when!("auth-method" = OAUTH2, "oauth2-flow" = CODE_FLOW)][..],
+            &[when!(
+                "auth-method" = &["oauth2"],
+                "oauth2-flow" = CODE_FLOW
+            )][..],
+        ),
+        "oauth2-token-url" | "oauth2-scope" => (ON_OAUTH2, ON_GENERIC),
+        "oauth2-flow" => (ON_OAUTH2, ON_OAUTH2),
+        "broker-allow-user" | "broker-allow-group" => (ON_OAUTH2, NEVER),
+        "oauth2-client-auth" => (ON_CLIENT, NEVER),
+        "oauth2-client-secret" => (
+            &[when!(
+                "auth-method" = OAUTH2,
+                "oauth2-flow" = CLIENT_FLOWS,
+                "oauth2-client-auth" = SECRET_AUTH
+            )][..],
+            // a device-code client may be a public one
+            &[when!(
+                "auth-method" = OAUTH2,
+                "oauth2-flow" = &["", "authorization-code", "client-credentials", "password"],
+                "oauth2-client-auth" = SECRET_AUTH
+            )][..],
+        ),
+        "oauth2-service-account" => (ON_SERVICE_ACCOUNT, ON_SERVICE_ACCOUNT),
+        "oauth2-private-key" => (ON_PRIVATE_KEY, ON_PRIVATE_KEY),
+        "oauth2-key-id" => (ON_PRIVATE_KEY, NEVER),
+        "oauth2-certificate-thumbprint" => {
+            const C: Condition = &[when!(
+                "auth-method" = MICROSOFT,
+                "oauth2-flow" = CLIENT_FLOWS,
+                "oauth2-client-auth" = KEY_AUTH
+            )];
+            (C, C)
+        }
+        "oauth2-device-authorize-url" => (
+            &[when!(
+                "auth-method" = OAUTH2,
+                "oauth2-flow" = &["device-code"]
+            )][..],
+            &[when!(
+                "auth-method" = &["oauth2"],
+                "oauth2-flow" = &["device-code"]
+            )][..],
+        ),
+        // SMTP or Microsoft Graph sendMail: a Microsoft target decides
+        "transport" => {
+            const C: Condition = &[when!("auth-method" = MICROSOFT)];
+            (C, C)
+        }
+        // when the client secret or certificate runs out
+        "oauth2-credential-expires" => (ON_OAUTH2, NEVER),
+        _ => (ALWAYS, NEVER),
+    };
+    Applies { applies, needed }
+}
+
+/// The values a [`ValueKind::Choice`] key takes, each with the targets it is allowed for (empty
+/// for other keys).
+pub fn choices(name: &str) -> &'static [Choice] {
+    macro_rules! any {
+        ($($v:literal),*) => { &[$(Choice { value: $v, applies: ALWAYS }),*] };
+    }
+    match name {
+        "mode" => any!("tls", "starttls", "insecure"),
+        "auth-method" => any!(
+            "microsoft-oauth2",
+            "google-oauth2",
+            "oauth2",
+            "plain",
+            "none"
+        ),
+        "oauth2-flow" => {
+            const CODE: Condition = ON_OAUTH2;
+            const NOT_GOOGLE: Condition = &[when!("auth-method" = &["microsoft-oauth2", "oauth2"])];
+            const NOT_MICROSOFT: Condition = &[when!("auth-method" = &["google-oauth2", "oauth2"])];
+            &[
+                Choice {
+                    value: "authorization-code",
+                    applies: CODE,
+                },
+                Choice {
+                    value: "client-credentials",
+                    applies: NOT_GOOGLE,
+                },
+                Choice {
+                    value: "service-account",
+                    applies: NOT_MICROSOFT,
+                },
+                Choice {
+                    value: "password",
+                    applies: NOT_GOOGLE,
+                },
+                Choice {
+                    value: "device-code",
+                    applies: NOT_GOOGLE,
+                },
+            ]
+        }
+        "oauth2-client-auth" => {
+            // the device flow polls with one request form: no single-use assertion
+            const NOT_DEVICE: Condition = &[when!(
+                "oauth2-flow" = &["", "authorization-code", "client-credentials", "password"]
+            )];
+            &[
+                Choice {
+                    value: "client-secret-post",
+                    applies: ALWAYS,
+                },
+                Choice {
+                    value: "client-secret-basic",
+                    applies: ALWAYS,
+                },
+                Choice {
+                    value: "private-key-jwt",
+                    applies: NOT_DEVICE,
+                },
+            ]
+        }
+        "transport" => &[
+            Choice {
+                value: "smtp",
+                applies: ALWAYS,
+            },
+            Choice {
+                value: "graph",
+                applies: &[when!("auth-method" = MICROSOFT)],
+            },
+        ],
+        _ => &[],
+    }
+}
+
 /// The table as data, for the Perl side (`config_keys`) and the page: name, kind, private,
-/// multi, deletable.
+/// multi, deletable, and where the key belongs ([`applicability`]: `applies`, `needed`) and
+/// the values of a choice ([`choices`]).
 pub fn describe() -> serde_json::Value {
     KEYS.iter()
         .map(|k| {
+            let a = applicability(k.name);
             serde_json::json!({
                 "name": k.name, "kind": k.kind, "private": k.private(),
                 "multi": k.multi, "deletable": k.deletable,
+                "applies": a.applies, "needed": a.needed, "choices": choices(k.name),
             })
         })
         .collect()
@@ -549,5 +794,45 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), KEYS.len());
+    }
+
+    /// A condition names only keys of the table, and only values those keys take.
+    fn check_condition(c: Condition, of: &str) {
+        for w in c.iter().flat_map(|alt| alt.iter()) {
+            let k = key(w.key).unwrap_or_else(|| panic!("{of}: unknown key {}", w.key));
+            for v in w.values.iter().filter(|v| !v.is_empty()) {
+                let mut t = SmtpTarget::new("t", "", "", Vec::new());
+                assert!(
+                    choices(k.name).iter().any(|c| c.value == *v) && k.set(&mut t, v).is_ok(),
+                    "{of}: {} never is {v}",
+                    w.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn applicability_and_choices_name_real_keys_and_values() {
+        for k in KEYS {
+            let a = applicability(k.name);
+            check_condition(a.applies, k.name);
+            check_condition(a.needed, k.name);
+            for c in choices(k.name) {
+                let mut t = SmtpTarget::new("t", "", "", Vec::new());
+                k.set(&mut t, c.value)
+                    .unwrap_or_else(|e| panic!("{}: choice {}: {e}", k.name, c.value));
+                check_condition(c.applies, k.name);
+            }
+            assert_eq!(
+                !choices(k.name).is_empty(),
+                k.kind == ValueKind::Choice,
+                "{}: a choice key lists its values, no other key does",
+                k.name
+            );
+        }
+        // what every target needs, and what only some flows need
+        assert_eq!(applicability("server").needed, ALWAYS);
+        assert_eq!(applicability("comment").needed, NEVER);
+        assert_eq!(applicability("no-such-key").applies, ALWAYS);
     }
 }
