@@ -11,11 +11,12 @@
 //! not returned "sent" or "queued" has not promised anything, and the spool files are written
 //! atomically.
 
+pub mod graph;
 pub mod outbox;
 pub mod slots;
 pub mod smtp;
 
-use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
+use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget, Transport};
 use crate::config::NotificationConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -102,7 +103,8 @@ pub struct Verification {
 /// One step of a [`Verification`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyStep {
-    /// `token` (getting the access token) or `smtp` (connect, EHLO, TLS, AUTH, QUIT).
+    /// `token` (getting the access token), `smtp` (connect, EHLO, TLS, AUTH, QUIT) or `graph`
+    /// (a sendMail without recipients, which Graph refuses after its permission checks).
     pub step: &'static str,
     /// How long it took.
     pub ms: u64,
@@ -334,16 +336,9 @@ impl<'a> Deliverer<'a> {
             }
         };
         let t1 = Instant::now();
-        let batch = smtp::deliver_batch(
-            self.settings,
-            &target,
-            &credential,
-            &[],
-            deadline,
-            &mut |_| {},
-        );
+        let batch = self.hand_over(&target, &credential, &[], deadline, &mut |_| {});
         v.steps.push(VerifyStep {
-            step: "smtp",
+            step: target.transport().as_str(),
             ms: ms(t1),
         });
         match batch.stopped {
@@ -706,8 +701,10 @@ impl<'a> Deliverer<'a> {
             };
             let Some(err) = stopped else { continue };
             let left = deadline.saturating_duration_since(Instant::now());
+            // the server's Retry-After (Graph's 429/503) if it sent one, else the backoff
+            let wait = err.retry_after().unwrap_or(backoff);
             // another attempt only if it can still finish: the wait plus a few seconds
-            if !err.is_transient() || backoff + Duration::from_secs(2) >= left {
+            if !err.is_transient() || wait + Duration::from_secs(2) >= left {
                 for f in fates.iter_mut().filter(|f| f.is_none()) {
                     *f = Some(if err.is_transient() {
                         Fate::Pending(err.clone())
@@ -717,7 +714,7 @@ impl<'a> Deliverer<'a> {
                 }
                 break;
             }
-            std::thread::sleep(backoff);
+            std::thread::sleep(wait);
             backoff = (backoff * 2).min(Duration::from_secs(16));
         }
         Run {
@@ -743,7 +740,7 @@ impl<'a> Deliverer<'a> {
         };
         let mut run = |c: &Credential<'_>, accepted: &mut dyn FnMut(usize)| {
             *sessions += 1;
-            smtp::deliver_batch(self.settings, target, c, messages, deadline, accepted)
+            self.hand_over(target, c, messages, deadline, accepted)
         };
         match target.auth_method {
             AuthMethod::None => run(&Credential::None, accepted),
@@ -788,6 +785,47 @@ impl<'a> Deliverer<'a> {
                     Err(e) => failed(e),
                 }
             }
+        }
+    }
+
+    /// The one place that chooses the transport: one SMTP session, or the Graph requests, for
+    /// `messages` (none: log in only, the login check).
+    fn hand_over(
+        &self,
+        target: &SmtpTarget,
+        credential: &Credential<'_>,
+        messages: &[Outgoing],
+        deadline: Instant,
+        accepted: &mut dyn FnMut(usize),
+    ) -> Batch {
+        match (target.transport(), credential) {
+            (Transport::Smtp, _) => smtp::deliver_batch(
+                self.settings,
+                target,
+                credential,
+                messages,
+                deadline,
+                accepted,
+            ),
+            (Transport::Graph, Credential::Bearer { token, .. }) => graph::deliver_batch(
+                self.settings,
+                self.http,
+                target,
+                token,
+                messages,
+                deadline,
+                accepted,
+            ),
+            (Transport::Graph, _) => Batch {
+                done: Vec::new(),
+                stopped: Some(Error::param(
+                    "transport",
+                    format!(
+                        "target '{}': transport graph needs auth-method microsoft-oauth2",
+                        target.name
+                    ),
+                )),
+            },
         }
     }
 
