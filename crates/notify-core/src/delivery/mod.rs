@@ -307,6 +307,7 @@ impl<'a> Deliverer<'a> {
                 }
             }
             _ => {
+                self.destination_allowed(&target)?;
                 let got = TokenManager::new(self.settings, self.http)
                     .with_deadline(deadline)
                     .access_token(&target, &secrets, false);
@@ -755,6 +756,9 @@ impl<'a> Deliverer<'a> {
                 ),
             },
             AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
+                if let Err(e) = self.destination_allowed(target) {
+                    return failed(e);
+                }
                 let tokens = TokenManager::new(self.settings, self.http).with_deadline(deadline);
                 let user = target.auth_identity();
                 let first = match tokens.access_token(target, secrets, false) {
@@ -786,6 +790,15 @@ impl<'a> Deliverer<'a> {
                 }
             }
         }
+    }
+
+    /// Refuse a Graph target whose host is not Graph's before any token is got for it (a
+    /// minting flow would otherwise mint one for nothing); SMTP hosts are bound instead.
+    fn destination_allowed(&self, target: &SmtpTarget) -> Result<()> {
+        if target.is_graph() {
+            crate::oauth2::provider::graph_url(target, &self.settings.provider_hosts)?;
+        }
+        Ok(())
     }
 
     /// The one place that chooses the transport: one SMTP session, or the Graph requests, for
