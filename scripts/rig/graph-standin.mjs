@@ -87,8 +87,10 @@ function rfc5322(mailbox, msg, save) {
   return `${lines.join('\r\n')}\r\n\r\n${b64(msg.body?.content ?? '')}\r\n`;
 }
 
+// into the Maildir with LF line ends, as a local delivery agent stores mail
 function deliver(text) {
   delivered += 1;
+  text = text.replace(/\r\n/g, '\n');
   const name = `${Date.now()}.${process.pid}_${delivered}.graph-standin`;
   writeFileSync(join(MAILDIR, 'tmp', name), text, { mode: 0o644 });
   renameSync(join(MAILDIR, 'tmp', name), join(MAILDIR, 'new', name));
