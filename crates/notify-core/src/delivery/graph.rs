@@ -26,7 +26,7 @@
 //! be asked for. The order of Graph's checks is observed, not documented.
 
 use super::smtp::{Batch, Outgoing};
-use crate::config::smtp::SmtpTarget;
+use crate::config::smtp::{OAuth2Flow, SmtpTarget};
 use crate::error::{Error, GraphProblem, Result};
 use crate::oauth2::{HttpRequest, HttpResponse, RequestDeadline, TokenHttpClient};
 use crate::redact::{self, Redactor};
@@ -302,7 +302,9 @@ fn classify(target: &SmtpTarget, resp: &HttpResponse, redactor: &Redactor) -> Er
         })
         .collect();
     let mailbox = target.auth_identity();
-    let app_only = target.flow().mints();
+    // a minted token (client credentials, password) was new: refreshing cannot help
+    let minted = target.flow().mints();
+    let app_only = target.flow() == OAuth2Flow::ClientCredentials;
     let c = code.as_deref().unwrap_or("");
     let (problem, hint) = match (status, c) {
         (_, "ApplicationThrottled" | "TooManyRequests" | "serviceNotAvailable")
@@ -312,12 +314,12 @@ fn classify(target: &SmtpTarget, resp: &HttpResponse, redactor: &Redactor) -> Er
              delivery deadline, then the message waits in the outbox"
                 .to_string(),
         ),
-        (401, _) if app_only => (
+        (401, _) if minted => (
             GraphProblem::AdminFix,
             format!(
-                "Graph refused a new app-only token for mailbox {mailbox}: the token must be for \
-                 Graph (scope https://graph.microsoft.com/.default, not Outlook's), from the \
-                 tenant of the mailbox"
+                "Graph refused a newly minted token for mailbox {mailbox}: the token must be for \
+                 Graph (app-only scope https://graph.microsoft.com/.default, not Outlook's), \
+                 from the tenant of the mailbox and the cloud of the Graph host"
             ),
         ),
         (401, _) => (
@@ -407,7 +409,7 @@ fn classify(target: &SmtpTarget, resp: &HttpResponse, redactor: &Redactor) -> Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::smtp::{AuthMethod, OAuth2Flow, Transport};
+    use crate::config::smtp::{AuthMethod, Transport};
     use crate::notification::Notification;
 
     fn target() -> SmtpTarget {

@@ -275,7 +275,9 @@ impl<'a> Deliverer<'a> {
     }
 
     /// Check that target `name` can log in, sending nothing: an access token (from the cache
-    /// or new, which it says), then connect, EHLO, STARTTLS/TLS, AUTH and QUIT, no MAIL FROM.
+    /// or new, which it says), then connect, EHLO, STARTTLS/TLS, AUTH and QUIT, no MAIL FROM;
+    /// for `transport graph` a sendMail without recipients, which Graph refuses after checking
+    /// the token, the permission, the mailbox and From ([`graph`]).
     /// Each step is reported with its time; a failure names the step, its kind and the hint.
     /// At most once per [`VERIFY_INTERVAL_SECS`] per target (a 503-style transient error).
     pub fn verify(&self, name: &str) -> Result<Verification> {
