@@ -21,6 +21,10 @@ const GRANTS = ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:gr
 // sub) accepts them for that mailbox only, as Exchange refuses an app for a mailbox never granted.
 const APP_MAILBOX = 'app-mailbox@example.test';
 const APP_SCOPE = 'https://outlook.office365.com/.default';
+// Microsoft Graph (the rig's Graph stand-in, graph-standin.mjs): delegated Mail.Send and app-only .default;
+// the app-only clients may ask for either resource, as an Entra app granted both
+const GRAPH_SCOPES = ['https://graph.microsoft.com/Mail.Send', 'https://graph.microsoft.com/.default'];
+const APP_SCOPES = `${APP_SCOPE} ${GRAPH_SCOPES[1]}`;
 // Google service account with domain-wide delegation (rig extension, see below)
 const SA = process.env.OIDC_SA_KEYFILE ? JSON.parse(readFileSync(process.env.OIDC_SA_KEYFILE, 'utf8')) : null;
 const SA_DOMAIN = 'example.test';                 // the Workspace domain the delegation covers
@@ -49,12 +53,12 @@ const provider = new Provider(issuer, {
     appClient('rig-inplace', { client_secret: 'rig-secret', token_endpoint_auth_method: 'client_secret_post' }),
     { // Microsoft app-only: client credentials with a client secret (Entra's "client secret")
       client_id: 'rig-app', client_secret: 'rig-app-secret', redirect_uris: [], response_types: [],
-      grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: APP_SCOPE,
+      grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: APP_SCOPES,
     },
     ...(APP_JWT_KEY ? [{ // Microsoft app-only with a certificate credential (private_key_jwt)
       client_id: 'rig-app-jwt', redirect_uris: [], response_types: [], grant_types: ['client_credentials'],
       token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'RS256',
-      jwks: { keys: [APP_JWT_KEY] }, scope: APP_SCOPE,
+      jwks: { keys: [APP_JWT_KEY] }, scope: APP_SCOPES,
     }] : []),
     { // Microsoft ROPC: a confidential client sends its secret with the user's password
       client_id: 'rig-ropc', client_secret: 'rig-secret', redirect_uris: [], response_types: [],
@@ -68,6 +72,10 @@ const provider = new Provider(issuer, {
       client_id: 'dovecot', client_secret: 'dovecot-secret', redirect_uris: [], response_types: [],
       grant_types: [], token_endpoint_auth_method: 'client_secret_post',
     },
+    { // the Graph stand-in, the other resource server
+      client_id: 'graph-standin', client_secret: 'graph-standin-secret', redirect_uris: [], response_types: [],
+      grant_types: [], token_endpoint_auth_method: 'client_secret_post',
+    },
   ],
   // the dev login form accepts any login name; it becomes sub and email
   async findAccount(ctx, id) {
@@ -75,7 +83,7 @@ const provider = new Provider(issuer, {
   },
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   // the provider scopes oxnotify requests for Google / Microsoft are accepted as plain OAuth2 scopes
-  scopes: ['openid', 'offline_access', 'email', 'https://mail.google.com/', 'https://outlook.office.com/SMTP.Send', APP_SCOPE],
+  scopes: ['openid', 'offline_access', 'email', 'https://mail.google.com/', 'https://outlook.office.com/SMTP.Send', APP_SCOPE, ...GRAPH_SCOPES],
   // app-only and service-account tokens name the mailbox they may send as (see APP_MAILBOX, the
   // JWT-bearer extension); introspection returns extra claims, so Dovecot sees it as `sub`
   extraTokenClaims: async (ctx, token) => {

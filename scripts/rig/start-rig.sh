@@ -4,6 +4,8 @@
 #                                   RFC 7662 introspection, RFC 7009 revocation, userinfo
 #   * Dovecot 2.3 submission        AUTH XOAUTH2 + OAUTHBEARER, validated by introspection; STARTTLS + implicit TLS
 #   * aiosmtpd (PyPI)               relay target of Dovecot, stores every message in a Maildir
+#   * graph-standin.mjs (node)     a STAND-IN for Microsoft Graph sendMail (no open-source Graph exists),
+#                                   tokens checked by introspection, delivering into the sink's Maildir
 #   * Postfix 3.7 (optional)        second front end: smtpd with Dovecot SASL, STARTTLS required before AUTH,
 #                                   virtual delivery into its own Maildir
 # Prints sourceable KEY=VALUE lines (also written to $RIG_DIR/rig.env). Must run as root (Dovecot/Postfix
@@ -75,6 +77,15 @@ chmod 600 tls/app-jwt.key
 OIDC_APP_JWT_KEYFILE=$RIG_DIR/tls/app-jwt.key OIDC_SA_KEYFILE=$RIG_DIR/google-sa.json OIDC_PORT=$OIDC_PORT AT_TTL=${AT_TTL:-3600} SHORT_TTL=${SHORT_TTL:-3} RT_TTL=${RT_TTL:-86400} \
   OIDC_ROTATE=${OIDC_ROTATE:-1} node "$RIG_NODE_DIR/oidc-rig.mjs" </dev/null >logs/oidc-provider.log 2>&1 &
 echo $! > run/oidc.pid
+
+# ---- Microsoft Graph stand-in (sendMail; tokens checked by introspection at the oidc-provider) ----
+GRAPH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p sink/Maildir
+GRAPH_PORT=$GRAPH_PORT GRAPH_TLS_CERT=$RIG_DIR/tls/server.crt GRAPH_TLS_KEY=$RIG_DIR/tls/server.key \
+  INTROSPECT_URL=http://127.0.0.1:$OIDC_PORT/token/introspection INTROSPECT_CLIENT_ID=graph-standin \
+  INTROSPECT_CLIENT_SECRET=graph-standin-secret GRAPH_MAILDIR=$RIG_DIR/sink/Maildir \
+  node "$HERE/graph-standin.mjs" </dev/null >logs/graph-standin.log 2>&1 &
+echo $! > run/graph.pid
 
 # ---- SMTP sink (relay target of Dovecot submission) ----
 "$RIG_VENV/bin/aiosmtpd" -n -l "127.0.0.1:$SINK_PORT" -c aiosmtpd.handlers.Mailbox "$RIG_DIR/sink/Maildir" \
@@ -229,7 +240,7 @@ wait_port() { # port name
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
   log "$2 did not come up on port $1"; tail -20 logs/* >&2; exit 1
 }
-wait_port "$OIDC_PORT" oidc-provider; wait_port "$SINK_PORT" aiosmtpd
+wait_port "$OIDC_PORT" oidc-provider; wait_port "$SINK_PORT" aiosmtpd; wait_port "$GRAPH_PORT" graph-standin
 wait_port "$SUB_PORT" dovecot-submission; wait_port "$SUBS_PORT" dovecot-submissions
 if [ "$RIG_POSTFIX" = 1 ]; then
   wait_port "$PF_PORT" postfix; wait_port "$PFS_PORT" postfix-smtps; wait_port "$PFL_PORT" postfix-limited
@@ -285,6 +296,12 @@ ISSUER=http://127.0.0.1:$OIDC_PORT
     echo "RIG_PF_MAILDIR=$RIG_DIR/pfmail/catchall"
   fi
   echo "RIG_CA_FILE=$RIG_DIR/tls/ca.crt"
+  # the Graph stand-in (not Graph: scripts/rig/graph-standin.mjs), delivering into RIG_MAILDIR
+  echo "RIG_GRAPH_HOST=127.0.0.1"
+  echo "RIG_GRAPH_PORT=$GRAPH_PORT"
+  echo "RIG_GRAPH_URL=https://127.0.0.1:$GRAPH_PORT/v1.0"
+  echo "RIG_GRAPH_LOG=$RIG_DIR/logs/graph-standin.log"
+  echo "RIG_GRAPH_APP_SCOPE=https://graph.microsoft.com/.default"
 } > rig.env
 cat rig.env
 log "up in $(python3 -c "import time;print(round(time.time()-$t_start,2))") s; logs in $RIG_DIR/logs"

@@ -13,7 +13,7 @@ pids=()
 # timeout when the master is left a zombie); Postfix's own stop returns at once
 [ ${#pids[@]} -gt 0 ] && [ -s run/dovecot/master.pid ] && alive "${pids[0]}" && kill "${pids[0]}"
 [ -f postfix/main.cf ] && postfix -c "$RIG_DIR/postfix" stop >/dev/null 2>&1
-for f in run/oidc.pid run/sink.pid; do
+for f in run/oidc.pid run/sink.pid run/graph.pid; do
   [ -s "$f" ] || continue
   p=$(cat "$f"); pids+=("$p"); alive "$p" && kill "$p"
 done
@@ -22,6 +22,6 @@ for _ in $(seq 100); do
   [ ${#left[@]} -eq 0 ] && break; sleep 0.05
 done
 for p in "${left[@]:-}"; do [ -n "$p" ] && alive "$p" && { echo "[stop-rig] force-killing $p" >&2; kill -9 "$p"; }; done
-rm -f run/oidc.pid run/sink.pid
+rm -f run/oidc.pid run/sink.pid run/graph.pid
 [ "${2:-}" = --clean ] && { cd /; rm -rf "$RIG_DIR"; }
 echo "[stop-rig] stopped" >&2

@@ -29,7 +29,8 @@ pub struct Binding {
     /// The app registration (`None` for targets without OAuth2, or an invalid one).
     pub registration: Option<String>,
     /// Where and as whom the target delivers (server, port, mode, insecure auth, identity,
-    /// auth method), plus the registration.
+    /// auth method, transport: for Graph the host and mailbox of the sendMail URL), plus the
+    /// registration.
     pub delivery: String,
 }
 
@@ -56,17 +57,26 @@ impl Binding {
             .collect();
         allowed.sort();
         allowed.dedup();
-        let delivery = fingerprint(&[
+        let port = target.effective_port().to_string();
+        let mut parts = vec![
             "delivery-v2",
             target.auth_method.as_str(),
             &target.server,
-            &target.effective_port().to_string(),
+            &port,
             target.mode.as_str(),
             if target.allow_insecure_auth { "1" } else { "0" },
             target.auth_identity(),
             registration.as_deref().unwrap_or(""),
-            &allowed.join(","),
-        ]);
+        ];
+        let allowed = allowed.join(",");
+        parts.push(&allowed);
+        // Graph: the transport is part of where the token goes (`server` is then the Graph
+        // host, the identity the mailbox in the sendMail URL); SMTP targets keep the
+        // fingerprint they had before the transport key existed
+        if target.is_graph() {
+            parts.extend(["transport", target.transport().as_str()]);
+        }
+        let delivery = fingerprint(&parts);
         Binding {
             registration,
             delivery,
@@ -221,6 +231,7 @@ mod tests {
             |t| t.username = Some("other@example.com".into()),
             |t| t.broker_allow.groups.push("mail".into()),
             |t| t.broker_allow.users.push("nobody".into()),
+            |t| t.transport = Some(crate::config::smtp::Transport::Graph),
         ];
         for change in delivery_keys {
             let mut t = target();
@@ -235,5 +246,41 @@ mod tests {
         t.author = Some("x".into());
         t.comment = Some("y".into());
         assert_eq!(Binding::of(&t), base);
+        // an explicit `transport smtp` is the default: nothing to re-authorize
+        let mut t = target();
+        t.transport = Some(crate::config::smtp::Transport::Smtp);
+        assert_eq!(Binding::of(&t), base);
+    }
+
+    #[test]
+    fn a_graph_targets_host_and_mailbox_are_bound() {
+        let graph = || SmtpTarget {
+            auth_method: AuthMethod::MicrosoftOAuth2,
+            oauth2_client_id: Some("cid".into()),
+            oauth2_tenant_id: Some("contoso.com".into()),
+            transport: Some(crate::config::smtp::Transport::Graph),
+            ..SmtpTarget::new(
+                "g",
+                "graph.microsoft.com",
+                "a@contoso.com",
+                vec!["b@contoso.com".into()],
+            )
+        };
+        let base = Binding::of(&graph());
+        let changes: Vec<fn(&mut SmtpTarget)> = vec![
+            |t| t.server = "graph.microsoft.us".into(),
+            |t| t.port = Some(8443),
+            |t| t.username = Some("other@contoso.com".into()),
+            |t| t.from_address = "other@contoso.com".into(),
+        ];
+        for change in changes {
+            let mut t = graph();
+            change(&mut t);
+            assert!(base.delivery_changed(&Binding::of(&t)), "{t:?}");
+        }
+        // the national cloud's host also changes the scope: the registration too
+        let mut t = graph();
+        t.server = "graph.microsoft.us".into();
+        assert!(base.registration_changed(&Binding::of(&t)));
     }
 }

@@ -101,6 +101,23 @@ pub enum TokenProblem {
     Setup,
 }
 
+/// What a Microsoft Graph `sendMail` failure means; decides the [`ErrorKind`] of
+/// [`Error::Graph`]. From the HTTP status and Graph's error `code` (never its message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphProblem {
+    /// Graph could not be reached, timed out, throttled (429 `TooManyRequests`,
+    /// `ApplicationThrottled`) or is failing (500, 502, 503, 504): transient.
+    Unavailable,
+    /// Graph refused the access token (401) although a fresh one was used: authorize again.
+    TokenRefused,
+    /// The app, the mailbox or the From address need an admin (403 `ErrorAccessDenied`,
+    /// `ErrorSendAsDenied`, 404 `ErrorInvalidUser`, `MailboxNotEnabledForRESTAPI`, a minted
+    /// token refused with 401).
+    AdminFix,
+    /// Graph refused this message for good (400, 413 over about 4 MB): it is not retried.
+    MessageRefused,
+}
+
 /// Which step of an SMTP delivery failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmtpStep {
@@ -208,6 +225,22 @@ pub enum Error {
         /// True for failures a later attempt may not meet: 4xx replies, connection failures,
         /// timeouts (RFC 5321 section 4.2.1).
         transient: bool,
+    },
+    /// A Microsoft Graph `sendMail` request failed (502): `problem` says what must happen.
+    #[error("target '{target}': Graph sendMail failed ({}): {message}", graph_class(*.problem))]
+    Graph {
+        /// Target name.
+        target: String,
+        /// The class of failure.
+        problem: GraphProblem,
+        /// HTTP status, when Graph answered.
+        status: Option<u16>,
+        /// Graph's error code (`ErrorAccessDenied`, ...), when it sent one.
+        code: Option<String>,
+        /// What happened and what to do (secret-free, single line).
+        message: String,
+        /// Graph's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
     },
     /// A lock was not obtained within its deadline (503): another process holds it.
     #[error("{what} is busy: {} is held by another process{}; try again later (if this persists, look for a stuck oxnotify process)", .path.display(), .holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
@@ -343,6 +376,15 @@ fn token_context(target: Option<&str>, problem: TokenProblem) -> String {
     }
 }
 
+fn graph_class(problem: GraphProblem) -> &'static str {
+    match problem {
+        GraphProblem::Unavailable => "temporary",
+        GraphProblem::TokenRefused => "authorize again",
+        GraphProblem::AdminFix => "needs an admin fix",
+        GraphProblem::MessageRefused => "permanent",
+    }
+}
+
 impl Error {
     /// The HTTP-style status code an API handler should answer with.
     pub fn http_code(&self) -> u16 {
@@ -366,7 +408,7 @@ impl Error {
                 problem: TokenProblem::Setup,
                 ..
             } => 500,
-            Error::Token { .. } | Error::Smtp { .. } => 502,
+            Error::Token { .. } | Error::Smtp { .. } | Error::Graph { .. } => 502,
             Error::Io { .. } | Error::CorruptState { .. } | Error::StateNotSaved { .. } => 500,
         }
     }
@@ -399,6 +441,12 @@ impl Error {
                 ..
             } => ErrorKind::InvalidInput,
             Error::Smtp { .. } => ErrorKind::NeedsAdminFix,
+            Error::Graph { problem, .. } => match problem {
+                GraphProblem::Unavailable => ErrorKind::Transient,
+                GraphProblem::TokenRefused => ErrorKind::NeedsReauthorization,
+                GraphProblem::AdminFix => ErrorKind::NeedsAdminFix,
+                GraphProblem::MessageRefused => ErrorKind::InvalidInput,
+            },
             Error::LockTimeout { .. }
             | Error::StoreNotWritable { .. }
             | Error::RateLimited { .. } => ErrorKind::Transient,
@@ -425,14 +473,17 @@ impl Error {
         self.kind() == ErrorKind::NeedsAdminFix
     }
 
-    /// True if the SMTP server rejected our credentials (535): the only failure that a fresh
-    /// access token can fix.
+    /// True if the server rejected our credentials (SMTP 535, Graph 401): the only failure
+    /// that a fresh access token can fix.
     pub fn is_auth_rejected(&self) -> bool {
         matches!(
             self,
             Error::Smtp {
                 step: SmtpStep::Auth,
                 code: Some(535),
+                ..
+            } | Error::Graph {
+                status: Some(401),
                 ..
             }
         )
@@ -441,7 +492,7 @@ impl Error {
     /// How long the server asked us to wait before retrying, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Token { retry_after, .. } => *retry_after,
+            Error::Token { retry_after, .. } | Error::Graph { retry_after, .. } => *retry_after,
             Error::RateLimited {
                 retry_after_secs, ..
             } => Some(Duration::from_secs(*retry_after_secs)),

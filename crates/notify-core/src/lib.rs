@@ -43,7 +43,7 @@ pub use config::smtp::{AuthMethod, SmtpMode, SmtpSecrets, SmtpTarget};
 pub use config::NotificationConfig;
 pub use context::Context;
 pub use delivery::{Deliverer, Delivery, FlushReport, SendReport, Verification};
-pub use error::{Error, ErrorKind, Result, SmtpStep, TokenProblem};
+pub use error::{Error, ErrorKind, GraphProblem, Result, SmtpStep, TokenProblem};
 pub use notification::{Notification, Severity};
 pub use refresh::{DailyRun, RefreshOutcome, RefreshReport, Refresher};
 pub use secret::Secret;

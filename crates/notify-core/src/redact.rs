@@ -154,6 +154,9 @@ impl Redactor {
         if self.raw.is_empty() {
             return out;
         }
+        for r in &self.raw {
+            out = replace_percent_variants(&out, r);
+        }
         self.remove_base64_echoes(&out)
     }
 
@@ -256,6 +259,48 @@ fn replace_escapes_any_case(text: &str, form: &str) -> String {
     out
 }
 
+/// `text` with every occurrence of `secret` in which any byte may be percent-encoded (`%2D`
+/// for `-`, in either case: RFC 3986 lets a peer escape even unreserved characters) or, for a
+/// space, form-encoded as `+`, replaced by [`REDACTED`].
+fn replace_percent_variants(text: &str, secret: &str) -> String {
+    let (t, s) = (text.as_bytes(), secret.as_bytes());
+    let hex = |a: u8, b: u8| {
+        let d = |c: u8| (c as char).to_digit(16);
+        Some((d(a)? * 16 + d(b)?) as u8)
+    };
+    // the end of a variant of `secret` starting at `i`, if one does
+    let match_at = |i: usize| {
+        let mut j = i;
+        for &b in s {
+            if j < t.len() && t[j] == b {
+                j += 1;
+            } else if j + 2 < t.len() && t[j] == b'%' && hex(t[j + 1], t[j + 2]) == Some(b) {
+                j += 3;
+            } else if j < t.len() && b == b' ' && t[j] == b'+' {
+                j += 1;
+            } else {
+                return None;
+            }
+        }
+        Some(j)
+    };
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut copied) = (0, 0);
+    while i < t.len() && !s.is_empty() {
+        match match_at(i) {
+            Some(end) if text.is_char_boundary(i) && text.is_char_boundary(end) => {
+                out.push_str(&text[copied..i]);
+                out.push_str(REDACTED);
+                i = end;
+                copied = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// RFC 3986 percent-encoding of everything but unreserved characters.
 fn percent_encode(v: &str) -> String {
     let mut out = String::with_capacity(v.len() * 3);
@@ -325,6 +370,25 @@ mod tests {
             assert!(out.contains(REDACTED), "{out}");
             assert!(out.starts_with("error_description: bad value ") && out.ends_with(" end"));
         }
+    }
+
+    #[test]
+    fn escaped_unreserved_characters_are_removed_too() {
+        let s = Secret::new("ACCESS-TOKEN.x_y~z");
+        let r = Redactor::new().secret(Some(&s));
+        for t in [
+            "ACCESS%2DTOKEN.x_y~z",
+            "%41CCESS%2dTOKEN%2Ex%5Fy%7Ez",
+            "%41%43%43%45%53%53%2D%54%4F%4B%45%4E%2E%78%5F%79%7E%7A",
+        ] {
+            let out = r.apply(&format!("echo {t} end"));
+            assert_eq!(out, "echo *** end", "{t}");
+        }
+        assert_eq!(
+            r.apply("ACCESS%2DTOKEN"),
+            "ACCESS%2DTOKEN",
+            "a prefix stays"
+        );
     }
 
     /// `text` with the hex digits of the `n`-th escape lowercased where `which(n)`.

@@ -201,3 +201,84 @@ fn a_config_file_edited_by_hand_cannot_make_a_minting_target_mint_for_a_new_dest
         "a login reached the repointed server: {got}"
     );
 }
+
+/// The Graph stand-in's requests for `mailbox` so far.
+fn graph_requests(mailbox: &str) -> usize {
+    std::fs::read_to_string(rig_env("RIG_GRAPH_LOG"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(mailbox))
+        .count()
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn a_graph_app_only_target_does_not_mint_for_a_new_host_or_mailbox() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let mailbox = rig_env("RIG_APP_MAILBOX");
+    let secret = rig_env("RIG_APP_CLIENT_SECRET");
+    let mut p = microsoft_params(
+        &rig,
+        "g-mint",
+        &mailbox,
+        json!({
+            "oauth2-flow": "client-credentials",
+            "oauth2-client-id": rig_env("RIG_APP_CLIENT_ID"),
+            "oauth2-client-secret": secret,
+            "transport": "graph", "mode": "tls",
+            "server": rig_env("RIG_GRAPH_HOST"),
+            "port": rig_env("RIG_GRAPH_PORT").parse::<u16>().unwrap(),
+        }),
+    );
+    api::create_target(&env.notifier, &p).unwrap();
+    env.notifier
+        .delivery()
+        .send_to_target("g-mint", &note(&tag("g-mint")))
+        .unwrap();
+    // through the API: another mailbox, another Graph host need the secret again
+    for change in [
+        json!({ "username": "someone-else@example.test" }),
+        json!({ "server": "localhost" }),
+    ] {
+        let e = api::update_target(&env.notifier, "g-mint", &object(change.clone()), &[], None)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("oauth2-client-secret"),
+            "{change}: {e}"
+        );
+    }
+    // by hand: the new host gets nothing, nothing is minted
+    let requests = env.token_requests();
+    let sent = graph_requests(&mailbox);
+    let cfg_file = env.settings.config_file();
+    let text = std::fs::read_to_string(&cfg_file).unwrap();
+    std::fs::write(
+        &cfg_file,
+        text.replace(
+            &format!("server {}", rig_env("RIG_GRAPH_HOST")),
+            "server localhost",
+        ),
+    )
+    .unwrap();
+    let mut st = env.state_json("g-mint");
+    st["access_token_expires_at"] = json!(0);
+    env.write_state_json("g-mint", &st);
+    let e = env
+        .notifier
+        .delivery()
+        .send_to_target("g-mint", &note("after a hand edit"))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NeedsAdminFix, "{e}");
+    assert!(e.to_string().contains("supplies it again"), "{e}");
+    assert_eq!(env.token_requests(), requests, "nothing was minted");
+    assert_eq!(graph_requests(&mailbox), sent, "nothing reached Graph");
+    // supplying the secret with the update confirms the new destination
+    p.clear();
+    p.insert("oauth2-client-secret".into(), json!(secret));
+    api::update_target(&env.notifier, "g-mint", &p, &[], None).unwrap();
+    env.notifier
+        .delivery()
+        .send_to_target("g-mint", &note(&tag("g-mint-confirmed")))
+        .unwrap();
+}

@@ -133,3 +133,94 @@ fn errors_from_secret_handling_paths_are_clean() {
     assert_clean("store error", &format!("{err} {err:?}"));
     assert_clean("notifier", &format!("{n:?}"));
 }
+
+/// A hand-written STAND-IN for a Graph endpoint that echoes the bearer token back in every
+/// form (raw, `Bearer ...`, base64, percent-encoded) in its error bodies and headers: a fault
+/// no real server produces on demand.
+struct EchoingGraphStandIn {
+    status: u16,
+}
+
+impl oauth2::TokenHttpClient for EchoingGraphStandIn {
+    fn call(&self, req: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, oauth2::HttpError> {
+        use base64::Engine;
+        let auth = req.headers()["authorization"].to_str().unwrap().to_string();
+        let token = auth.trim_start_matches("Bearer ");
+        let echo = format!(
+            "got '{auth}' = {} = {} = {}",
+            base64::engine::general_purpose::STANDARD.encode(token),
+            token.replace('-', "%2D"),
+            base64::engine::general_purpose::STANDARD.encode(&auth),
+        );
+        let body = serde_json::json!({"error": {
+            "code": format!("InvalidAuthenticationToken {token}"),
+            "message": echo,
+            "innerError": {"request-id": token, "date": auth},
+        }});
+        let mut resp = oauth2::HttpResponse::new(serde_json::to_vec(&body).unwrap());
+        *resp.status_mut() = ::oauth2::http::StatusCode::from_u16(self.status).unwrap();
+        resp.headers_mut()
+            .insert("retry-after", ::oauth2::http::HeaderValue::from_static("1"));
+        Ok(resp)
+    }
+}
+
+#[test]
+fn graph_errors_never_carry_the_token_however_it_is_echoed() {
+    use notify_core::config::smtp::Transport;
+    use notify_core::delivery::graph;
+    let settings = Settings::with_dirs("/etc/x", "/var/x");
+    let target = SmtpTarget {
+        auth_method: AuthMethod::MicrosoftOAuth2,
+        transport: Some(Transport::Graph),
+        oauth2_client_id: Some("cid".into()),
+        oauth2_tenant_id: Some("contoso.com".into()),
+        ..SmtpTarget::new(
+            "g",
+            "graph.microsoft.com",
+            "a@contoso.com",
+            vec!["b@contoso.com".into()],
+        )
+    };
+    let message = smtp::Outgoing::of(
+        &Notification {
+            title: "t".into(),
+            body: "b".into(),
+            ..Default::default()
+        }
+        .to_message(&target)
+        .unwrap(),
+    );
+    let token = Secret::new("ACCESS-TOKEN-xyz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for status in [400, 401, 403, 404, 413, 429, 503] {
+        let http = EchoingGraphStandIn { status };
+        for messages in [std::slice::from_ref(&message), &[]] {
+            let b = graph::deliver_batch(
+                &settings,
+                &http,
+                &target,
+                &token,
+                messages,
+                deadline,
+                &mut |_| {},
+            );
+            let errors: Vec<String> = b
+                .done
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .chain(b.stopped.as_ref())
+                .map(|e| format!("{e} {e:?}"))
+                .collect();
+            assert!(
+                !errors.is_empty() || (status == 400 && messages.is_empty()),
+                "{status}"
+            );
+            for e in errors {
+                assert_clean(&format!("Graph {status}"), &e);
+                assert!(!e.contains("QUNDRVNTLVRPS0VO"), "base64 of the token: {e}");
+                assert!(!e.contains("ACCESS%2DTOKEN"), "percent-encoded token: {e}");
+            }
+        }
+    }
+}

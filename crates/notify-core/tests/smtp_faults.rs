@@ -177,6 +177,11 @@ fn office365_smtp_auth_disabled() {
         m.contains("SMTP AUTH is disabled") && m.contains("Set-CASMailbox"),
         "{m}"
     );
+    // the other door: Graph does not depend on SMTP AUTH
+    assert!(
+        m.contains("switch this target to Graph (transport graph"),
+        "{m}"
+    );
 }
 
 #[test]

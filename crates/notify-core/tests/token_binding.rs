@@ -253,3 +253,136 @@ fn code_exchange_without_state_is_limited_to_known_endpoints_and_targets() {
         "the caller-chosen token URL was contacted"
     );
 }
+
+/// The Graph stand-in's requests for `mailbox` so far (its log: one line per request, with
+/// the mailbox of the sendMail URL, written whatever the token).
+fn graph_requests(mailbox: &str) -> usize {
+    std::fs::read_to_string(rig_env("RIG_GRAPH_LOG"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(mailbox))
+        .count()
+}
+
+/// A Graph target authorized at the rig that has sent once through the Graph stand-in.
+fn graph_authorized(rig: &Rig, env: &Env, name: &str, user: &str) -> (String, String) {
+    let (mut t, s) = microsoft_target(rig, name, user);
+    t.transport = Some(config::smtp::Transport::Graph);
+    t.server = rig_env("RIG_GRAPH_HOST");
+    t.port = Some(rig_env("RIG_GRAPH_PORT").parse().unwrap());
+    t.mode = SmtpMode::Tls;
+    env.add_target(&t, &s);
+    env.authorize(rig, &t, &s, user);
+    env.notifier
+        .delivery()
+        .send_to_target(name, &note(&tag(name)))
+        .unwrap();
+    let st = env.state_json(name);
+    (
+        st["refresh_token"].as_str().unwrap().to_string(),
+        st["access_token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn a_graph_tokens_host_and_mailbox_are_bound_and_an_smtp_token_never_goes_to_graph() {
+    let rig = Rig::get();
+    let env = Env::new();
+    // the Graph host: the same stand-in under another name (its certificate covers both),
+    // so a token sent there would show in its log
+    let user = format!("{}@example.test", tag("gb-host"));
+    graph_authorized(&rig, &env, "gb-host", &user);
+    let before = graph_requests(&user);
+    api::update_target(
+        &env.notifier,
+        "gb-host",
+        &params(json!({ "server": "localhost" })),
+        &[],
+        None,
+    )
+    .unwrap();
+    let errors = try_everything(&env, "gb-host");
+    assert!(
+        !errors.is_empty() && errors.iter().all(Error::needs_reauthorization),
+        "{errors:?}"
+    );
+    assert_eq!(
+        graph_requests(&user),
+        before,
+        "no request reached the new host"
+    );
+
+    // the mailbox of the sendMail URL
+    let user = format!("{}@example.test", tag("gb-box"));
+    let other = format!("{}@example.test", tag("gb-other"));
+    graph_authorized(&rig, &env, "gb-box", &user);
+    api::update_target(
+        &env.notifier,
+        "gb-box",
+        &params(json!({ "username": other })),
+        &[],
+        None,
+    )
+    .unwrap();
+    let errors = try_everything(&env, "gb-box");
+    assert!(
+        errors.iter().all(Error::needs_reauthorization),
+        "{errors:?}"
+    );
+    assert_eq!(
+        graph_requests(&other),
+        0,
+        "the token went to another mailbox"
+    );
+
+    // an SMTP target switched to Graph: its SMTP token is not sent there
+    let user = format!("{}@example.test", tag("gb-switch"));
+    authorized(&rig, &env, "gb-switch", &user);
+    api::update_target(
+        &env.notifier,
+        "gb-switch",
+        &params(json!({
+            "transport": "graph", "server": rig_env("RIG_GRAPH_HOST"),
+            "port": rig_env("RIG_GRAPH_PORT").parse::<u16>().unwrap(), "mode": "tls",
+        })),
+        &[],
+        None,
+    )
+    .unwrap();
+    let errors = try_everything(&env, "gb-switch");
+    assert!(
+        errors.iter().all(Error::needs_reauthorization),
+        "{errors:?}"
+    );
+    assert_eq!(graph_requests(&user), 0, "an SMTP token reached Graph");
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn a_graph_target_edited_by_hand_does_not_send_its_token_to_the_new_host() {
+    let rig = Rig::get();
+    let env = Env::new();
+    let user = format!("{}@example.test", tag("gb-hand"));
+    let (rt, _) = graph_authorized(&rig, &env, "gb-hand", &user);
+    let before = graph_requests(&user);
+    let cfg_file = env.settings.config_file();
+    let text = std::fs::read_to_string(&cfg_file).unwrap();
+    let edited = text.replace(
+        &format!("server {}", rig_env("RIG_GRAPH_HOST")),
+        "server localhost",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&cfg_file, edited).unwrap();
+    let errors = try_everything(&env, "gb-hand");
+    assert!(
+        !errors.is_empty() && errors.iter().all(Error::needs_reauthorization),
+        "{errors:?}"
+    );
+    assert_eq!(graph_requests(&user), before, "the cached token was sent");
+    assert_eq!(
+        env.state_json("gb-hand")["refresh_token"],
+        rt,
+        "kept for an undo"
+    );
+}

@@ -72,6 +72,9 @@ my %COMMANDS = (
               OAuth2 modes: --oauth2-flow authorization-code|client-credentials|service-account|
               password|device-code, --oauth2-client-auth client-secret-post|client-secret-basic|
               private-key-jwt.
+              --transport graph (microsoft-oauth2 only) sends through Microsoft Graph sendMail
+              instead of SMTP, for tenants or mailboxes with SMTP AUTH disabled: --server
+              graph.microsoft.com (or a national cloud's Graph host); the app needs Mail.Send.
             EOF
     },
     'target update' => {
@@ -102,7 +105,9 @@ my %COMMANDS = (
         help => <<~'EOF',
             oxnotify target verify NAME
               Check that the target can log in, sending nothing: an access token (cached or
-              new), then connect, EHLO, TLS, AUTH and QUIT; each step with its time. Exit 1 if
+              new), then connect, EHLO, TLS, AUTH and QUIT; each step with its time. With
+              transport graph: the token, then a sendMail without recipients, which Graph
+              refuses after checking the token, Mail.Send, the mailbox and From. Exit 1 if
               the login failed for good, 75 if it failed for a temporary reason. At most once
               per target every 10 seconds.
             EOF

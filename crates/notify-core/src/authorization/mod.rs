@@ -185,6 +185,7 @@ impl<'a> Authorizer<'a> {
             scope: req.endpoints.scope.or(configured.scope),
             flow: configured.flow,
             device_authorize_url: configured.device_authorize_url,
+            graph_host: configured.graph_host,
             extra_hosts,
         };
         let client_id = if req.client_id.is_empty() {

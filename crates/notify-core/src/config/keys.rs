@@ -5,7 +5,7 @@
 
 use super::section::Section;
 use super::smtp::{
-    AuthMethod, ClientAuthMethod, Invalid, OAuth2Flow, SmtpMode, SmtpSecrets, SmtpTarget,
+    AuthMethod, ClientAuthMethod, Invalid, OAuth2Flow, SmtpMode, SmtpSecrets, SmtpTarget, Transport,
 };
 use super::validate;
 use crate::secret::Secret;
@@ -376,6 +376,27 @@ pub static KEYS: &[Key] = &[
                 Ok(())
             },
             get: |t| flag(t.allow_insecure_auth),
+        },
+    },
+    // `smtp` (default): SMTP submission with XOAUTH2. `graph` (microsoft-oauth2 only): Microsoft
+    // Graph sendMail over HTTPS, for tenants or mailboxes with SMTP AUTH disabled; `server` is
+    // then the Graph host (graph.microsoft.com; graph.microsoft.us, dod-graph.microsoft.us or
+    // microsoftgraph.chinacloudapi.cn for national clouds) and the app needs Mail.Send
+    Key {
+        name: "transport",
+        kind: ValueKind::Choice,
+        multi: false,
+        deletable: true,
+        access: Access::Public {
+            set: |t, v| {
+                t.transport = Some(choice(
+                    v,
+                    Transport::parse,
+                    "a transport (smtp, or graph for Microsoft Graph sendMail)",
+                )?);
+                Ok(())
+            },
+            get: |t| t.transport.iter().map(|x| x.as_str().to_string()).collect(),
         },
     },
     secret!("password", password),
@@ -774,6 +795,7 @@ mod tests {
             ("oauth2-client-auth", "private-key-jwt"),
             ("disable", "1"),
             ("allow-insecure-auth", "1"),
+            ("transport", "graph"),
         ];
         for k in KEYS.iter().filter(|k| !k.private()) {
             let v = samples

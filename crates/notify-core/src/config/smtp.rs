@@ -162,6 +162,42 @@ impl OAuth2Flow {
     }
 }
 
+/// How a target hands its notifications over (`transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// SMTP submission with SASL (the default).
+    #[default]
+    Smtp,
+    /// Microsoft Graph `sendMail` over HTTPS (`microsoft-oauth2` only): for tenants that turned
+    /// SMTP AUTH off. `server` is then the Graph host (`graph.microsoft.com`, or a national
+    /// cloud's), `username` (else `from-address`) the mailbox that sends.
+    Graph,
+}
+
+impl Transport {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Smtp => "smtp",
+            Transport::Graph => "graph",
+        }
+    }
+
+    /// Parse a config/API value.
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "smtp" => Transport::Smtp,
+            "graph" => Transport::Graph,
+            _ => return None,
+        })
+    }
+}
+
+/// Microsoft Graph allows 4 concurrent requests per app and mailbox (Outlook workload
+/// throttling): more is refused with 429 `ApplicationThrottled` (MailboxConcurrency).
+pub const GRAPH_MAX_CONNECTIONS: u32 = 4;
+
 /// How the client authenticates at the token endpoint (`oauth2-client-auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -274,6 +310,9 @@ pub struct SmtpTarget {
     /// `device-code`: the device authorization endpoint (override / generic value).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2_device_authorize_url: Option<String>,
+    /// How notifications are handed over (absent: `smtp`); `graph` needs `microsoft-oauth2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
 }
 
 /// The local users and groups the token broker (`oxnotify-broker`) serves a target's access
@@ -333,14 +372,28 @@ impl SmtpTarget {
         self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
     }
 
+    /// The transport (`smtp` unless set).
+    pub fn transport(&self) -> Transport {
+        self.transport.unwrap_or_default()
+    }
+
+    /// True if the target sends through Microsoft Graph.
+    pub fn is_graph(&self) -> bool {
+        self.transport() == Transport::Graph
+    }
+
     /// The OAuth2 flow (`authorization-code` unless set).
     pub fn flow(&self) -> OAuth2Flow {
         self.oauth2_flow.unwrap_or_default()
     }
 
-    /// The port to connect to.
+    /// The port to connect to (Graph: HTTPS, 443).
     pub fn effective_port(&self) -> u16 {
-        self.port.unwrap_or_else(|| self.mode.default_port())
+        match self.port {
+            Some(p) => p,
+            None if self.is_graph() => 443,
+            None => self.mode.default_port(),
+        }
     }
 
     /// The SASL identity: `username` if set, else `from-address`.
@@ -481,6 +534,7 @@ impl SmtpTarget {
             oauth2,
             "an OAuth2 auth-method",
         )?;
+        self.validate_transport()?;
         if !oauth2 {
             return Ok(());
         }
@@ -531,6 +585,48 @@ impl SmtpTarget {
                     "auth-method oauth2 needs the scope(s) that allow SMTP sending".into(),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The checks of `transport graph`: Microsoft's OAuth2 only, over HTTPS, within Graph's
+    /// concurrency per mailbox. The Graph host itself is pinned where it is used
+    /// ([`crate::oauth2::provider::graph_url`]), like the token endpoints.
+    fn validate_transport(&self) -> Result<(), Invalid> {
+        if !self.is_graph() {
+            return Ok(());
+        }
+        if self.auth_method != AuthMethod::MicrosoftOAuth2 {
+            return Err((
+                Some("transport"),
+                "transport graph sends through Microsoft Graph and needs auth-method \
+                 microsoft-oauth2"
+                    .into(),
+            ));
+        }
+        if self.mode != SmtpMode::Tls {
+            return Err((
+                Some("mode"),
+                "transport graph is HTTPS only: leave mode at tls".into(),
+            ));
+        }
+        if self.allow_insecure_auth {
+            return Err((
+                Some("allow-insecure-auth"),
+                "not valid with transport graph (HTTPS only)".into(),
+            ));
+        }
+        if self
+            .max_connections
+            .is_some_and(|n| n > GRAPH_MAX_CONNECTIONS)
+        {
+            return Err((
+                Some("max-connections"),
+                format!(
+                    "Microsoft Graph allows {GRAPH_MAX_CONNECTIONS} concurrent requests per app \
+                     and mailbox: at most {GRAPH_MAX_CONNECTIONS}"
+                ),
+            ));
         }
         Ok(())
     }

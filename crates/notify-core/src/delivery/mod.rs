@@ -11,11 +11,12 @@
 //! not returned "sent" or "queued" has not promised anything, and the spool files are written
 //! atomically.
 
+pub mod graph;
 pub mod outbox;
 pub mod slots;
 pub mod smtp;
 
-use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget};
+use crate::config::smtp::{AuthMethod, SmtpSecrets, SmtpTarget, Transport};
 use crate::config::NotificationConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -102,7 +103,8 @@ pub struct Verification {
 /// One step of a [`Verification`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyStep {
-    /// `token` (getting the access token) or `smtp` (connect, EHLO, TLS, AUTH, QUIT).
+    /// `token` (getting the access token), `smtp` (connect, EHLO, TLS, AUTH, QUIT) or `graph`
+    /// (a sendMail without recipients, which Graph refuses after its permission checks).
     pub step: &'static str,
     /// How long it took.
     pub ms: u64,
@@ -273,7 +275,9 @@ impl<'a> Deliverer<'a> {
     }
 
     /// Check that target `name` can log in, sending nothing: an access token (from the cache
-    /// or new, which it says), then connect, EHLO, STARTTLS/TLS, AUTH and QUIT, no MAIL FROM.
+    /// or new, which it says), then connect, EHLO, STARTTLS/TLS, AUTH and QUIT, no MAIL FROM;
+    /// for `transport graph` a sendMail without recipients, which Graph refuses after checking
+    /// the token, the permission, the mailbox and From ([`graph`]).
     /// Each step is reported with its time; a failure names the step, its kind and the hint.
     /// At most once per [`VERIFY_INTERVAL_SECS`] per target (a 503-style transient error).
     pub fn verify(&self, name: &str) -> Result<Verification> {
@@ -305,6 +309,7 @@ impl<'a> Deliverer<'a> {
                 }
             }
             _ => {
+                self.destination_allowed(&target)?;
                 let got = TokenManager::new(self.settings, self.http)
                     .with_deadline(deadline)
                     .access_token(&target, &secrets, false);
@@ -334,16 +339,9 @@ impl<'a> Deliverer<'a> {
             }
         };
         let t1 = Instant::now();
-        let batch = smtp::deliver_batch(
-            self.settings,
-            &target,
-            &credential,
-            &[],
-            deadline,
-            &mut |_| {},
-        );
+        let batch = self.hand_over(&target, &credential, &[], deadline, &mut |_| {});
         v.steps.push(VerifyStep {
-            step: "smtp",
+            step: target.transport().as_str(),
             ms: ms(t1),
         });
         match batch.stopped {
@@ -706,8 +704,10 @@ impl<'a> Deliverer<'a> {
             };
             let Some(err) = stopped else { continue };
             let left = deadline.saturating_duration_since(Instant::now());
+            // the server's Retry-After (Graph's 429/503) if it sent one, else the backoff
+            let wait = err.retry_after().unwrap_or(backoff);
             // another attempt only if it can still finish: the wait plus a few seconds
-            if !err.is_transient() || backoff + Duration::from_secs(2) >= left {
+            if !err.is_transient() || wait + Duration::from_secs(2) >= left {
                 for f in fates.iter_mut().filter(|f| f.is_none()) {
                     *f = Some(if err.is_transient() {
                         Fate::Pending(err.clone())
@@ -717,7 +717,7 @@ impl<'a> Deliverer<'a> {
                 }
                 break;
             }
-            std::thread::sleep(backoff);
+            std::thread::sleep(wait);
             backoff = (backoff * 2).min(Duration::from_secs(16));
         }
         Run {
@@ -743,7 +743,7 @@ impl<'a> Deliverer<'a> {
         };
         let mut run = |c: &Credential<'_>, accepted: &mut dyn FnMut(usize)| {
             *sessions += 1;
-            smtp::deliver_batch(self.settings, target, c, messages, deadline, accepted)
+            self.hand_over(target, c, messages, deadline, accepted)
         };
         match target.auth_method {
             AuthMethod::None => run(&Credential::None, accepted),
@@ -758,6 +758,9 @@ impl<'a> Deliverer<'a> {
                 ),
             },
             AuthMethod::GoogleOAuth2 | AuthMethod::MicrosoftOAuth2 | AuthMethod::OAuth2 => {
+                if let Err(e) = self.destination_allowed(target) {
+                    return failed(e);
+                }
                 let tokens = TokenManager::new(self.settings, self.http).with_deadline(deadline);
                 let user = target.auth_identity();
                 let first = match tokens.access_token(target, secrets, false) {
@@ -788,6 +791,56 @@ impl<'a> Deliverer<'a> {
                     Err(e) => failed(e),
                 }
             }
+        }
+    }
+
+    /// Refuse a Graph target whose host is not Graph's before any token is got for it (a
+    /// minting flow would otherwise mint one for nothing); SMTP hosts are bound instead.
+    fn destination_allowed(&self, target: &SmtpTarget) -> Result<()> {
+        if target.is_graph() {
+            crate::oauth2::provider::graph_url(target, &self.settings.provider_hosts)?;
+        }
+        Ok(())
+    }
+
+    /// The one place that chooses the transport: one SMTP session, or the Graph requests, for
+    /// `messages` (none: log in only, the login check).
+    fn hand_over(
+        &self,
+        target: &SmtpTarget,
+        credential: &Credential<'_>,
+        messages: &[Outgoing],
+        deadline: Instant,
+        accepted: &mut dyn FnMut(usize),
+    ) -> Batch {
+        match (target.transport(), credential) {
+            (Transport::Smtp, _) => smtp::deliver_batch(
+                self.settings,
+                target,
+                credential,
+                messages,
+                deadline,
+                accepted,
+            ),
+            (Transport::Graph, Credential::Bearer { token, .. }) => graph::deliver_batch(
+                self.settings,
+                self.http,
+                target,
+                token,
+                messages,
+                deadline,
+                accepted,
+            ),
+            (Transport::Graph, _) => Batch {
+                done: Vec::new(),
+                stopped: Some(Error::param(
+                    "transport",
+                    format!(
+                        "target '{}': transport graph needs auth-method microsoft-oauth2",
+                        target.name
+                    ),
+                )),
+            },
         }
     }
 

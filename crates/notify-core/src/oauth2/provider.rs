@@ -78,6 +78,70 @@ pub const MICROSOFT_HOSTS: &[&str] = &[
     "login.partner.microsoftonline.cn",
 ];
 
+/// Microsoft Graph's hosts (the `server` of a `transport graph` target): global (and GCC),
+/// US Government L4 (GCC High) and L5 (DoD), China (21Vianet). Tokens are not interchangeable
+/// between these clouds: each host's tokens are for its own resource ([`graph_resource`]).
+pub const GRAPH_HOSTS: &[&str] = &[
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+];
+
+/// The Graph resource (token audience) of the Graph host `host`: the host's own root for
+/// Microsoft's clouds; for another host root allowed (a test rig standing in for Graph),
+/// the global resource.
+pub fn graph_resource(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if GRAPH_HOSTS.contains(&host.as_str()) {
+        format!("https://{host}")
+    } else {
+        "https://graph.microsoft.com".into()
+    }
+}
+
+/// The delegated scope of a Graph target on `host`: `Mail.Send` of that cloud's Graph, plus
+/// `offline_access` for the refresh token.
+pub fn graph_delegated_scope(host: &str) -> String {
+    format!("{}/Mail.Send offline_access", graph_resource(host))
+}
+
+/// The app-only (client-credentials) scope of a Graph target on `host`: the resource's
+/// `.default` (the Mail.Send application permission, or Exchange's RBAC for Applications).
+pub fn graph_app_only_scope(host: &str) -> String {
+    format!("{}/.default", graph_resource(host))
+}
+
+/// The `sendMail` URL of a Graph target: `https://{server}[:port]/v1.0/users/{mailbox}/sendMail`,
+/// the mailbox being the target's `username` (else `from-address`). The host is pinned to
+/// [`GRAPH_HOSTS`] like the token endpoints, other hosts only if root allows them
+/// (`extra_hosts`, from [`crate::Settings::provider_hosts`]); a bearer token goes nowhere else.
+pub fn graph_url(target: &SmtpTarget, extra_hosts: &[String]) -> Result<url::Url> {
+    let host = target.server.to_ascii_lowercase();
+    let mut url = validate::endpoint_url(&format!("https://{host}/"))
+        .map_err(|m| Error::param("server", m))?;
+    if !host_allowed(&url, GRAPH_HOSTS, extra_hosts) {
+        return Err(Error::param(
+            "server",
+            format!(
+                "target '{}': transport graph sends only to Microsoft Graph ({}); host '{host}' \
+                 is not one of them (other hosts only if root allows them in \
+                 OXNOTIFY_ALLOW_PROVIDER_HOSTS)",
+                target.name,
+                GRAPH_HOSTS.join(", ")
+            ),
+        ));
+    }
+    if target.effective_port() != 443 {
+        url.set_port(Some(target.effective_port()))
+            .map_err(|()| Error::param("port", "not a port for an https URL"))?;
+    }
+    url.path_segments_mut()
+        .map_err(|()| Error::param("server", "not a base URL"))?
+        .extend(["v1.0", "users", target.auth_identity(), "sendMail"]);
+    Ok(url)
+}
+
 /// Google's authorize and token hosts.
 pub const GOOGLE_HOSTS: &[&str] = &["accounts.google.com", "oauth2.googleapis.com"];
 
@@ -184,6 +248,9 @@ pub struct EndpointParams<'a> {
     pub flow: OAuth2Flow,
     /// Device authorization URL override / generic value.
     pub device_authorize_url: Option<&'a str>,
+    /// The Graph host of a `transport graph` target (decides the default scope: Graph's
+    /// Mail.Send instead of SMTP's).
+    pub graph_host: Option<&'a str>,
     /// Hosts allowed besides the provider's own ([`crate::Settings::provider_hosts`]; never
     /// from a caller).
     pub extra_hosts: &'a [String],
@@ -199,6 +266,7 @@ impl<'a> EndpointParams<'a> {
             scope: t.oauth2_scope.as_deref(),
             flow: t.flow(),
             device_authorize_url: t.oauth2_device_authorize_url.as_deref(),
+            graph_host: t.is_graph().then_some(t.server.as_str()),
             extra_hosts: &[],
         }
     }
@@ -338,13 +406,17 @@ pub(crate) fn resolve_any_host(method: AuthMethod, p: &EndpointParams<'_>) -> Re
     } else {
         Some(build("device-authorize-url", device_template)?)
     };
-    let default_scope = match p.flow {
-        OAuth2Flow::ClientCredentials if !provider.app_only_scope.is_empty() => {
-            provider.app_only_scope
+    let default_scope = match (p.graph_host, p.flow) {
+        (Some(host), OAuth2Flow::ClientCredentials) if method == AuthMethod::MicrosoftOAuth2 => {
+            graph_app_only_scope(host)
         }
-        _ => provider.scope,
+        (Some(host), _) if method == AuthMethod::MicrosoftOAuth2 => graph_delegated_scope(host),
+        (_, OAuth2Flow::ClientCredentials) if !provider.app_only_scope.is_empty() => {
+            provider.app_only_scope.to_string()
+        }
+        _ => provider.scope.to_string(),
     };
-    let scope = p.scope.unwrap_or(default_scope);
+    let scope = p.scope.unwrap_or(&default_scope);
     validate::scope(scope).map_err(|m| Error::param("scope", m))?;
     Ok(Endpoints {
         provider,
@@ -391,6 +463,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("tenant"), "{bad}");
+    }
+
+    #[test]
+    fn graph_targets_ask_for_mail_send_of_their_cloud_and_are_pinned() {
+        let mut t = SmtpTarget {
+            auth_method: AuthMethod::MicrosoftOAuth2,
+            oauth2_tenant_id: Some("contoso.com".into()),
+            transport: Some(crate::config::smtp::Transport::Graph),
+            ..SmtpTarget::new("g", "graph.microsoft.com", "a@contoso.com", vec![])
+        };
+        let e = resolve(AuthMethod::MicrosoftOAuth2, &EndpointParams::of_target(&t)).unwrap();
+        assert_eq!(
+            e.scopes,
+            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+        );
+        t.server = "graph.microsoft.us".into();
+        t.oauth2_flow = Some(OAuth2Flow::ClientCredentials);
+        let e = resolve(AuthMethod::MicrosoftOAuth2, &EndpointParams::of_target(&t)).unwrap();
+        assert_eq!(e.scopes, ["https://graph.microsoft.us/.default"]);
+        assert_eq!(
+            graph_url(&t, &[]).unwrap().as_str(),
+            "https://graph.microsoft.us/v1.0/users/a@contoso.com/sendMail"
+        );
+        t.server = "evil.example.net".into();
+        let err = graph_url(&t, &[]).unwrap_err();
+        assert!(err.to_string().contains("graph.microsoft.com"), "{err}");
+        assert!(graph_url(&t, &["evil.example.net".into()]).is_ok());
+        // a mailbox cannot leave its path segment
+        t.server = "graph.microsoft.com".into();
+        t.username = Some("x/../../me@contoso.com".into());
+        let u = graph_url(&t, &[]).unwrap();
+        assert_eq!(u.path_segments().unwrap().count(), 4, "{u}");
     }
 
     #[test]

@@ -74,7 +74,8 @@ sub _object { my (%props) = @_; return { type => 'object', properties => \%props
 
 # The SMTP target's keys; the first ones as pve-manager names and types them.
 my %SMTP = (
-    server => _s('The address of the SMTP server.', maxLength => 253),
+    server => _s('The address of the SMTP server (transport graph: the Graph host).',
+        maxLength => 253),
     port => _int('The port to be used. Defaults to 465 for TLS based connections, 587 for STARTTLS '
             . 'based connections and port 25 for insecure plain-text connections.',
         minimum => 1, maximum => 65535),
@@ -135,6 +136,14 @@ my %SMTP = (
     'oauth2-private-key' => _s('RSA private key (PEM) or a service account\'s JSON key file '
             . '(private file, never returned).',
         maxLength => 16384),
+    transport => _s('How notifications are handed over: smtp (default; SMTP submission with '
+            . 'XOAUTH2) or graph (Microsoft Graph sendMail over HTTPS, auth-method microsoft-oauth2 '
+            . 'only): for Microsoft 365 tenants or mailboxes with SMTP AUTH disabled. With graph, '
+            . 'server is the Graph host (graph.microsoft.com; graph.microsoft.us, '
+            . 'dod-graph.microsoft.us or microsoftgraph.chinacloudapi.cn for national clouds), '
+            . 'port 443, mode tls, username (else from-address) the mailbox that sends, and the '
+            . 'app needs the Microsoft Graph permission Mail.Send.',
+        enum => [qw(smtp graph)]),
     'oauth2-refresh-token' => _s('A refresh token obtained elsewhere (stored in the state, never '
             . 'returned; empty: keep).',
         maxLength => 16384),

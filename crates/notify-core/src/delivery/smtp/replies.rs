@@ -12,10 +12,11 @@ use base64::Engine;
 pub(super) fn hint(target: &SmtpTarget, step: SmtpStep, code: u16, text: &str) -> Option<String> {
     let has = |s: &str| text.contains(s);
     let h = if has("5.7.139") && has("SmtpClientAuthentication is disabled") {
-        "SMTP AUTH is disabled for the tenant or the mailbox: enable it \
+        "SMTP AUTH is disabled for this tenant/mailbox: enable it for the mailbox \
          (Exchange admin center > mailbox > Manage email apps > Authenticated SMTP, or \
          Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false; tenant-wide: \
-         Set-TransportConfig -SmtpClientAuthenticationDisabled $false)"
+         Set-TransportConfig -SmtpClientAuthenticationDisabled $false), or switch this target to \
+         Graph (transport graph, server graph.microsoft.com, the app's Mail.Send permission)"
             .to_string()
     } else if has("5.7.139") {
         "Office 365 refused basic authentication: use auth-method microsoft-oauth2".to_string()
