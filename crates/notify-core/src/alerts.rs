@@ -247,7 +247,7 @@ impl<'a> Alerter<'a> {
                 f.push(Forecast {
                     kind,
                     days_left: None,
-                    text: format!("the last delivery failed: {e}"),
+                    text: format!("the last attempt failed: {e}"),
                     alert: true,
                 });
                 only_in_error = Some(kind);
@@ -374,6 +374,15 @@ impl<'a> Alerter<'a> {
                 .cloned()
                 .collect();
             for k in gone {
+                // a problem only a failed attempt showed is not seen by a check without one:
+                // its record stays for a day, so the next failure does not alert again
+                if state
+                    .problems
+                    .get(&k)
+                    .is_some_and(|r| r.from_error && at - r.alerted_at < ALERT_INTERVAL_SECS)
+                {
+                    continue;
+                }
                 if let Some(r) = state.problems.remove(&k) {
                     if r.alerted_at > 0 && !r.from_error && recovers(r.kind) {
                         d.recover.push((k, r));

@@ -65,6 +65,9 @@ pub struct RefreshReport {
     pub kind: Option<ErrorKind>,
     /// The target's health after the refresh (absent if its config is invalid).
     pub status: Option<TargetStatus>,
+    /// The alert a failed refresh sent through the target's `alert-target`, if one was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertReport>,
 }
 
 /// What one daily run did.
@@ -159,14 +162,16 @@ impl<'a> Refresher<'a> {
             Ok((Ok(Refreshed::NotDue), t)) => (RefreshOutcome::NotDue, None, Some(t)),
             Ok((Err(e), t)) => (RefreshOutcome::of_error(&e), Some(e), Some(t)),
         };
-        if matches!(
+        let alert = if matches!(
             outcome,
             RefreshOutcome::NeedsReauthorization | RefreshOutcome::NeedsAdminFix
         ) {
             let deadline = Instant::now() + self.settings.caller_wait;
             let cause = error.as_ref();
-            crate::alerts::after_failure(self.settings, self.http, config, name, cause, deadline);
-        }
+            crate::alerts::after_failure(self.settings, self.http, config, name, cause, deadline)
+        } else {
+            None
+        };
         let status = target.and_then(|t| StatusReader::new(self.settings).of(&t).ok());
         RefreshReport {
             target: name.to_string(),
@@ -174,6 +179,7 @@ impl<'a> Refresher<'a> {
             kind: error.as_ref().map(Error::kind),
             error: error.map(|e| e.to_string()),
             status,
+            alert,
         }
     }
 
@@ -244,7 +250,11 @@ impl<'a> Refresher<'a> {
             Vec::new()
         };
         // after the refresh and the flush: alerts say what is still wrong, and what is fixed
-        let alerts = Alerter::new(settings, self.http).check_configured(&config);
+        let alerts = reports
+            .iter()
+            .filter_map(|r| r.alert.clone())
+            .chain(Alerter::new(settings, self.http).check_configured(&config))
+            .collect();
         Ok(DailyRun {
             busy: false,
             holder: None,
