@@ -66,6 +66,8 @@ like($out, qr/option --comment needs a value/, 'CLI: --comment is not');
 # keys are split (data-list), integers are number inputs.
 my %PAGE_LEAVES = map { $_ => 1 } (
     'mailto-user', 'disable', 'allow-insecure-auth', 'max-connections', 'broker-allow-user', 'broker-allow-group',
+    # the alert keys are set with the CLI and the API until the page has inputs for them
+    'alert-target', 'oauth2-credential-expires',
 );
 my ($form) = Mojo::File->new('perl/share/www/index.html')->slurp =~ m{<form id="target-form">(.*?)</form>}s;
 my %field = map { /\bname="([^"]+)"/ ? ($1 => $_) : () } $form =~ /(<(?:input|select|textarea)\b[^>]*>)/g;
