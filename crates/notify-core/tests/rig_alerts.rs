@@ -385,3 +385,154 @@ fn alert_targets_that_loop_or_point_at_themselves_are_refused_when_written() {
     assert!(config.alert_chain("ta").is_err());
     assert!(config.alert_chain("tc").is_err());
 }
+
+/// Settings of "node" `node` of an installation in `dir` (`cluster`: several nodes share the
+/// config and state directories; each keeps its own outbox).
+fn node_settings(dir: &Path, node: &str, cluster: bool) -> Settings {
+    let mut s = Settings::with_dirs(dir.join("etc"), dir.join("shared"));
+    s.http_timeout = Duration::from_secs(5);
+    s.smtp_timeout = Duration::from_secs(10);
+    s.delivery_deadline = Duration::from_secs(8);
+    s.provider_hosts = rig_provider_hosts();
+    s.node_name = node.into();
+    if cluster {
+        s.store = notify_core::store::Kind::Cluster;
+        s.node_local_dir = Some(dir.join(format!("local-{node}")));
+    }
+    s
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn checks_of_many_processes_and_nodes_at_once_alert_once() {
+    let rig = Rig::get();
+    for cluster in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::with_settings(
+            tempfile::tempdir().unwrap(),
+            node_settings(dir.path(), "node0", cluster),
+        );
+        let pager_name = tag("pager");
+        pager(&rig, &env, &pager_name);
+        let name = tag("sec");
+        let (mut t, s) = microsoft_target(&rig, &name, "erin-race@example.test");
+        t.alert_target = Some(pager_name.clone());
+        t.oauth2_credential_expires = Some(date_in(3));
+        env.add_target(&t, &s);
+        // three processes on each of two nodes check at the same moment
+        let start = std::sync::Barrier::new(6);
+        let reports: Vec<Vec<notify_core::alerts::AlertReport>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let settings = node_settings(dir.path(), &format!("node{}", i % 2), cluster);
+                    let start = &start;
+                    sc.spawn(move || {
+                        let n = Notifier::new(settings.clone()).unwrap();
+                        let config = NotificationConfig::load(&settings).unwrap();
+                        start.wait();
+                        n.alerts().check_configured(&config)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let alerted: Vec<_> = reports.iter().flatten().collect();
+        assert_eq!(alerted.len(), 1, "cluster {cluster}: {reports:?}");
+        assert_eq!(alerted[0].alerted, [ForecastKind::CredentialExpires]);
+        assert_eq!(alerted[0].error, None);
+        let subject = format!("oxnotify alert: target '{name}'");
+        let got = mails(&rig.maildir, &subject);
+        assert_eq!(got.len(), 1, "cluster {cluster}");
+        assert!(
+            got[0].contains("client secret expires in 3 day(s)"),
+            "{}",
+            got[0]
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the rig (make test runs it)"]
+fn a_message_waiting_for_an_hour_and_messages_given_up_alert() {
+    use notify_core::delivery::outbox::{self, Entry};
+    use notify_core::delivery::smtp::Outgoing;
+    let rig = Rig::get();
+    let env = Env::new();
+    let pager_name = tag("pager");
+    pager(&rig, &env, &pager_name);
+    // a target nothing answers for
+    let name = tag("slow");
+    let mut t = SmtpTarget::new(
+        &name,
+        "127.0.0.1",
+        "slow@example.test",
+        vec!["ops@example.test".into()],
+    );
+    t.mode = SmtpMode::Insecure;
+    t.port = Some(9);
+    t.alert_target = Some(pager_name.clone());
+    env.add_target(&t, &SmtpSecrets::default());
+    let config = || NotificationConfig::load(&env.settings).unwrap();
+    let check = || env.notifier.alerts().check_configured(&config());
+    let subject = format!("oxnotify alert: target '{name}'");
+
+    // a message that waited for 10 minutes: nothing yet
+    let m = Outgoing::of(&note("waits").to_message(&t).unwrap());
+    let young = Entry::new(
+        &name,
+        "waits",
+        &m,
+        notify_core::state::now() - 600,
+        "421 busy",
+    );
+    outbox::save(&env.settings, &young).unwrap();
+    assert_eq!(check(), []);
+    // ... for two hours: an alert
+    outbox::remove(&env.settings, &name, &young.id).unwrap();
+    let old = Entry::new(
+        &name,
+        "waits",
+        &m,
+        notify_core::state::now() - 7200,
+        "421 busy",
+    );
+    outbox::save(&env.settings, &old).unwrap();
+    let r = check();
+    assert_eq!(r[0].alerted, [ForecastKind::OutboxWaiting], "{r:?}");
+    assert_eq!(r[0].error, None);
+    let first = mails(&rig.maildir, &subject);
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].contains("waiting in the outbox, the oldest for 2 h"),
+        "{}",
+        first[0]
+    );
+
+    // a message given up: alerted at once, though the waiting one was alerted today
+    outbox::record_given_up(&env.settings, &name, "lost one", "refused for good: 550").unwrap();
+    let r = check();
+    assert_eq!(r[0].alerted, [ForecastKind::MessagesGivenUp], "{r:?}");
+    let both = mails(&rig.maildir, &subject);
+    assert_eq!(both.len(), 2);
+    assert!(
+        both.iter()
+            .any(|m| m.contains("'lost one': refused for good: 550")),
+        "{both:?}"
+    );
+    // nothing new: nothing said
+    assert_eq!(check(), []);
+
+    // the waiting message is gone: one recovery note
+    outbox::remove(&env.settings, &name, &old.id).unwrap();
+    let r = check();
+    assert_eq!(r[0].recovered, [ForecastKind::OutboxWaiting], "{r:?}");
+    assert_eq!(check(), []);
+    assert_eq!(
+        mails(
+            &rig.maildir,
+            &format!("oxnotify: target '{name}' works again")
+        )
+        .len(),
+        1
+    );
+}
