@@ -519,4 +519,118 @@ mod tests {
         );
         assert!(!w.contains("  "), "stray spaces in: {w}");
     }
+
+    fn microsoft() -> SmtpTarget {
+        SmtpTarget {
+            auth_method: AuthMethod::MicrosoftOAuth2,
+            oauth2_client_id: Some("cid".into()),
+            oauth2_tenant_id: Some("contoso.com".into()),
+            ..SmtpTarget::new(
+                "t",
+                "smtp.example.com",
+                "a@example.com",
+                vec!["b@example.com".into()],
+            )
+        }
+    }
+
+    fn kinds(f: &[Forecast]) -> Vec<(ForecastKind, Option<i64>, bool)> {
+        f.iter().map(|f| (f.kind, f.days_left, f.alert)).collect()
+    }
+
+    #[test]
+    fn a_client_secret_is_forecast_and_alerted_from_30_days_on() {
+        let mut t = microsoft();
+        let today = now().div_euclid(DAY);
+        let date = |days: i64| {
+            let d = time::Date::from_julian_day((today + days + 2_440_588) as i32).unwrap();
+            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        };
+        for (days, alert) in [(45, false), (30, true), (12, true), (0, true), (-3, true)] {
+            t.oauth2_credential_expires = Some(date(days));
+            let f = TargetStatus::of(&t, None).forecast;
+            assert_eq!(
+                kinds(&f),
+                [(ForecastKind::CredentialExpires, Some(days), alert)]
+            );
+            if days > 0 {
+                assert!(
+                    f[0].text
+                        .starts_with(&format!("client secret expires in {days} day(s)")),
+                    "{}",
+                    f[0].text
+                );
+            } else {
+                assert!(f[0].text.starts_with("the client secret expired on"));
+            }
+        }
+        t.oauth2_client_auth = Some(crate::config::smtp::ClientAuthMethod::PrivateKeyJwt);
+        let f = TargetStatus::of(&t, None).forecast;
+        assert!(
+            f[0].text.starts_with("the certificate expired"),
+            "{}",
+            f[0].text
+        );
+    }
+
+    #[test]
+    fn a_refresh_token_kept_alive_by_the_daily_job_is_forecast_when_the_job_stops() {
+        let t = microsoft();
+        let mut s = OAuth2State::authorized(Secret::new("rt"));
+        // refreshed (and rotated) today: 90 days ahead, nothing to alert
+        s.refresh_token_issued_at = Some(now());
+        s.last_refresh = Some(now());
+        assert_eq!(
+            kinds(&TargetStatus::of(&t, Some(&s)).forecast),
+            [(ForecastKind::RefreshTokenExpires, Some(90), false)]
+        );
+        // the daily job has not succeeded for 4 days
+        s.refresh_token_issued_at = Some(now() - 4 * DAY);
+        s.last_refresh = Some(now() - 4 * DAY);
+        let f = TargetStatus::of(&t, Some(&s)).forecast;
+        assert_eq!(
+            kinds(&f),
+            [
+                (ForecastKind::RefreshTokenExpires, Some(86), false),
+                (ForecastKind::RefreshStalled, Some(86), true)
+            ]
+        );
+        assert!(
+            f[1].text.starts_with("no successful refresh for 4 day(s)")
+                && f[1].text.contains("dies in 86 day(s)"),
+            "{}",
+            f[1].text
+        );
+        // the provider rejected it: re-authorize, nothing about its end
+        s.needs_reauthorization = true;
+        let f = TargetStatus::of(&t, Some(&s)).forecast;
+        assert_eq!(
+            kinds(&f),
+            [(ForecastKind::NeedsReauthorization, Some(0), true)]
+        );
+        assert!(f[0].text.contains("oxnotify authorize t"), "{}", f[0].text);
+    }
+
+    #[test]
+    fn a_google_token_is_forecast_against_the_testing_limit_for_its_first_week() {
+        let t = SmtpTarget {
+            auth_method: AuthMethod::GoogleOAuth2,
+            oauth2_tenant_id: None,
+            ..microsoft()
+        };
+        let mut s = OAuth2State::authorized(Secret::new("rt"));
+        s.last_refresh = Some(now());
+        let testing = |issued_days_ago: i64| {
+            let mut s = s.clone();
+            s.refresh_token_issued_at = Some(now() - issued_days_ago * DAY);
+            TargetStatus::of(&t, Some(&s))
+                .forecast
+                .into_iter()
+                .find(|f| f.kind == ForecastKind::GoogleTestingLimit)
+                .map(|f| (f.days_left, f.alert))
+        };
+        assert_eq!(testing(0), Some((Some(7), false)));
+        assert_eq!(testing(6), Some((Some(1), true)));
+        assert_eq!(testing(7), None);
+    }
 }
