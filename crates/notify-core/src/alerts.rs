@@ -22,7 +22,8 @@
 use crate::config::smtp::SmtpTarget;
 use crate::config::validate::ALERT_VIA_SENDMAIL;
 use crate::config::NotificationConfig;
-use crate::delivery::{outbox, Deliverer, Delivery};
+use crate::delivery::outbox::{self, OutboxStatus};
+use crate::delivery::{Deliverer, Delivery};
 use crate::error::{Error, ErrorKind, Result};
 use crate::notification::{Notification, Severity};
 use crate::oauth2::TokenHttpClient;
@@ -172,11 +173,11 @@ impl<'a> Alerter<'a> {
         if let Err(e) = config.alert_chain(&target.name) {
             return fail(report, e);
         }
-        let (forecast, only_in_error) = match self.forecast(target, error) {
+        let outbox = outbox::status(self.settings, &target.name);
+        let (forecast, only_in_error) = match self.forecast(target, &outbox, error) {
             Ok(f) => f,
             Err(e) => return fail(report, e),
         };
-        let outbox = outbox::status(self.settings, &target.name);
         let at = now();
         let seen = Seen {
             forecast: &forecast,
@@ -224,6 +225,7 @@ impl<'a> Alerter<'a> {
     fn forecast(
         &self,
         target: &SmtpTarget,
+        outbox: &OutboxStatus,
         error: Option<&Error>,
     ) -> Result<(Vec<Forecast>, Option<ForecastKind>)> {
         let state = if target.auth_method.is_oauth2() {
@@ -232,10 +234,7 @@ impl<'a> Alerter<'a> {
             None
         };
         let mut f = TargetStatus::of(target, state.as_ref()).forecast;
-        f.extend(outbox_forecast(&outbox::status(
-            self.settings,
-            &target.name,
-        )));
+        f.extend(outbox_forecast(outbox));
         let from_error = match error.map(Error::kind) {
             Some(ErrorKind::NeedsReauthorization) => Some(ForecastKind::NeedsReauthorization),
             Some(ErrorKind::NeedsAdminFix) => Some(ForecastKind::NeedsAdminFix),
