@@ -72,6 +72,9 @@ like($text, qr/^  forecast:\s+ALERT re-authorize/m, 'CLI status: re-authorizatio
 like($text, qr/^  alerts go to:\s+\Q$pager\E$/m, 'CLI status: where alerts go');
 ($rc, $text) = cli('target list');
 like($text, qr/^\Q$name\E .*\n(?:  [!-] .*\n)*  ! client secret expires in 12 day\(s\)/m, 'CLI list: the forecast');
+($rc, $text) = cli("target show $name");
+like($text, qr/^forecast\s+.*client secret expires in 12 day\(s\)/m, 'CLI show: the forecast');
+like($text, qr/^alert-target\s+\Q$pager\E$/m, 'CLI show: the alert target');
 ($rc, $text) = cli("--output-format json status $name");
 my ($st) = @{ $J->decode($text) };
 my ($f) = grep { $_->{kind} eq 'credential-expires' } @{ $st->{forecast} };

@@ -377,7 +377,9 @@ sub _print_keys {
     my ($target) = @_;
     for my $k (sort keys %$target) {
         my $v = $target->{$k};
-        $v = ref($v) eq 'ARRAY' ? join(', ', @$v) : ref($v) ? ($v ? 1 : 0) : $v;
+        # a list of forecasts shows their sentences
+        $v = ref($v) eq 'ARRAY' && grep({ ref($_) eq 'HASH' } @$v) ? join('; ', map { $_->{text} } @$v)
+            : ref($v) eq 'ARRAY' ? join(', ', @$v) : ref($v) ? ($v ? 1 : 0) : $v;
         printf "%-22s %s\n", $k, $v;
     }
 }
