@@ -45,7 +45,7 @@ pub fn list_targets(n: &Notifier) -> Result<Vec<Value>> {
         .smtp_targets()
         .into_iter()
         .map(|(name, t)| match t {
-            Ok(t) => with_outbox(n, target_view(&t, cfg.digest()), &name),
+            Ok(t) => with_forecast(n, with_outbox(n, target_view(&t, cfg.digest()), &name), &t),
             Err(e) => serde_json::json!({ "name": name, "type": SMTP_TYPE, "error": e.to_string(), "digest": cfg.digest() }),
         })
         .collect())
@@ -76,11 +76,29 @@ pub fn target_summaries(n: &Notifier) -> Result<Vec<Value>> {
 /// One target (`GET endpoints/smtp/{name}`): 404 if missing, 400 if its config is invalid.
 pub fn get_target(n: &Notifier, name: &str) -> Result<Value> {
     let cfg = NotificationConfig::load(n.settings())?;
-    Ok(with_outbox(
+    let target = cfg.smtp_target(name)?;
+    Ok(with_forecast(
         n,
-        target_view(&cfg.smtp_target(name)?, cfg.digest()),
-        name,
+        with_outbox(n, target_view(&target, cfg.digest()), name),
+        &target,
     ))
+}
+
+/// A target's view with its `forecast` (the status's: what is coming or wrong, each with a
+/// ready sentence), so the list shows what the status and the alerts say.
+fn with_forecast(n: &Notifier, mut view: Value, target: &SmtpTarget) -> Value {
+    let forecast = n
+        .status()
+        .of(target)
+        .map(|s| s.forecast)
+        .unwrap_or_default();
+    if let Value::Object(m) = &mut view {
+        m.insert(
+            "forecast".into(),
+            serde_json::to_value(forecast).unwrap_or_default(),
+        );
+    }
+    view
 }
 
 /// A target's view with its outbox: queue depth, oldest age, and the outbox warning (a

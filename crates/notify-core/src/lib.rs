@@ -7,10 +7,11 @@
 //! [`store`] (local or cluster files and locks) <- [`config`] (targets, public + private
 //! file) <- [`state`] (per-target OAuth2 state) <- [`binding`] (what stored secrets belong
 //! to) <- [`oauth2`] (providers, flows) <- [`tokens`] (cached access tokens, refresh,
-//! minting) <- [`delivery`] (sessions, slots, retries, outbox) <- [`status`] <- [`refresh`]
-//! and [`authorization`]. [`Notifier`] only hands out the services: [`Notifier::delivery`],
-//! [`Notifier::authorization`], [`Notifier::refresh`], [`Notifier::status`] and
-//! [`Notifier::tokens`]; [`api`] is the management front door (list/get/create/update/delete/
+//! minting) <- [`delivery`] (sessions, slots, retries, outbox) <- [`status`] <- [`alerts`]
+//! (second-channel alerts; delivery and refresh call its one hook after a failure) <-
+//! [`refresh`] and [`authorization`]. [`Notifier`] only hands out the services: [`Notifier::delivery`],
+//! [`Notifier::authorization`], [`Notifier::refresh`], [`Notifier::status`],
+//! [`Notifier::alerts`] and [`Notifier::tokens`]; [`api`] is the management front door (list/get/create/update/delete/
 //! test) that the Perl binding and the broker share.
 //!
 //! Locking: config writers hold [`config::ConfigLock`]; token refreshes and state writes hold
@@ -19,6 +20,7 @@
 //! `flock` in the local store, lock directories in the cluster store (several nodes sharing one
 //! state directory; see [`state`] for its guarantees and the window no client can close).
 
+pub mod alerts;
 pub mod api;
 pub mod authorization;
 pub mod binding;
@@ -48,7 +50,7 @@ pub use notification::{Notification, Severity};
 pub use refresh::{DailyRun, RefreshOutcome, RefreshReport, Refresher};
 pub use secret::Secret;
 pub use settings::Settings;
-pub use status::{StatusReader, TargetStatus};
+pub use status::{Forecast, ForecastKind, StatusReader, TargetStatus};
 
 use oauth2::{LazyHttp, TokenHttpClient};
 use std::sync::Arc;
@@ -110,5 +112,10 @@ impl Notifier {
     /// The health of targets.
     pub fn status(&self) -> StatusReader<'_> {
         StatusReader::new(&self.settings)
+    }
+
+    /// Alerts about failing targets through their `alert-target`.
+    pub fn alerts(&self) -> alerts::Alerter<'_> {
+        alerts::Alerter::new(&self.settings, self.http.as_ref())
     }
 }

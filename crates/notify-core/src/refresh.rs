@@ -3,6 +3,7 @@
 //! ([`Refresher::daily`]: one run at a time, one config read, the refresh, the outbox flush
 //! and every warning an admin must see, in one report).
 
+use crate::alerts::{AlertReport, Alerter};
 use crate::config::NotificationConfig;
 use crate::config::{smtp::SmtpTarget, ConfigLock};
 use crate::delivery::{Deliverer, FlushReport};
@@ -64,6 +65,9 @@ pub struct RefreshReport {
     pub kind: Option<ErrorKind>,
     /// The target's health after the refresh (absent if its config is invalid).
     pub status: Option<TargetStatus>,
+    /// The alert a failed refresh sent through the target's `alert-target`, if one was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertReport>,
 }
 
 /// What one daily run did.
@@ -85,6 +89,9 @@ pub struct DailyRun {
     pub warnings: Vec<(String, String)>,
     /// What the outbox flush did, one report per target with an outbox.
     pub flush: Vec<FlushReport>,
+    /// Alerts sent (or failed) through targets' `alert-target`s, one report per target whose
+    /// check alerted or noted a recovery.
+    pub alerts: Vec<AlertReport>,
 }
 
 /// Refreshes stored authorizations ([`crate::Notifier::refresh`]).
@@ -155,6 +162,16 @@ impl<'a> Refresher<'a> {
             Ok((Ok(Refreshed::NotDue), t)) => (RefreshOutcome::NotDue, None, Some(t)),
             Ok((Err(e), t)) => (RefreshOutcome::of_error(&e), Some(e), Some(t)),
         };
+        let alert = if matches!(
+            outcome,
+            RefreshOutcome::NeedsReauthorization | RefreshOutcome::NeedsAdminFix
+        ) {
+            let deadline = Instant::now() + self.settings.caller_wait;
+            let cause = error.as_ref();
+            crate::alerts::after_failure(self.settings, self.http, config, name, cause, deadline)
+        } else {
+            None
+        };
         let status = target.and_then(|t| StatusReader::new(self.settings).of(&t).ok());
         RefreshReport {
             target: name.to_string(),
@@ -162,6 +179,7 @@ impl<'a> Refresher<'a> {
             kind: error.as_ref().map(Error::kind),
             error: error.map(|e| e.to_string()),
             status,
+            alert,
         }
     }
 
@@ -206,6 +224,7 @@ impl<'a> Refresher<'a> {
                         .unwrap_or_default(),
                     warnings: Vec::new(),
                     flush: Vec::new(),
+                    alerts: Vec::new(),
                 })
             }
             Err(e) => return Err(e),
@@ -230,6 +249,12 @@ impl<'a> Refresher<'a> {
         } else {
             Vec::new()
         };
+        // after the refresh and the flush: alerts say what is still wrong, and what is fixed
+        let alerts = reports
+            .iter()
+            .filter_map(|r| r.alert.clone())
+            .chain(Alerter::new(settings, self.http).check_configured(&config))
+            .collect();
         Ok(DailyRun {
             busy: false,
             holder: None,
@@ -238,6 +263,7 @@ impl<'a> Refresher<'a> {
             problems: config_problems(&config),
             warnings,
             flush,
+            alerts,
         })
     }
 }

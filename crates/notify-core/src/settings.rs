@@ -7,6 +7,8 @@ use std::time::Duration;
 
 /// Default public config directory.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/oxnotify";
+/// The host MTA's `sendmail` when `OXNOTIFY_SENDMAIL` does not name another.
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 /// Default state directory (OAuth2 state files go to `<state>/oauth2/`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/oxnotify";
 
@@ -65,6 +67,11 @@ pub struct Settings {
     /// from the environment of the process (service unit, root's shell), never from an API
     /// parameter or the config files an API user may edit.
     pub provider_hosts: Vec<String>,
+    /// The host's `sendmail` command (program and arguments) for alerts with `alert-target
+    /// sendmail`, from `OXNOTIFY_SENDMAIL` (blank-separated; default `/usr/sbin/sendmail`).
+    /// Root's setting, like [`Settings::provider_hosts`]: never from the config an API user may
+    /// edit (it names a program to run).
+    pub sendmail_command: Vec<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -86,6 +93,7 @@ impl std::fmt::Debug for Settings {
             .field("refresh_window", &self.refresh_window)
             .field("node_local_dir", &self.node_local_dir)
             .field("provider_hosts", &self.provider_hosts)
+            .field("sendmail_command", &self.sendmail_command)
             .field(
                 "http_proxy",
                 &self.http_proxy.as_deref().map(proxy_without_credentials),
@@ -135,6 +143,7 @@ impl Settings {
             refresh_window: Duration::from_secs(20 * 3600),
             node_local_dir: None,
             provider_hosts: Vec::new(),
+            sendmail_command: vec![DEFAULT_SENDMAIL.into()],
         }
     }
 
@@ -159,7 +168,7 @@ impl Settings {
     /// `OXNOTIFY_CLUSTER_LOCK_STALE` and `OXNOTIFY_REFRESH_WINDOW` (seconds),
     /// `OXNOTIFY_PRIVATE_CONFIG_DIR`, `OXNOTIFY_LOCAL_STATE_DIR` (outbox and slots);
     /// `OXNOTIFY_ALLOW_PROVIDER_HOSTS` (host names separated by commas or blanks: see
-    /// [`Settings::provider_hosts`]).
+    /// [`Settings::provider_hosts`]); `OXNOTIFY_SENDMAIL` ([`Settings::sendmail_command`]).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut s = Settings::with_dirs(
@@ -219,6 +228,9 @@ impl Settings {
         s.provider_hosts = var("OXNOTIFY_ALLOW_PROVIDER_HOSTS")
             .map(|v| parse_host_list(&v))
             .unwrap_or_default();
+        if let Some(cmd) = var("OXNOTIFY_SENDMAIL") {
+            s.sendmail_command = cmd.split_whitespace().map(str::to_string).collect();
+        }
         s.http_proxy = var("OXNOTIFY_HTTP_PROXY")
             .or_else(|| var("https_proxy"))
             .or_else(|| var("HTTPS_PROXY"));

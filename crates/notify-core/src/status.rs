@@ -48,6 +48,7 @@ impl<'a> StatusReader<'a> {
         }
         let outbox = outbox::status(self.settings, &target.name);
         status.warning = first_warning(outbox.warning.clone(), status.warning.take());
+        status.forecast.extend(outbox_forecast(&outbox));
         status.outbox = Some(outbox);
         Ok(status)
     }
@@ -108,6 +109,246 @@ pub struct TargetStatus {
     /// Cluster store: whether the shared file system takes writes now (absent: local store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_writable: Option<bool>,
+    /// What is coming or already wrong, each with a ready sentence ("client secret expires in
+    /// 12 day(s) ..."); the ones marked `alert` are what [`crate::alerts`] reports.
+    pub forecast: Vec<Forecast>,
+    /// Where alerts about this target go (`alert-target`: a target or `sendmail`), if set.
+    pub alert_target: Option<String>,
+}
+
+/// What a [`Forecast`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ForecastKind {
+    /// The provider rejected the grant, or the target changed since it was authorized.
+    NeedsReauthorization,
+    /// The app registration, the target or the provider needs an admin's fix.
+    NeedsAdminFix,
+    /// The refresh token reaches its documented end soon.
+    RefreshTokenExpires,
+    /// Google: a refresh token of an app in "Testing" status dies 7 days after issue.
+    GoogleTestingLimit,
+    /// No successful refresh for days: a token kept alive by the daily job is dying.
+    RefreshStalled,
+    /// `oauth2-credential-expires`: the client secret or certificate expires.
+    CredentialExpires,
+    /// A message waits in the outbox for longer than an hour.
+    OutboxWaiting,
+    /// Messages were given up (too old, or refused for good).
+    MessagesGivenUp,
+}
+
+impl ForecastKind {
+    /// The kind as it is written in JSON and in alert state files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForecastKind::NeedsReauthorization => "needs-reauthorization",
+            ForecastKind::NeedsAdminFix => "needs-admin-fix",
+            ForecastKind::RefreshTokenExpires => "refresh-token-expires",
+            ForecastKind::GoogleTestingLimit => "google-testing-limit",
+            ForecastKind::RefreshStalled => "refresh-stalled",
+            ForecastKind::CredentialExpires => "credential-expires",
+            ForecastKind::OutboxWaiting => "outbox-waiting",
+            ForecastKind::MessagesGivenUp => "messages-given-up",
+        }
+    }
+}
+
+/// One thing coming or wrong for a target, for the status, the list, the CLI and alerts.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Forecast {
+    /// What it is about.
+    pub kind: ForecastKind,
+    /// Whole days left until it happens (0 or less: it has happened), where known.
+    pub days_left: Option<i64>,
+    /// One sentence for a person: what, when, and what to do.
+    pub text: String,
+    /// Whether it is a problem to alert about now (a forecast far ahead is only shown).
+    pub alert: bool,
+}
+
+/// Days before a client secret or certificate expires at which an alert goes out.
+pub const CREDENTIAL_ALERT_DAYS: [i64; 3] = [30, 7, 1];
+/// Alert when a refresh token's estimated end is this many days away or less.
+pub const REFRESH_TOKEN_ALERT_DAYS: i64 = 7;
+/// Alert when the last successful refresh of a stored refresh token is this many days old
+/// (the daily job keeps such tokens alive; two missed runs are worth a look).
+pub const STALLED_AFTER_DAYS: i64 = 3;
+/// Google: a refresh token of an app whose consent screen is in "Testing" lives this long.
+pub const GOOGLE_TESTING_DAYS: i64 = 7;
+/// Alert when a message has waited in the outbox for this long.
+pub const OUTBOX_ALERT_SECS: i64 = 3600;
+
+/// The forecasts of an outbox: a message waiting for over an hour, messages given up lately.
+pub fn outbox_forecast(outbox: &OutboxStatus) -> Vec<Forecast> {
+    let mut out = Vec::new();
+    if let Some(age) = outbox.oldest_age_secs {
+        out.push(Forecast {
+            kind: ForecastKind::OutboxWaiting,
+            days_left: None,
+            text: format!(
+                "{} message(s) waiting in the outbox, the oldest for {}; last error: {}",
+                outbox.queued,
+                outbox::human_age(age),
+                outbox.last_error.as_deref().unwrap_or("-")
+            ),
+            alert: age >= OUTBOX_ALERT_SECS,
+        });
+    }
+    let g = &outbox.given_up;
+    if let Some(at) = g
+        .last_at
+        .filter(|at| now() - at < outbox::GIVEN_UP_WARNING_SECS)
+    {
+        out.push(Forecast {
+            kind: ForecastKind::MessagesGivenUp,
+            days_left: None,
+            text: format!(
+                "{} message(s) given up so far, the last {} ago ('{}': {})",
+                g.count,
+                outbox::human_age(now() - at),
+                g.last_title.as_deref().unwrap_or(""),
+                g.last_reason.as_deref().unwrap_or("")
+            ),
+            alert: true,
+        });
+    }
+    out
+}
+
+/// The day number (since 1970-01-01, UTC) of Unix time `t`.
+fn day_of(t: i64) -> i64 {
+    t.div_euclid(DAY)
+}
+
+/// The forecasts of `target` with `state` at time `t` (the outbox's come from
+/// [`outbox_forecast`]).
+fn forecast_of(
+    target: &SmtpTarget,
+    s: &OAuth2State,
+    t: i64,
+    (reauth, confirm): (Option<String>, Option<String>),
+    estimated_expiry: Option<i64>,
+) -> Vec<Forecast> {
+    let mut out = Vec::new();
+    if !target.auth_method.is_oauth2() {
+        return out;
+    }
+    let p = provider::provider(target.auth_method);
+    let hint = p.map(|p| p.reauth_hint).unwrap_or_default();
+    let name = &target.name;
+    if let Some(text) = reauth {
+        out.push(Forecast {
+            kind: ForecastKind::NeedsReauthorization,
+            days_left: Some(0),
+            text,
+            alert: true,
+        });
+    } else if let Some(text) = confirm.or_else(|| {
+        s.last_error
+            .as_ref()
+            .filter(|e| e.kind == Some(crate::error::ErrorKind::NeedsAdminFix))
+            .map(|e| format!("needs an admin's fix: {}", e.message))
+    }) {
+        out.push(Forecast {
+            kind: ForecastKind::NeedsAdminFix,
+            days_left: Some(0),
+            text,
+            alert: true,
+        });
+    }
+    let has_grant = s.refresh_token.is_some() && !target.flow().mints();
+    if has_grant && !s.needs_reauthorization {
+        if let Some(exp) = estimated_expiry {
+            let days = day_of(exp) - day_of(t);
+            out.push(Forecast {
+                kind: ForecastKind::RefreshTokenExpires,
+                days_left: Some(days),
+                text: if days <= 0 {
+                    format!("the refresh token has probably expired: re-authorize ({hint})")
+                } else {
+                    format!(
+                        "the refresh token probably expires in {days} day(s) (make sure the \
+                         daily job runs, or re-authorize: `oxnotify authorize {name}`)"
+                    )
+                },
+                alert: days <= REFRESH_TOKEN_ALERT_DAYS,
+            });
+        }
+        if let Some(ok) = s.last_refresh.or(s.refresh_token_issued_at) {
+            let idle = day_of(t) - day_of(ok);
+            if idle >= STALLED_AFTER_DAYS {
+                let dies = estimated_expiry
+                    .map(|e| {
+                        format!(
+                            ", and it dies in {} day(s) without one",
+                            day_of(e) - day_of(t)
+                        )
+                    })
+                    .unwrap_or_default();
+                out.push(Forecast {
+                    kind: ForecastKind::RefreshStalled,
+                    days_left: estimated_expiry.map(|e| day_of(e) - day_of(t)),
+                    text: format!(
+                        "no successful refresh for {idle} day(s): the daily job keeps the \
+                         refresh token alive{dies}; check that the daily job runs and what \
+                         its last error says"
+                    ),
+                    alert: true,
+                });
+            }
+        }
+        if target.auth_method == crate::config::smtp::AuthMethod::GoogleOAuth2 {
+            if let Some(issued) = s.refresh_token_issued_at {
+                let days = day_of(issued) + GOOGLE_TESTING_DAYS - day_of(t);
+                if days > 0 {
+                    out.push(Forecast {
+                        kind: ForecastKind::GoogleTestingLimit,
+                        days_left: Some(days),
+                        text: format!(
+                            "if the app's OAuth consent screen is in 'Testing' status, the \
+                             refresh token dies in {days} day(s): publish the app ('In \
+                             production') in the Google Cloud console, or authorize again then"
+                        ),
+                        alert: days <= 1,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(day) = target
+        .oauth2_credential_expires
+        .as_deref()
+        .and_then(|d| crate::config::validate::date(d).ok())
+    {
+        let what = match (target.flow(), target.oauth2_client_auth) {
+            (crate::config::smtp::OAuth2Flow::ServiceAccount, _) => "service account key",
+            (_, Some(crate::config::smtp::ClientAuthMethod::PrivateKeyJwt)) => "certificate",
+            _ => "client secret",
+        };
+        let days = day - day_of(t);
+        let on = target.oauth2_credential_expires.as_deref().unwrap_or("");
+        out.push(Forecast {
+            kind: ForecastKind::CredentialExpires,
+            days_left: Some(days),
+            text: if days <= 0 {
+                format!(
+                    "the {what} expired on {on}: create a new one in the app registration, \
+                     store it (`oxnotify target update {name}`) and set \
+                     oauth2-credential-expires to its new date"
+                )
+            } else {
+                format!(
+                    "{what} expires in {days} day(s) ({on}): create a new one in the app \
+                     registration, store it (`oxnotify target update {name}`) and set \
+                     oauth2-credential-expires to its new date"
+                )
+            },
+            alert: days <= CREDENTIAL_ALERT_DAYS[0],
+        });
+    }
+    out
 }
 
 impl TargetStatus {
@@ -188,6 +429,25 @@ impl TargetStatus {
         } else {
             target.insecure_auth_warning()
         };
+        // a minted credential that must be confirmed is an admin's fix, not a re-authorization
+        let confirm = warning.clone().filter(|_| mints && bound_elsewhere);
+        let reauth = if !mints && bound_elsewhere && s.refresh_token.is_some() {
+            warning.clone()
+        } else if !mints
+            && (s.needs_reauthorization
+                || s.last_error
+                    .as_ref()
+                    .is_some_and(|e| e.kind == Some(crate::error::ErrorKind::NeedsReauthorization)))
+        {
+            Some(format!(
+                "re-authorize (`oxnotify authorize {}`): the provider rejected the refresh \
+                 token ({hint})",
+                target.name
+            ))
+        } else {
+            None
+        };
+        let forecast = forecast_of(target, s, t, (reauth, confirm), estimated_expiry);
         TargetStatus {
             target: target.name.clone(),
             auth_method: target.auth_method.as_str(),
@@ -205,6 +465,8 @@ impl TargetStatus {
             outbox: None,
             last_refresh_by: s.refreshed_by.clone(),
             store_writable: None,
+            forecast,
+            alert_target: target.alert_target.clone(),
         }
     }
 
@@ -256,5 +518,119 @@ mod tests {
             "{w}"
         );
         assert!(!w.contains("  "), "stray spaces in: {w}");
+    }
+
+    fn microsoft() -> SmtpTarget {
+        SmtpTarget {
+            auth_method: AuthMethod::MicrosoftOAuth2,
+            oauth2_client_id: Some("cid".into()),
+            oauth2_tenant_id: Some("contoso.com".into()),
+            ..SmtpTarget::new(
+                "t",
+                "smtp.example.com",
+                "a@example.com",
+                vec!["b@example.com".into()],
+            )
+        }
+    }
+
+    fn kinds(f: &[Forecast]) -> Vec<(ForecastKind, Option<i64>, bool)> {
+        f.iter().map(|f| (f.kind, f.days_left, f.alert)).collect()
+    }
+
+    #[test]
+    fn a_client_secret_is_forecast_and_alerted_from_30_days_on() {
+        let mut t = microsoft();
+        let today = now().div_euclid(DAY);
+        let date = |days: i64| {
+            let d = time::Date::from_julian_day((today + days + 2_440_588) as i32).unwrap();
+            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        };
+        for (days, alert) in [(45, false), (30, true), (12, true), (0, true), (-3, true)] {
+            t.oauth2_credential_expires = Some(date(days));
+            let f = TargetStatus::of(&t, None).forecast;
+            assert_eq!(
+                kinds(&f),
+                [(ForecastKind::CredentialExpires, Some(days), alert)]
+            );
+            if days > 0 {
+                assert!(
+                    f[0].text
+                        .starts_with(&format!("client secret expires in {days} day(s)")),
+                    "{}",
+                    f[0].text
+                );
+            } else {
+                assert!(f[0].text.starts_with("the client secret expired on"));
+            }
+        }
+        t.oauth2_client_auth = Some(crate::config::smtp::ClientAuthMethod::PrivateKeyJwt);
+        let f = TargetStatus::of(&t, None).forecast;
+        assert!(
+            f[0].text.starts_with("the certificate expired"),
+            "{}",
+            f[0].text
+        );
+    }
+
+    #[test]
+    fn a_refresh_token_kept_alive_by_the_daily_job_is_forecast_when_the_job_stops() {
+        let t = microsoft();
+        let mut s = OAuth2State::authorized(Secret::new("rt"));
+        // refreshed (and rotated) today: 90 days ahead, nothing to alert
+        s.refresh_token_issued_at = Some(now());
+        s.last_refresh = Some(now());
+        assert_eq!(
+            kinds(&TargetStatus::of(&t, Some(&s)).forecast),
+            [(ForecastKind::RefreshTokenExpires, Some(90), false)]
+        );
+        // the daily job has not succeeded for 4 days
+        s.refresh_token_issued_at = Some(now() - 4 * DAY);
+        s.last_refresh = Some(now() - 4 * DAY);
+        let f = TargetStatus::of(&t, Some(&s)).forecast;
+        assert_eq!(
+            kinds(&f),
+            [
+                (ForecastKind::RefreshTokenExpires, Some(86), false),
+                (ForecastKind::RefreshStalled, Some(86), true)
+            ]
+        );
+        assert!(
+            f[1].text.starts_with("no successful refresh for 4 day(s)")
+                && f[1].text.contains("dies in 86 day(s)"),
+            "{}",
+            f[1].text
+        );
+        // the provider rejected it: re-authorize, nothing about its end
+        s.needs_reauthorization = true;
+        let f = TargetStatus::of(&t, Some(&s)).forecast;
+        assert_eq!(
+            kinds(&f),
+            [(ForecastKind::NeedsReauthorization, Some(0), true)]
+        );
+        assert!(f[0].text.contains("oxnotify authorize t"), "{}", f[0].text);
+    }
+
+    #[test]
+    fn a_google_token_is_forecast_against_the_testing_limit_for_its_first_week() {
+        let t = SmtpTarget {
+            auth_method: AuthMethod::GoogleOAuth2,
+            oauth2_tenant_id: None,
+            ..microsoft()
+        };
+        let mut s = OAuth2State::authorized(Secret::new("rt"));
+        s.last_refresh = Some(now());
+        let testing = |issued_days_ago: i64| {
+            let mut s = s.clone();
+            s.refresh_token_issued_at = Some(now() - issued_days_ago * DAY);
+            TargetStatus::of(&t, Some(&s))
+                .forecast
+                .into_iter()
+                .find(|f| f.kind == ForecastKind::GoogleTestingLimit)
+                .map(|f| (f.days_left, f.alert))
+        };
+        assert_eq!(testing(0), Some((Some(7), false)));
+        assert_eq!(testing(6), Some((Some(1), true)));
+        assert_eq!(testing(7), None);
     }
 }

@@ -374,6 +374,7 @@ sub _print_targets {
         my $server = $t->{error} ? "INVALID: $t->{error}" : $t->{server};
         printf "%-20s %-28s %-17s %s\n", $t->{name}, $server, $t->{'auth-method'} // '',
             $t->{'from-address'} // '';
+        print "  ", ($_->{alert} ? '!' : '-'), " $_->{text}\n" for @{ $t->{forecast} // [] };
     }
 }
 
@@ -381,7 +382,9 @@ sub _print_keys {
     my ($target) = @_;
     for my $k (sort keys %$target) {
         my $v = $target->{$k};
-        $v = ref($v) eq 'ARRAY' ? join(', ', @$v) : ref($v) ? ($v ? 1 : 0) : $v;
+        # a list of forecasts shows their sentences
+        $v = ref($v) eq 'ARRAY' && grep({ ref($_) eq 'HASH' } @$v) ? join('; ', map { $_->{text} } @$v)
+            : ref($v) eq 'ARRAY' ? join(', ', @$v) : ref($v) ? ($v ? 1 : 0) : $v;
         printf "%-22s %s\n", $k, $v;
     }
 }
@@ -446,6 +449,9 @@ sub _print_status {
         (defined $o->{oldest_age_secs} ? ", oldest " . _age($o->{oldest_age_secs}) : ''),
         ($o->{given_up}{count} ? ", $o->{given_up}{count} given up" : ''), "\n" if $o;
     print "  WARNING:             $s->{warning}\n" if $s->{warning};
+    print "  forecast:            ", ($_->{alert} ? 'ALERT ' : ''), "$_->{text}\n"
+        for @{ $s->{forecast} // [] };
+    print "  alerts go to:        $s->{alert_target}\n" if $s->{alert_target};
 }
 
 # The OAuth2 targets' health (all, or those named), and any other target whose outbox holds or

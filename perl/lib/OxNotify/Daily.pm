@@ -71,6 +71,7 @@ sub refresh {
     # here too, so a host without the timer still delivers and expires)
     my $flush = $res->{flush} // [];
     push @lines, @{ flush_lines($flush) };
+    push @lines, @{ alert_lines($res->{alerts}) };
     $failed++ if grep { @{ $_->{failed} // [] } || @{ $_->{expired} // [] } } @$flush;
     return { exit_code => $failed ? 1 : 0, lines => \@lines, locked => 0, reports => $res->{reports} };
 }
@@ -88,6 +89,22 @@ sub flush_lines {
         push @lines, ['info', "$t: $r->{delivered} delivered in $r->{sessions} session(s)"] if $r->{delivered};
         push @lines, ['warning', "$t: $r->{remaining} still queued" . ($r->{error} ? " - $r->{error}" : '')]
             if $r->{remaining};
+    }
+    return \@lines;
+}
+
+# One line per alert check that did something: alerts sent through an alert-target, recovery
+# notes, and alerts that could not be sent (tried again by the next run).
+sub alert_lines {
+    my ($reports) = @_;
+    my @lines;
+    for my $a (@{ $reports // [] }) {
+        my $t = "alert about target '$a->{target}' via '$a->{via}'";
+        push @lines, ['notice', "$t: sent (" . join(', ', @{ $a->{alerted} }) . ")"]
+            if @{ $a->{alerted} // [] } && !$a->{error};
+        push @lines, ['notice', "$t: recovery noted (" . join(', ', @{ $a->{recovered} }) . ")"]
+            if @{ $a->{recovered} // [] } && !$a->{error};
+        push @lines, ['err', "$t: NOT sent: $a->{error}"] if $a->{error};
     }
     return \@lines;
 }
@@ -130,6 +147,8 @@ months unused). Produces one line per target, warns when a refresh token is with
 its estimated expiry or needs re-authorization, warns about targets that authenticate without
 TLS from an old config, and continues past failures. Then it flushes the outbox (see
 C<oxnotify outbox>): one line per target that delivered, still holds, or gave up messages.
+Last, targets with an C<alert-target> are checked: one line per alert sent (C<notice>), per
+recovery note (C<notice>) and per alert that could not be sent (C<err>); see C<alert_lines>.
 
 The library never touches the caller's syslog: no C<openlog>, C<closelog> or C<setlogsock>.
 It hands lines to the caller's C<logger> (default: standard error) or returns them.
@@ -161,6 +180,12 @@ message], ...], locked, reports }>; logs nothing.
 C<[[level, message], ...]> describing C<OxNotify::Core::outbox_flush> reports: C<err> for each
 message given up (too old, or refused for good), C<info> for deliveries, C<warning> for what
 is still queued.
+
+=item alert_lines($reports)
+
+C<[[level, message], ...]> describing the daily run's C<alerts> (one report per target whose
+alert check sent an alert or a recovery note through its C<alert-target>): C<notice> for what
+was sent, C<err> for an alert that could not be sent (the next run tries again).
 
 =item run(%opts)
 

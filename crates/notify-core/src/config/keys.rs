@@ -402,6 +402,8 @@ pub static KEYS: &[Key] = &[
     secret!("password", password),
     secret!("oauth2-client-secret", oauth2_client_secret),
     secret!("oauth2-private-key", oauth2_private_key),
+    text!("alert-target", alert_target),
+    text!("oauth2-credential-expires", oauth2_credential_expires),
 ];
 
 /// Parsing and writing a target's sections, derived from [`KEYS`].
@@ -796,6 +798,7 @@ mod tests {
             ("disable", "1"),
             ("allow-insecure-auth", "1"),
             ("transport", "graph"),
+            ("oauth2-credential-expires", "2027-03-01"),
         ];
         for k in KEYS.iter().filter(|k| !k.private()) {
             let v = samples

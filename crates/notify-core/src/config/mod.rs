@@ -200,6 +200,7 @@ impl NotificationConfig {
             return Err(Error::AlreadyExists(target.name.clone()));
         }
         Self::check_new(target, secrets)?;
+        self.check_alert_target(target)?;
         let mut s = Section::new(SMTP_TYPE, &target.name);
         s.set_entries(&target.to_entries());
         self.public.push(s);
@@ -210,6 +211,7 @@ impl NotificationConfig {
     /// Replace target `target.name` (404 if missing); key order and comments are kept.
     pub fn update_smtp_target(&mut self, target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<()> {
         Self::check_new(target, secrets)?;
+        self.check_alert_target(target)?;
         // a section with malformed lines cannot be rewritten without losing them
         for file in [&self.public, &self.private] {
             if let Some(p) = file
@@ -245,6 +247,47 @@ impl NotificationConfig {
         self.public.remove(name);
         self.private.remove(name);
         Ok(())
+    }
+
+    /// The `alert-target` of `target` (to be added or changed) names an existing target or
+    /// `sendmail`, and no loop of targets alerting each other follows from it.
+    fn check_alert_target(&self, target: &SmtpTarget) -> Result<()> {
+        let Some(via) = &target.alert_target else {
+            return Ok(());
+        };
+        if via != validate::ALERT_VIA_SENDMAIL && self.smtp_target_names().iter().all(|n| n != via)
+        {
+            return Err(Error::param(
+                "alert-target",
+                format!("no target '{via}': name an existing target, or 'sendmail'"),
+            ));
+        }
+        validate::alert_loop(&target.name, |n| {
+            if n == target.name {
+                target.alert_target.clone()
+            } else {
+                self.alert_target_of(n)
+            }
+        })
+        .map_err(|m| Error::param("alert-target", m))
+    }
+
+    /// The `alert-target` of target `name` as the file has it (`None`: none, or the target is
+    /// missing or invalid).
+    pub fn alert_target_of(&self, name: &str) -> Option<String> {
+        self.smtp_target(name).ok()?.alert_target
+    }
+
+    /// `Err` (the loop) if the `alert-target`s from `name` on form a loop: a file edited by
+    /// hand is checked again before an alert is sent.
+    pub fn alert_chain(&self, name: &str) -> Result<()> {
+        validate::alert_loop(name, |n| self.alert_target_of(n)).map_err(|m| Error::Config {
+            file: self.public.path.clone(),
+            line: None,
+            section: Some(name.to_string()),
+            key: Some("alert-target".into()),
+            message: m,
+        })
     }
 
     fn check_new(target: &SmtpTarget, secrets: &SmtpSecrets) -> Result<()> {

@@ -313,6 +313,14 @@ pub struct SmtpTarget {
     /// How notifications are handed over (absent: `smtp`); `graph` needs `microsoft-oauth2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,
+    /// Where alerts about this target go: another target's name, or `sendmail` (the host's
+    /// own MTA); never this target itself (see [`crate::alerts`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_target: Option<String>,
+    /// When the app registration's client secret or certificate expires (`YYYY-MM-DD`, as
+    /// the admin copies it from the registration): alerts at 30, 7 and 1 days before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_credential_expires: Option<String>,
 }
 
 /// The local users and groups the token broker (`oxnotify-broker`) serves a target's access
@@ -474,6 +482,9 @@ impl SmtpTarget {
                 ));
             }
         }
+        if let Some(a) = &self.alert_target {
+            validate::alert_target(&self.name, a).map_err(|m| (Some("alert-target"), m))?;
+        }
         let oauth2 = self.auth_method.is_oauth2();
         if let Some(u) = &self.username {
             if oauth2 {
@@ -519,8 +530,12 @@ impl SmtpTarget {
                 "oauth2-device-authorize-url",
                 &self.oauth2_device_authorize_url,
             ),
+            ("oauth2-credential-expires", &self.oauth2_credential_expires),
         ] {
             only_for(key, v.is_some(), oauth2, "an OAuth2 auth-method")?;
+        }
+        if let Some(d) = &self.oauth2_credential_expires {
+            validate::date(d).map_err(|m| (Some("oauth2-credential-expires"), m))?;
         }
         only_for(
             "oauth2-flow",

@@ -202,6 +202,73 @@ pub fn scope(value: &str) -> Result<(), String> {
     }
 }
 
+/// `alert-target` of target `name`: `sendmail` (the host's MTA) or another target's name,
+/// never the target itself (its alerts would go through the channel that fails).
+pub fn alert_target(name: &str, value: &str) -> Result<(), String> {
+    if value == ALERT_VIA_SENDMAIL {
+        return Ok(());
+    }
+    target_name(value).map_err(|m| format!("{m} (or 'sendmail' for the host's own MTA)"))?;
+    if value == name {
+        return Err(format!(
+            "a target cannot alert through itself: name another target, or 'sendmail' for the \
+             host's own MTA (alerts say that '{name}' fails, so they must not need it)"
+        ));
+    }
+    Ok(())
+}
+
+/// The `alert-target` value that sends alerts through the host's own MTA.
+pub const ALERT_VIA_SENDMAIL: &str = "sendmail";
+
+/// Follow the `alert-target`s from target `start` (`next` gives a target's alert target, if
+/// it has one): `Err` naming the loop if the chain comes back to a target it passed (targets
+/// that alert each other would each need the other to say that it fails).
+pub fn alert_loop(start: &str, next: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    let mut chain = vec![start.to_string()];
+    let mut at = start.to_string();
+    while let Some(n) = next(&at).filter(|n| n != ALERT_VIA_SENDMAIL) {
+        let looped = chain.contains(&n);
+        chain.push(n.clone());
+        if looped {
+            return Err(format!(
+                "alert targets form a loop ({}): targets that alert each other cannot report \
+                 one another's failure; end the chain with a target without alert-target, or \
+                 with 'sendmail'",
+                chain.join(" -> ")
+            ));
+        }
+        at = n;
+    }
+    Ok(())
+}
+
+/// A calendar date `YYYY-MM-DD` (as `oauth2-credential-expires` takes it): its day number
+/// since 1970-01-01 (UTC).
+pub fn date(value: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "'{}' is not a date: use YYYY-MM-DD, e.g. 2027-03-01 (the 'Expires' date of the \
+             client secret or certificate in the app registration)",
+            value.escape_debug()
+        )
+    };
+    let mut parts = value.splitn(3, '-');
+    let mut num = |len: usize| {
+        parts
+            .next()
+            .filter(|p| p.len() == len && p.chars().all(|c| c.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(bad)
+    };
+    let (y, m, d) = (num(4)?, num(2)?, num(2)?);
+    let month = time::Month::try_from(u8::try_from(m).map_err(|_| bad())?).map_err(|_| bad())?;
+    let day = u8::try_from(d).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(i32::from(y), month, day).map_err(|_| bad())?;
+    // 2440588 is the Julian day number of 1970-01-01
+    Ok(i64::from(date.to_julian_day()) - 2_440_588)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +325,37 @@ mod tests {
         assert!(email("a@example.com").is_ok());
         assert!(email("a@example.com\r\nBcc: x@y.z").is_err());
         assert!(email("not an address").is_err());
+    }
+
+    #[test]
+    fn dates_and_alert_targets() {
+        assert_eq!(date("1970-01-02"), Ok(1));
+        assert_eq!(date("2027-03-01"), Ok(20_878));
+        for bad in [
+            "2027-02-30",
+            "2027-3-01",
+            "27-03-01",
+            "2027-03-01x",
+            "",
+            "2027-13-01",
+        ] {
+            assert!(date(bad).is_err(), "{bad} accepted");
+        }
+        assert!(alert_target("a", "sendmail").is_ok());
+        assert!(alert_target("a", "b").is_ok());
+        assert!(alert_target("a", "a").is_err());
+        assert!(alert_target("a", "../x").is_err());
+        let chain = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(a, _)| *a == n)
+                    .map(|(_, b)| b.to_string())
+            }
+        };
+        assert!(alert_loop("a", chain(&[("a", "b"), ("b", "sendmail")])).is_ok());
+        assert!(alert_loop("a", chain(&[("a", "b"), ("b", "c")])).is_ok());
+        let e = alert_loop("a", chain(&[("a", "b"), ("b", "c"), ("c", "b")])).unwrap_err();
+        assert!(e.contains("a -> b -> c -> b"), "{e}");
     }
 }

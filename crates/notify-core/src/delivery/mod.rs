@@ -464,7 +464,7 @@ impl<'a> Deliverer<'a> {
             })
             .fates;
         let mut any_sent = false;
-        let results = fates
+        let results: Vec<Result<Delivery>> = fates
             .into_iter()
             .zip(entries.into_iter().zip(messages.iter().zip(&titles)))
             .map(|(fate, (entry, (m, title)))| match fate {
@@ -507,6 +507,9 @@ impl<'a> Deliverer<'a> {
                 }
             })
             .collect();
+        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+            crate::alerts::after_failure(settings, self.http, config, name, Some(e), deadline);
+        }
         // the target works again: send what waited for it, within what is left of this
         // send's deadline (the caller waits for it)
         if any_sent && outbox::has_entries(settings, name) {
@@ -656,6 +659,9 @@ impl<'a> Deliverer<'a> {
         }
         if report.remaining == 0 {
             outbox::remove_dir_if_empty(settings, name);
+        }
+        if report.error.is_some() || !report.failed.is_empty() || !report.expired.is_empty() {
+            crate::alerts::after_failure(settings, self.http, config, name, None, deadline);
         }
         report
     }

@@ -133,6 +133,13 @@ my %SMTP = (
     'oauth2-device-authorize-url' => _s('device-code: device authorization endpoint (generic '
             . 'provider, or override).',
         maxLength => 2048),
+    'alert-target' => _s('Where alerts about this target go when it fails or is about to: another '
+            . 'target\'s name, or sendmail (the host\'s own MTA); never the target itself, and no loop '
+            . 'of targets alerting each other.',
+        pattern => '^(?:sendmail|[A-Za-z][A-Za-z0-9._-]{0,63})$'),
+    'oauth2-credential-expires' => _s('When the client secret or certificate expires (YYYY-MM-DD, '
+            . 'as the app registration shows it): alerts 30, 7 and 1 day(s) before.',
+        pattern => '^\d{4}-\d{2}-\d{2}$'),
     'oauth2-private-key' => _s('RSA private key (PEM) or a service account\'s JSON key file '
             . '(private file, never returned).',
         maxLength => 16384),
@@ -179,6 +186,22 @@ my $ORIGIN = {
     description => 'Show if this entry was created by a user or was built-in',
 };
 
+# What is coming or wrong for a target (the same list in the status, the list and alerts).
+my $FORECAST = {
+    type => 'array',
+    optional => 1,
+    description => 'What is coming or wrong, each with a ready sentence; `alert` marks what '
+        . 'the alert-target is told about.',
+    items => _object(
+        kind => _s('What it is about.', enum => [qw(needs-reauthorization needs-admin-fix
+            refresh-token-expires google-testing-limit refresh-stalled credential-expires
+            outbox-waiting messages-given-up)]),
+        days_left => _int('Whole days until it happens (0 or less: it has), where known.'),
+        text => { type => 'string', description => 'One sentence: what, when, what to do.' },
+        alert => { type => 'boolean', description => 'A problem to alert about now.' },
+    ),
+};
+
 # What a GET answers per target: the public keys (never a secret) and what oxnotify adds.
 sub _view {
     my %secret = map { $_ => 1 } secret_keys();
@@ -192,6 +215,7 @@ sub _view {
             . 'existing target).'),
         'outbox-queued' => _int('Notifications waiting in the outbox.'),
         'outbox-oldest-age' => _int('Seconds the oldest waiting notification has waited.'),
+        forecast => $FORECAST,
         error => _s('Why this section of the config file is invalid (then only name, type, '
             . 'digest are set).'),
     );
@@ -241,6 +265,8 @@ my $STATUS = _object(
     last_refresh_by => _s('Node that made the last refresh (cluster store).'),
     store_writable => _bool('Cluster store: the shared file system takes writes (false: no '
         . 'quorum?).'),
+    forecast => $FORECAST,
+    alert_target => _s('Where alerts about this target go (alert-target), if set.'),
 );
 
 # JSON booleans as PVE answers them (0/1), so CLI output and result verification agree.
