@@ -28,6 +28,9 @@ bench: deps
 	cargo build --release -p notify-broker
 	scripts/run-with-rig.sh perl perl/bench/broker.pl
 	scripts/run-with-rig.sh cargo bench -p notify-core --bench cluster
+	# one send against a minimal client, whole processes, a burst, memory (release builds)
+	cargo build --release -p notify-perl -p notify-cli
+	scripts/run-with-rig.sh env OXNOTIFY_CLI=$(CURDIR)/target/release/oxnotify perl perl/bench/fastpath.pl
 
 clean:
 	cargo clean

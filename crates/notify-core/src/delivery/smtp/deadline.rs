@@ -24,11 +24,7 @@ pub(super) enum Cut {
 /// Run `session` to its end or until `deadline`, whichever comes first. Call it from a
 /// blocking thread (an async caller: from `spawn_blocking`), like every blocking client.
 pub(super) fn run<F: Future<Output = ()>>(deadline: Instant, session: F) -> Result<(), Cut> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(Cut::Runtime)?;
+    let rt = runtime().map_err(Cut::Runtime)?;
     // the timer is made inside the runtime: it needs the runtime's clock
     rt.block_on(async { tokio::time::timeout_at(deadline.into(), session).await })
         .map_err(|_| Cut::Expired)
@@ -44,4 +40,12 @@ pub(super) fn resolve(server: (&str, u16)) -> io::Result<Vec<SocketAddr>> {
         ));
     }
     Ok(addrs)
+}
+
+/// The single-threaded runtime a session runs in (its sockets and timers; no threads).
+pub(super) fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
 }

@@ -193,24 +193,12 @@ pub fn deliver_batch(
 ) -> Batch {
     let redactor = redactor_for(credential);
     let server = (target.server.as_str(), target.effective_port());
-    let cannot_connect = |e: &dyn fmt::Display| Error::Smtp {
-        target: target.name.clone(),
-        step: SmtpStep::Connect,
-        message: format!(
-            "cannot connect to {}:{}: {}",
-            server.0,
-            server.1,
-            redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
-        ),
-        code: None,
-        transient: true,
-    };
     let addrs = match deadline::resolve(server) {
         Ok(a) => a,
         Err(e) => {
             return Batch {
                 done: Vec::new(),
-                stopped: Some(cannot_connect(&e)),
+                stopped: Some(cannot_connect(target, &e)),
             }
         }
     };
@@ -230,16 +218,9 @@ pub fn deliver_batch(
         Ok(()) => {}
         Err(deadline::Cut::Expired) => {
             expired = true;
-            // the step it was in; `explain` words it as a deadline cut
-            batch.stopped = Some(Error::Smtp {
-                target: target.name.clone(),
-                step: s.step.get(),
-                message: String::new(),
-                code: None,
-                transient: true,
-            });
+            batch.stopped = Some(expired_in(target, s.step.get()));
         }
-        Err(deadline::Cut::Runtime(e)) => batch.stopped = Some(cannot_connect(&e)),
+        Err(deadline::Cut::Runtime(e)) => batch.stopped = Some(cannot_connect(target, &e)),
     }
     let fix = |e: Error| explain(e, target, &redactor, expired, settings);
     batch.done = std::mem::take(&mut batch.done)
@@ -270,6 +251,34 @@ fn tcp_failure(e: &lettre::transport::smtp::Error) -> Option<String> {
         src = s.source();
     }
     None
+}
+
+/// The session to `target` could not start: the server's name does not resolve, or no
+/// runtime for the session (out of file descriptors, say).
+fn cannot_connect(target: &SmtpTarget, e: &dyn fmt::Display) -> Error {
+    Error::Smtp {
+        target: target.name.clone(),
+        step: SmtpStep::Connect,
+        message: format!(
+            "cannot connect to {}:{}: {}",
+            target.server,
+            target.effective_port(),
+            redact::one_line(&e.to_string(), redact::MAX_PEER_TEXT)
+        ),
+        code: None,
+        transient: true,
+    }
+}
+
+/// The deadline cut the session in `step`; [`explain`] words it as such.
+fn expired_in(target: &SmtpTarget, step: SmtpStep) -> Error {
+    Error::Smtp {
+        target: target.name.clone(),
+        step,
+        message: String::new(),
+        code: None,
+        transient: true,
+    }
 }
 
 /// Everything that could echo a credential back to us.
