@@ -498,17 +498,7 @@ mod tests {
 
     #[test]
     fn the_warning_of_a_state_bound_elsewhere_is_one_readable_sentence() {
-        let target = SmtpTarget {
-            auth_method: AuthMethod::MicrosoftOAuth2,
-            oauth2_client_id: Some("cid".into()),
-            oauth2_tenant_id: Some("contoso.com".into()),
-            ..SmtpTarget::new(
-                "t",
-                "smtp.example.com",
-                "a@example.com",
-                vec!["b@example.com".into()],
-            )
-        };
+        let target = microsoft();
         let mut state = OAuth2State::authorized(Secret::new("rt"));
         state.registration_binding = Some("another registration".into());
         state.delivery_binding = Some("another destination".into());

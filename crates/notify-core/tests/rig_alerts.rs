@@ -15,6 +15,14 @@ use std::path::Path;
 use std::time::Duration;
 
 /// `text` with quoted-printable soft line breaks and `=XX` escapes undone.
+/// One daily run (what the timer starts), which must succeed.
+fn daily(env: &Env) -> notify_core::DailyRun {
+    env.notifier
+        .refresh()
+        .daily(Duration::from_secs(30))
+        .unwrap()
+}
+
 fn unquote(text: &str) -> String {
     let joined = text.replace("=\r\n", "").replace("=\n", "");
     let mut out = Vec::new();
@@ -196,31 +204,18 @@ fn a_broken_target_alerts_once_a_day_through_its_alert_target_and_its_recovery_o
 
     // the next day: one more
     a_day_passes(&env, &name);
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    daily(&env);
+    daily(&env);
     assert_eq!(mails(&rig.maildir, &subject).len(), 2);
 
     // fixed: one recovery note, however often the job runs
     env.authorize(&rig, &t, &s, "erin-alert@example.test");
-    let fixed = env
-        .notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    let fixed = daily(&env);
     assert_eq!(
         fixed.alerts[0].recovered,
         [ForecastKind::NeedsReauthorization]
     );
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    daily(&env);
     let notes = mails(
         &rig.maildir,
         &format!("oxnotify: target '{name}' works again"),
@@ -266,26 +261,16 @@ fn a_client_secret_near_its_expiry_alerts_through_the_hosts_sendmail_once_per_st
     let subject = format!("oxnotify alert: target '{name}'");
 
     // 20 days left: the 30-day stage, once (also a day later: stages are not daily)
-    let run = env
-        .notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    let run = daily(&env);
     assert_eq!(
         run.alerts[0].alerted,
         [ForecastKind::CredentialExpires],
         "{run:?}"
     );
     assert_eq!(run.alerts[0].error, None);
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    daily(&env);
     a_day_passes(&env, &name);
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    daily(&env);
     let first = mails(&pf_maildir, &subject);
     assert_eq!(first.len(), 1);
     assert!(
@@ -315,14 +300,8 @@ fn a_client_secret_near_its_expiry_alerts_through_the_hosts_sendmail_once_per_st
     // 5 days left: the 7-day stage
     t.oauth2_credential_expires = Some(date_in(5));
     update(&env, &t).unwrap();
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    daily(&env);
+    daily(&env);
     let second = mails(&pf_maildir, &subject);
     assert_eq!(second.len(), 2);
     assert!(second.iter().any(|m| m.contains("expires in 5 day(s)")));
@@ -330,14 +309,8 @@ fn a_client_secret_near_its_expiry_alerts_through_the_hosts_sendmail_once_per_st
     // a new secret with a new date: one recovery note
     t.oauth2_credential_expires = Some(date_in(700));
     update(&env, &t).unwrap();
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
-    env.notifier
-        .refresh()
-        .daily(Duration::from_secs(30))
-        .unwrap();
+    daily(&env);
+    daily(&env);
     let notes = mails(
         &pf_maildir,
         &format!("oxnotify: target '{name}' works again"),
