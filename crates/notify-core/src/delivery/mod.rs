@@ -12,6 +12,7 @@
 //! atomically.
 
 pub mod outbox;
+pub mod relay;
 pub mod slots;
 pub mod smtp;
 

@@ -15,6 +15,7 @@
 
 mod deadline;
 mod replies;
+pub mod stream;
 
 use crate::config::smtp::{SmtpMode, SmtpTarget};
 use crate::error::{Error, Result, SmtpStep};
