@@ -72,7 +72,9 @@ pub fn route(
             target.from_address
         ))
     })?;
-    let body = if relay.rewrites_from(&name) {
+    let own = header_from(&body)
+        .is_some_and(|f| address_of(&f).eq_ignore_ascii_case(&target.from_address));
+    let body = if relay.rewrites_from(&name) && !own {
         rewrite_from(&body, &target.from_address)
     } else {
         body
@@ -85,6 +87,34 @@ pub fn route(
             body,
         },
     })
+}
+
+/// The value of the header From, unfolded.
+fn header_from(body: &[u8]) -> Option<String> {
+    let head = &body[..header_end(body)];
+    let text = String::from_utf8_lossy(head);
+    let mut value: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        match &mut value {
+            Some(v) if line.starts_with([' ', '\t']) => v.push_str(line),
+            Some(_) => break,
+            None => {
+                if line.len() > 5 && line[..5].eq_ignore_ascii_case("from:") {
+                    value = Some(line[5..].to_string());
+                }
+            }
+        }
+    }
+    value.map(|v| v.trim().to_string())
+}
+
+/// The address in a From value: inside `<>` if there are any, else the whole value.
+fn address_of(value: &str) -> &str {
+    match (value.rfind('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.trim(),
+    }
 }
 
 /// `body` with its header From replaced by `from`; the old From becomes the Reply-To if the
@@ -148,7 +178,18 @@ fn header_end(body: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::rewrite_from;
+    use super::{address_of, header_from, rewrite_from};
+
+    #[test]
+    fn the_from_address_is_found_in_folded_and_bare_forms() {
+        let m = b"To: x\r\nFrom: \"A\r\n B\" <a@b.c>\r\n\r\nFrom: no";
+        assert_eq!(address_of(&header_from(m).unwrap()), "a@b.c");
+        assert_eq!(
+            address_of(&header_from(b"From: a@b.c\n\nx").unwrap()),
+            "a@b.c"
+        );
+        assert_eq!(header_from(b"To: x\r\n\r\nFrom: a@b"), None);
+    }
 
     #[test]
     fn from_is_replaced_and_kept_as_reply_to() {

@@ -58,6 +58,8 @@ struct RelayHandler<'a> {
     too_big: bool,
     /// Set by the driver to end a failed DATA inside mailin (see [`serve`]).
     resetting: Rc<Cell<bool>>,
+    /// Set by the driver to restore the login after RSET inside mailin (see [`serve`]).
+    reauthing: Rc<Cell<bool>>,
 }
 
 impl RelayHandler<'_> {
@@ -90,6 +92,7 @@ impl RelayHandler<'_> {
             }
         };
         let target = routed.target.clone();
+        let started = std::time::Instant::now();
         let result = self
             .shared
             .pool
@@ -106,8 +109,9 @@ impl RelayHandler<'_> {
             Err(e) => refusal(e),
         };
         log(&format!(
-            "from {who} via target '{target}' ({} recipient(s), {size} bytes): {}",
+            "from {who} via target '{target}' ({} recipient(s), {size} bytes, {} ms): {}",
             recipients.len(),
+            started.elapsed().as_millis(),
             String::from_utf8_lossy(&response.buffer().unwrap_or_default()).trim_end()
         ));
         response
@@ -182,6 +186,9 @@ impl Handler for RelayHandler<'_> {
     }
 
     fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {
+        if self.reauthing.get() {
+            return Response::custom(235, "restored".into());
+        }
         if self.shared.relay.admits(user, password) {
             Response::custom(235, "2.7.0 Authentication successful".into())
         } else {
@@ -209,6 +216,7 @@ pub fn serve(stream: TcpStream, shared: &Shared) {
     let mut out = stream;
     let mut input = BufReader::new(read_half);
     let resetting = Rc::new(Cell::new(false));
+    let reauthing = Rc::new(Cell::new(false));
     let handler = RelayHandler {
         shared,
         peer,
@@ -217,6 +225,7 @@ pub fn serve(stream: TcpStream, shared: &Shared) {
         body: Vec::new(),
         too_big: false,
         resetting: resetting.clone(),
+        reauthing: reauthing.clone(),
     };
     let mut builder = SessionBuilder::new(shared.hostname.clone());
     builder
@@ -228,6 +237,7 @@ pub fn serve(stream: TcpStream, shared: &Shared) {
         return;
     }
     let mut in_data = false;
+    let mut authenticated = false;
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
@@ -247,7 +257,19 @@ pub fn serve(stream: TcpStream, shared: &Shared) {
             null_sender(&mut line);
         }
         let ending_data = in_data && line == b".\r\n";
+        let rset = !in_data && line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"RSET");
         let response = session.process(&line);
+        if response.code == 235 {
+            authenticated = true;
+        }
+        if rset && authenticated && !response.is_error {
+            // mailin forgets the login on RSET (it goes back to "AUTH required"), while RFC
+            // 5321 keeps it, and Postfix sends RSET before it reuses a cached connection:
+            // restore the login inside mailin (our handler accepts it without a password)
+            reauthing.set(true);
+            let _ = session.process(b"AUTH PLAIN AHJlbGF5AHJlbGF5\r\n");
+            reauthing.set(false);
+        }
         if response.code == 354 {
             in_data = true;
         }
