@@ -66,19 +66,35 @@ my $rt_main = authorize('relay-main', $alice);
 my $rt_pf = authorize('relay-pf', $bob, port => $r->{pf_starttls_port});
 ok($rt_main && $rt_pf, 'two targets authorized at the rig');
 
-# ---- the relay ----
-my $password = unpack('H*', join('', map { chr(int(rand(256))) } 1 .. 24));
+# ---- the host's Postfix, pointed at the relay by `oxnotify relay setup-postfix` ----
 my $port = free_port();
 my $conf = "$dir/relay.conf";
+$ENV{OXNOTIFY_RELAY_CONF} = $conf;
+my $pf = "$dir/pf";
+sub pf { system('scripts/rig/host-postfix.sh', @_) == 0 or die "host-postfix.sh @_ failed\n" }
 {
-    open(my $fh, '>', $conf) or die $!;
-    print $fh "listen = 127.0.0.1:$port\ndefault-target = relay-main\nrewrite-from = relay-main\n",
-        "client-user = postfix\nclient-password-sha256 = ", Digest::SHA::sha256_hex($password), "\n";
-    close($fh);
-    chmod(0600, $conf);
+    local $ENV{HOLD} = 1;
+    local $ENV{SETUP_BY_CLI} = 1;
+    pf('start', $pf, $port, 'postfix');
 }
 my $relay_log = "$dir/relay.log";
-my $relay_pid;
+my ($relay_pid, @dovecot_restart);
+$SIG{TERM} = $SIG{INT} = sub { exit 1 };    # run END: nothing of this test stays behind
+END {
+    system("cp -r $dir/pf/postfix.log $relay_log $ENV{OXNOTIFY_RELAY_TEST_KEEP}/") if $ENV{OXNOTIFY_RELAY_TEST_KEEP};
+    system('scripts/rig/host-postfix.sh', 'stop', $pf) if $pf;
+    kill('TERM', $relay_pid) if $relay_pid;
+    system(@dovecot_restart) if @dovecot_restart;    # never leave the rig's Dovecot down
+}
+my $setup = `$^X bin/oxnotify relay setup-postfix --postfix-config $pf --port $port --default-target relay-main --rewrite-from relay-main 2>&1`;
+is($?, 0, 'oxnotify relay setup-postfix') or diag $setup;
+is(`postconf -c $pf -h relayhost`, "[127.0.0.1]:$port\n", '... sets relayhost');
+my ($password) = slurp("$pf/sasl_passwd_oxnotify_relay") =~ /postfix:(\S+)/;
+ok($password && (stat($conf))[2] % 512 == 0600 && (stat("$pf/sasl_passwd_oxnotify_relay.db"))[2] % 512 == 0600,
+    '... with a random client credential in root-only files');
+unlike(slurp($conf), qr/\Q$password\E/, 'relay.conf keeps only the credential\'s hash');
+
+# ---- the relay ----
 sub start_relay {
     $relay_pid = fork() // die "fork: $!";
     if (!$relay_pid) {
@@ -93,22 +109,6 @@ sub start_relay {
     die "relay did not start: " . slurp($relay_log);
 }
 start_relay();
-
-# ---- the host's Postfix ----
-my $pf = "$dir/pf";
-$ENV{SASL_PASSWORD} = $password;    # host-postfix.sh writes it into the instance's password map
-sub pf { system('scripts/rig/host-postfix.sh', @_) == 0 or die "host-postfix.sh @_ failed\n" }
-{
-    local $ENV{HOLD} = 1;
-    pf('start', $pf, $port, 'postfix');
-}
-my @dovecot_restart;
-END {
-    system("cp -r $dir/pf/postfix.log $relay_log $ENV{OXNOTIFY_RELAY_TEST_KEEP}/") if $ENV{OXNOTIFY_RELAY_TEST_KEEP};
-    system('scripts/rig/host-postfix.sh', 'stop', $pf) if $pf;
-    kill('TERM', $relay_pid) if $relay_pid;
-    system(@dovecot_restart) if @dovecot_restart;    # never leave the rig's Dovecot down
-}
 $ENV{MAIL_CONFIG} = $pf;
 
 sub sendmail_t {
@@ -160,8 +160,7 @@ like($m, qr/^X-MailFrom: \Q$alice\E\r?$/m, 'cron mail: the upstream envelope sen
 like(slurp($relay_log), qr/via target 'relay-main'/, 'the relay logs the target it used');
 
 # ---- 2. 100 messages queued at once: exactly once, few sessions, no token request ----
-pf('stop', $pf);
-{ local $ENV{HOLD} = 1; pf('start', $pf, $port, 'postfix'); }
+pf('hold', $pf);
 my $burst = uniq('burst');
 for my $i (1 .. 100) {
     sendmail_t("root", 'ops@example.test', "$burst #$i");
@@ -204,8 +203,7 @@ Time::HiRes::sleep(1);
 is(scalar(grep { $_ != 1 } values %{ delivered($outage) }), 0, 'none twice');
 
 # ---- 4. an expired access token in the middle of a queue run: one refresh, grant kept ----
-pf('stop', $pf);
-{ local $ENV{HOLD} = 1; pf('start', $pf, $port, 'postfix'); }
+pf('hold', $pf);
 my $expired = uniq('expired');
 sendmail_t("root", 'ops@example.test', "$expired #$_") for 1 .. 30;
 wait_until(20, sub { queued() == 30 });
@@ -267,5 +265,11 @@ my $tokens = join('|', map { quotemeta } grep { $_ && length > 8 } (
     $rt_main, $rt_pf, $password, state_of('relay-main')->{access_token}, state_of('relay-pf')->{access_token},
     state_of('relay-main')->{refresh_token}));
 unlike($all, qr/$tokens/, 'no token or password in the relay\'s log, Postfix\'s log or the bounce');
+
+# ---- undo ----
+my $undo = `$^X bin/oxnotify relay undo-postfix --postfix-config $pf 2>&1`;
+is($?, 0, 'oxnotify relay undo-postfix') or diag $undo;
+is(`postconf -c $pf -n relayhost smtp_sasl_password_maps smtp_sasl_auth_enable`, '', '... removes the relay lines');
+ok(!-e "$pf/sasl_passwd_oxnotify_relay" && !-e "$pf/sasl_passwd_oxnotify_relay.db", '... and the password map');
 
 done_testing();

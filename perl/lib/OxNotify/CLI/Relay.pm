@@ -95,7 +95,7 @@ sub setup_postfix {
         _write_private($f{saved}, $saved);
     }
     _write_private($f{map}, "[127.0.0.1]:$port postfix:$password\n");
-    system('postmap', "hash:$f{map}") == 0 or _die("postmap hash:$f{map} failed", 500);
+    system('postmap', '-c', $f{pfdir}, "hash:$f{map}") == 0 or _die("postmap hash:$f{map} failed", 500);
     chmod(0600, "$f{map}.db");
     _postconf($f{pfdir}, '-e',
         "relayhost = [127.0.0.1]:$port",
