@@ -86,11 +86,8 @@ impl<'a> OpenSession<'a> {
     pub fn send(&mut self, message: &Outgoing) -> Result<()> {
         let r = transfer(&mut self.conn, self.target, message);
         if let Err(e) = &r {
-            if e.is_transient() {
-                self.broken = true;
-            } else if self.conn.command(Rset).is_err() {
-                self.broken = true;
-            }
+            // a transient failure ends the session; a permanent one ends only the transaction
+            self.broken = e.is_transient() || self.conn.command(Rset).is_err();
         }
         r.map_err(|e| {
             explain(
