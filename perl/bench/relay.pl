@@ -105,16 +105,26 @@ sub run_case {
     my ($g0, $l0) = (grants(), logins());
     my $t0 = Time::HiRes::time();
     system('scripts/rig/host-postfix.sh', 'release', $pf) == 0 or die "release\n";
-    my $done = wait_until(180, sub { keys(%{ delivered($tag) }) >= $N });
+    my $done = wait_until(120, sub { keys(%{ delivered($tag) }) >= $N });
     my $secs = Time::HiRes::time() - $t0;
     Time::HiRes::sleep(2);    # late duplicates
     my $d = delivered($tag);
     my $dups = 0;
     $dups += $_ - 1 for values %$d;
+    my $queued = () = `postqueue -c $pf -j` =~ /^\{/mg;
+    my $log = slurp("$pf/postfix.log");
+    my $bounced = () = $log =~ /status=bounced/g;
+    my ($why) = $log =~ /status=deferred \((?!deferred transport)(.{0,160})/;
     my $row = { label => $label, secs => $secs, rate => ($done ? $N / $secs : 0), tokens => grants() - $g0,
-        sessions => logins() - $l0, lost => $N - keys(%$d), dups => $dups, complete => $done };
-    printf "%-34s %7.2f s %7.1f msg/s  token requests %d  upstream sessions %d  lost %d  duplicated %d%s\n",
-        @$row{qw(label secs rate tokens sessions lost dups)}, $done ? '' : '  (TIMED OUT)';
+        sessions => logins() - $l0, delivered => scalar(keys %$d), queued => $queued, bounced => $bounced,
+        dups => $dups, complete => $done };
+    printf "%-40s %7.2f s %6.1f msg/s  token requests %d  upstream sessions %d  delivered %d  still queued %d  bounced %d  duplicated %d%s\n",
+        @$row{qw(label secs rate tokens sessions delivered queued bounced dups)}, $done ? '' : '  (not all delivered in time)';
+    print "    a deferral: $why\n" if $why;
+    if (!$done) {
+        my ($reason) = `postqueue -c $pf -p` =~ /^\s+\((.{0,200})/m;
+        print "    still queued because: ", $reason // '?', "\n";
+    }
     system('scripts/rig/host-postfix.sh', 'stop', $pf);
     return $row;
 }
