@@ -6,7 +6,7 @@
 //! (Real Postfix and real upstream servers: perl/t/86-relay.t.)
 
 use notify_core::config::ConfigLock;
-use notify_core::delivery::relay::RelayPool;
+use notify_core::delivery::relay::{RelayMode, RelayPool};
 use notify_core::oauth2::UreqClient;
 use notify_core::{NotificationConfig, Settings, SmtpSecrets, SmtpTarget};
 use notify_relay::config::{hex, RelayConfig};
@@ -52,6 +52,10 @@ impl Client {
 }
 
 fn start(max_size: usize) -> (tempfile::TempDir, u16) {
+    start_with(max_size, RelayMode::Upstream)
+}
+
+fn start_with(max_size: usize, accept: RelayMode) -> (tempfile::TempDir, u16) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
     settings.delivery_deadline = Duration::from_secs(5);
@@ -80,6 +84,7 @@ fn start(max_size: usize) -> (tempfile::TempDir, u16) {
     let relay = RelayConfig {
         default_target: Some("down".into()),
         max_message_size: max_size,
+        accept,
         client_password_sha256: Some(hex(&sha2::Sha256::digest(b"pw-123"))),
         ..RelayConfig::default()
     };
@@ -160,4 +165,26 @@ fn a_message_over_the_size_limit_is_552_and_the_session_goes_on() {
     let r = c.message("root@host.test", &big);
     assert!(r.starts_with("552 5.3.4"), "{r}");
     assert!(c.say("MAIL FROM:<root@host.test>").starts_with("250"));
+}
+
+#[test]
+fn in_outbox_mode_250_means_durably_in_the_outbox() {
+    let (dir, port) = start_with(1 << 20, RelayMode::Outbox);
+    let mut c = connect(port);
+    assert!(c
+        .say(&format!("AUTH PLAIN {}", plain("pw-123")))
+        .starts_with("235"));
+    // upstream down, but the outbox took it: accepted
+    let r = c.message("root@host.test", "Subject: kept\r\n\r\nbody");
+    assert!(
+        r.starts_with("250 2.0.0 queued in the outbox of target 'down'"),
+        "{r}"
+    );
+    let settings = Settings::with_dirs(dir.path().join("etc"), dir.path().join("var"));
+    // the immediate flush fails (upstream down) and leaves it there, titled by its Subject
+    std::thread::sleep(Duration::from_millis(500));
+    let (entries, _) = notify_core::delivery::outbox::entries(&settings, "down").unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].title, "kept");
+    assert!(entries[0].outgoing().unwrap().body.ends_with(b"body\r\n"));
 }
