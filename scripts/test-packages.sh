@@ -61,7 +61,10 @@ installed=1
 [ -f /lib/systemd/system/oxnotify-broker.socket ] && [ -f /lib/systemd/system/oxnotify-broker.service ] \
   && [ ! -e /etc/systemd/system/sockets.target.wants/oxnotify-broker.socket ] \
   && ok "oxnotify-broker socket and service installed, not enabled" || fail "broker units"
-for u in oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker; do
+[ -f /lib/systemd/system/oxnotify-relay.socket ] && [ -f /lib/systemd/system/oxnotify-relay.service ] \
+  && [ ! -e /etc/systemd/system/sockets.target.wants/oxnotify-relay.socket ] && [ -x /usr/lib/oxnotify/oxnotify-relay ] \
+  && ok "oxnotify-relay socket and service installed, not enabled" || fail "relay units"
+for u in oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker oxnotify-relay; do
   score=$(systemd-analyze security --offline=yes /lib/systemd/system/$u.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
   awk -v s="${score:-99}" 'BEGIN { exit !(s <= 4.5) }' && ok "installed $u.service: exposure $score (<= 4.5)" || fail "$u.service exposure ${score:-?}"
 done

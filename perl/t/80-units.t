@@ -9,9 +9,9 @@ use RigTest;
 my $analyze = '/usr/bin/systemd-analyze';
 need(-x $analyze, "needs $analyze (package systemd)");
 
-# the broker only writes the state (refreshed tokens)
-my %writes = ('oxnotify-broker' => '/var/lib/oxnotify');
-for my $unit (qw(oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker)) {
+# the broker and the relay only write the state (refreshed tokens; the relay also slots and outbox)
+my %writes = ('oxnotify-broker' => '/var/lib/oxnotify', 'oxnotify-relay' => '/var/lib/oxnotify');
+for my $unit (qw(oxnotify-daily oxnotify-outbox oxnotify-server oxnotify-broker oxnotify-relay)) {
     my $file = "debian/oxnotify.$unit.service";
     my $out = `$analyze security --offline=yes $file 2>&1`;
     my ($score) = $out =~ /Overall exposure level for \S+: (\d+(?:\.\d+)?)/;

@@ -5,7 +5,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in dovecot-core dovecot-submissiond ${RIG_WITH_POSTFIX:+postfix} openssl curl; do
+# libsasl2-modules: PLAIN for the SASL client of the host-MTA Postfix in perl/t/86-relay.t (a
+# Recommends of postfix, which --no-install-recommends leaves out)
+for p in dovecot-core dovecot-submissiond ${RIG_WITH_POSTFIX:+postfix libsasl2-modules} openssl curl; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

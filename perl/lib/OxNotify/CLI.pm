@@ -10,6 +10,7 @@ use Scalar::Util ();
 use OxNotify::API2::Notifications;
 use OxNotify::API2::Schema;
 use OxNotify::CLI::Loopback;
+use OxNotify::CLI::Relay;
 use OxNotify::Core;
 use OxNotify::Daily;
 
@@ -36,6 +37,7 @@ my $EX_TEMPFAIL = 75;
 #           see _batch_exit); without it the exit code is 0
 #   help    the text of `oxnotify help COMMAND` (the first line goes into the usage)
 my %COMMANDS = (
+    OxNotify::CLI::Relay::commands(),
     'target list' => {
         method => 'get_smtp_endpoints',
         print => \&_print_targets,
@@ -563,7 +565,7 @@ sub run {
         print($cmd ? $cmd->{help} : usage() . "\n");
         return 0;
     }
-    $name .= ' ' . shift(@args) if ($name eq 'target' || $name eq 'outbox') && @args;
+    $name .= ' ' . shift(@args) if $name =~ /^(?:target|outbox|relay)$/ && @args;
     my $cmd = $COMMANDS{$name};
     if (!$cmd) { print STDERR "unknown command '$name'\n" . usage(); return 2 }
     if (grep { $_ eq '--help' || $_ eq '-h' } @args) { print $cmd->{help}; return 0 }

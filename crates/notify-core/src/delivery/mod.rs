@@ -13,6 +13,7 @@
 
 pub mod graph;
 pub mod outbox;
+pub mod relay;
 pub mod slots;
 pub mod smtp;
 

@@ -15,6 +15,7 @@
 
 mod deadline;
 mod replies;
+pub mod stream;
 mod tls;
 
 use crate::config::smtp::{SmtpMode, SmtpTarget};
