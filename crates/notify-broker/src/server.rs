@@ -555,20 +555,27 @@ impl Drop for Finished {
     }
 }
 
-/// The listening socket systemd passed (socket activation: `LISTEN_PID` is us,
-/// `LISTEN_FDS` >= 1, the socket is fd 3), if any.
-pub fn listener_from_systemd() -> Option<UnixListener> {
+/// The first socket systemd passed to this process (socket activation: `LISTEN_PID` is us,
+/// `LISTEN_FDS` >= 1, the socket is fd 3, sd_listen_fds(3)), if any. The variables are
+/// cleared, so children do not take it too. Shared by the broker and the relay.
+pub fn systemd_socket_fd() -> Option<std::os::fd::RawFd> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
     if pid != std::process::id() || fds < 1 {
         return None;
     }
-    // not for our children
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
-    // SAFETY: systemd hands fd 3 to this process as a listening socket (sd_listen_fds(3)).
-    Some(unsafe { UnixListener::from_raw_fd(3) })
+    Some(3)
+}
+
+/// The listening socket systemd passed, if any ([`systemd_socket_fd`]).
+pub fn listener_from_systemd() -> Option<UnixListener> {
+    let fd = systemd_socket_fd()?;
+    // SAFETY: systemd hands this fd to this process as a listening UNIX socket (the unit's
+    // ListenStream is a path).
+    Some(unsafe { UnixListener::from_raw_fd(fd) })
 }
 
 /// Bind `path` (a stale socket file there is replaced) for standalone use. The socket is

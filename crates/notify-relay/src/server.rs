@@ -9,18 +9,12 @@ use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The listening socket systemd passed (`LISTEN_FDS`, fd 3), if any.
+/// The listening socket systemd passed, if any (the broker's one copy of that check).
 pub fn listener_from_systemd() -> Option<TcpListener> {
-    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
-    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    if pid != std::process::id() || fds < 1 {
-        return None;
-    }
-    std::env::remove_var("LISTEN_PID");
-    std::env::remove_var("LISTEN_FDS");
-    std::env::remove_var("LISTEN_FDNAMES");
-    // SAFETY: systemd hands fd 3 to this process as a listening socket (sd_listen_fds(3)).
-    Some(unsafe { TcpListener::from_raw_fd(3) })
+    let fd = notify_broker::server::systemd_socket_fd()?;
+    // SAFETY: systemd hands this fd to this process as a listening TCP socket (the unit's
+    // ListenStream is a loopback address).
+    Some(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
 /// Serve clients on `listener` forever.
