@@ -23,7 +23,7 @@ use crate::config::smtp::SmtpTarget;
 use crate::config::validate::ALERT_VIA_SENDMAIL;
 use crate::config::NotificationConfig;
 use crate::delivery::outbox::{self, OutboxStatus};
-use crate::delivery::{Deliverer, Delivery};
+use crate::delivery::{Deliverer, Delivery, FailureWatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::notification::{Notification, Severity};
 use crate::oauth2::TokenHttpClient;
@@ -126,6 +126,27 @@ pub fn after_failure(
     let target = config.smtp_target(name).ok()?;
     target.alert_target.as_ref()?;
     Alerter::new(settings, http).check(config, &target, error, deadline)
+}
+
+/// Alerts after a failed send or flush: the [`FailureWatch`] the notifier gives its
+/// deliverers ([`after_failure`] for each failure).
+pub struct AlertOnFailure;
+
+/// The one instance (it holds nothing).
+pub static ALERT_ON_FAILURE: AlertOnFailure = AlertOnFailure;
+
+impl FailureWatch for AlertOnFailure {
+    fn failed(
+        &self,
+        settings: &Settings,
+        http: &dyn TokenHttpClient,
+        config: &NotificationConfig,
+        name: &str,
+        error: Option<&Error>,
+        deadline: Instant,
+    ) {
+        after_failure(settings, http, config, name, error, deadline);
+    }
 }
 
 impl<'a> Alerter<'a> {

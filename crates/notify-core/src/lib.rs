@@ -44,7 +44,7 @@ pub use authorization::{Authorizer, CodeExchange};
 pub use config::smtp::{AuthMethod, SmtpMode, SmtpSecrets, SmtpTarget};
 pub use config::NotificationConfig;
 pub use context::Context;
-pub use delivery::{Deliverer, Delivery, FlushReport, SendReport, Verification};
+pub use delivery::{Deliverer, Delivery, FailureWatch, FlushReport, SendReport, Verification};
 pub use error::{Error, ErrorKind, GraphProblem, Result, SmtpStep, TokenProblem};
 pub use notification::{Notification, Severity};
 pub use refresh::{DailyRun, RefreshOutcome, RefreshReport, Refresher};
@@ -94,9 +94,10 @@ impl Notifier {
         TokenManager::new(&self.settings, self.http.as_ref())
     }
 
-    /// Sending notifications and the outbox.
+    /// Sending notifications and the outbox; a target that fails alerts through its
+    /// `alert-target` ([`alerts`]).
     pub fn delivery(&self) -> Deliverer<'_> {
-        Deliverer::new(&self.settings, self.http.as_ref())
+        Deliverer::new(&self.settings, self.http.as_ref()).watched_by(&alerts::ALERT_ON_FAILURE)
     }
 
     /// Authorizing targets: code flow with PKCE, device flow, stored refresh tokens.

@@ -245,7 +245,9 @@ impl<'a> Refresher<'a> {
             })
             .collect();
         let flush = if flush {
-            Deliverer::new(settings, self.http).flush_configured(&config)
+            Deliverer::new(settings, self.http)
+                .watched_by(&crate::alerts::ALERT_ON_FAILURE)
+                .flush_configured(&config)
         } else {
             Vec::new()
         };

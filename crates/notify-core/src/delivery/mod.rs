@@ -37,6 +37,24 @@ pub struct Deliverer<'a> {
     settings: &'a Settings,
     http: &'a dyn TokenHttpClient,
     context: Option<&'a dyn Context>,
+    watch: Option<&'a dyn FailureWatch>,
+}
+
+/// Told about each target whose send or flush failed. What to do about it (alerts through
+/// another channel) lives above delivery ([`crate::alerts`]); the notifier wires it in, so
+/// delivery never calls up.
+pub trait FailureWatch: Sync {
+    /// Target `name` of `config` failed: `error` is a send's, `None` a flush's (its report has
+    /// the details). May take until `deadline`.
+    fn failed(
+        &self,
+        settings: &Settings,
+        http: &dyn TokenHttpClient,
+        config: &NotificationConfig,
+        name: &str,
+        error: Option<&Error>,
+        deadline: Instant,
+    );
 }
 
 /// How a notification left [`Deliverer::send`] for one target.
@@ -153,6 +171,26 @@ impl<'a> Deliverer<'a> {
             settings,
             http,
             context: None,
+            watch: None,
+        }
+    }
+
+    /// The same deliverer, telling `watch` about every target whose send or flush failed.
+    pub fn watched_by(mut self, watch: &'a dyn FailureWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Tell the watch, if any, that `name` failed.
+    fn tell_failed(
+        &self,
+        config: &NotificationConfig,
+        name: &str,
+        error: Option<&Error>,
+        deadline: Instant,
+    ) {
+        if let Some(w) = self.watch {
+            w.failed(self.settings, self.http, config, name, error, deadline);
         }
     }
 
@@ -221,14 +259,18 @@ impl<'a> Deliverer<'a> {
             .iter()
             .map(|t| self.accept(&config, t, std::slice::from_ref(notification), deadline))
             .collect();
-        let (settings, http, config) = (self.settings, self.http, &config);
+        let (settings, http, watch, config) = (self.settings, self.http, self.watch, &config);
         let results: Vec<Result<Vec<Result<Delivery>>>> = std::thread::scope(|s| {
             let running: Vec<_> = accepted
                 .into_iter()
                 .map(|a| {
                     s.spawn(move || {
                         a.map(|a| {
-                            Deliverer::new(settings, http).deliver_accepted(config, a, deadline)
+                            let d = Deliverer {
+                                watch,
+                                ..Deliverer::new(settings, http)
+                            };
+                            d.deliver_accepted(config, a, deadline)
                         })
                     })
                 })
@@ -509,7 +551,7 @@ impl<'a> Deliverer<'a> {
             })
             .collect();
         if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
-            crate::alerts::after_failure(settings, self.http, config, name, Some(e), deadline);
+            self.tell_failed(config, name, Some(e), deadline);
         }
         // the target works again: send what waited for it, within what is left of this
         // send's deadline (the caller waits for it)
@@ -662,7 +704,7 @@ impl<'a> Deliverer<'a> {
             outbox::remove_dir_if_empty(settings, name);
         }
         if report.error.is_some() || !report.failed.is_empty() || !report.expired.is_empty() {
-            crate::alerts::after_failure(settings, self.http, config, name, None, deadline);
+            self.tell_failed(config, name, None, deadline);
         }
         report
     }
