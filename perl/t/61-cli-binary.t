@@ -28,8 +28,9 @@ sub run_cmd {
     my $rc = $? >> 8;
     open(my $e, '<', $err) or die;
     my $stderr = do { local $/; <$e> };
-    # queued messages get fresh ids
+    # queued messages get fresh ids, and the outbox's ages move between the two runs
     s/QUEUED as \S+/QUEUED as ID/g for $out, $stderr;
+    s/\b(oldest for|for) \d+ (s|min|h|d)\b/$1 AGE/g for $out, $stderr;
     return { rc => $rc, out => $out, err => $stderr };
 }
 
