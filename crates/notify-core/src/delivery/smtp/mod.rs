@@ -204,12 +204,7 @@ pub fn deliver_batch(
         }
     };
     let mut batch = Batch::default();
-    let s = Session {
-        settings,
-        target,
-        deadline,
-        step: Cell::new(SmtpStep::Connect),
-    };
+    let s = Session::new(settings, target, deadline);
     let cut = deadline::run(
         deadline,
         s.run(credential, &addrs, messages, accepted, &mut batch),
@@ -343,6 +338,17 @@ fn explain(
     }
 }
 
+/// What became of one message on an open session.
+enum Sent {
+    /// The server took it (250 after DATA).
+    Accepted,
+    /// Refused for good (5xx); the session goes on, unless ending the transaction (RSET)
+    /// failed, which is the second error.
+    Refused(Error, Option<Error>),
+    /// A temporary reply or a lost connection: the message is not sent and the session is over.
+    Broke(Error),
+}
+
 /// One SMTP session with lettre's async client (run under the deadline by [`deadline::run`]);
 /// `step` is where it is, so a deadline cut can name it.
 struct Session<'a> {
@@ -352,7 +358,17 @@ struct Session<'a> {
     step: Cell<SmtpStep>,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// A session to `target` that ends by `deadline`, not connected yet.
+    fn new(settings: &'a Settings, target: &'a SmtpTarget, deadline: Instant) -> Self {
+        Session {
+            settings,
+            target,
+            deadline,
+            step: Cell::new(SmtpStep::Connect),
+        }
+    }
+
     fn error(&self, step: SmtpStep, e: lettre::transport::smtp::Error) -> Error {
         smtp_error(self.target, step, e)
     }
@@ -408,20 +424,19 @@ impl Session<'_> {
             }
         };
         for (i, m) in messages.iter().enumerate() {
-            match self.transfer(&mut conn, m).await {
-                Ok(()) => {
+            match self.send_one(&mut conn, m).await {
+                Sent::Accepted => {
                     accepted(i);
                     batch.done.push(Ok(()));
                 }
-                Err(e) if !e.is_transient() => {
+                Sent::Refused(e, ended) => {
                     batch.done.push(Err(e));
-                    // end the failed transaction; the connection itself is still good
-                    if let Err(e) = self.within(SmtpStep::Sender, conn.command(Rset)).await {
-                        batch.stopped = Some(e);
+                    if let Some(r) = ended {
+                        batch.stopped = Some(r);
                         break;
                     }
                 }
-                Err(e) => {
+                Sent::Broke(e) => {
                     batch.stopped = Some(e);
                     break;
                 }
@@ -431,6 +446,23 @@ impl Session<'_> {
             let _ = self.timed(conn.quit()).await;
         } else {
             let _ = self.timed(conn.abort()).await;
+        }
+    }
+
+    /// One message on the open session `conn`: what became of it, and whether the session can
+    /// go on (the batch and the relay's long-lived session decide alike).
+    async fn send_one(&self, conn: &mut AsyncSmtpConnection, message: &Outgoing) -> Sent {
+        match self.transfer(conn, message).await {
+            Ok(()) => Sent::Accepted,
+            Err(e) if !e.is_transient() => {
+                // end the failed transaction; the connection itself is still good
+                let ended = self
+                    .within(SmtpStep::Sender, conn.command(Rset))
+                    .await
+                    .err();
+                Sent::Refused(e, ended)
+            }
+            Err(e) => Sent::Broke(e),
         }
     }
 

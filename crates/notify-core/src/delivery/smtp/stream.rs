@@ -5,14 +5,14 @@
 //! session keeps its single-threaded runtime, and every step runs in it under the deadline.
 
 use super::deadline;
-use super::{cannot_connect, expired_in, explain, redactor_for, Credential, Outgoing, Session};
+use super::{
+    cannot_connect, expired_in, explain, redactor_for, Credential, Outgoing, Sent, Session,
+};
 use crate::config::smtp::SmtpTarget;
 use crate::error::{Error, Result, SmtpStep};
 use crate::redact::Redactor;
 use crate::settings::Settings;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::Rset;
-use std::cell::Cell;
 use std::time::Instant;
 
 /// An open, authenticated session to a target, ready for the next message.
@@ -45,12 +45,7 @@ impl<'a> OpenSession<'a> {
         let server = (target.server.as_str(), target.effective_port());
         let addrs = deadline::resolve(server).map_err(|e| cannot_connect(target, &e))?;
         let runtime = deadline::runtime().map_err(|e| cannot_connect(target, &e))?;
-        let session = Session {
-            settings,
-            target,
-            deadline,
-            step: Cell::new(SmtpStep::Connect),
-        };
+        let session = Session::new(settings, target, deadline);
         let opened = runtime.block_on(async {
             tokio::time::timeout_at(deadline.into(), session.open(credential, &addrs)).await
         });
@@ -103,18 +98,19 @@ impl<'a> OpenSession<'a> {
         };
         let outcome = runtime.block_on(async {
             tokio::time::timeout_at(session.deadline.into(), async {
-                let r = session.transfer(c, message).await;
-                if let Err(e) = &r {
-                    if e.is_transient()
-                        || session
-                            .within(SmtpStep::Sender, c.command(Rset))
-                            .await
-                            .is_err()
-                    {
+                match session.send_one(c, message).await {
+                    Sent::Accepted => Ok(()),
+                    Sent::Refused(e, ended) => {
+                        if ended.is_some() {
+                            *broken = true;
+                        }
+                        Err(e)
+                    }
+                    Sent::Broke(e) => {
                         *broken = true;
+                        Err(e)
                     }
                 }
-                r
             })
             .await
         });
