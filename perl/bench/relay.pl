@@ -59,18 +59,6 @@ sub delivered {
     return \%n;
 }
 
-sub authorize {
-    my ($name) = @_;
-    OxNotify::Core::create_target({ %{ ms_target_params($name, $alice) } });
-    my $a = OxNotify::Core::authorize_url({ name => $name, 'redirect-uri' => $RigTest::REDIRECT });
-    my ($code) = login_and_consent($alice, $a->{url});
-    return OxNotify::Core::exchange_smtp_oauth2_code({
-        'auth-method' => 'microsoft-oauth2', 'client-id' => 'rig-post', 'client-secret' => 'rig-secret',
-        'tenant-id' => '12345678-90ab-cdef-1234-567890abcdef', 'authorization-code' => $code,
-        'redirect-uri' => $RigTest::REDIRECT, 'pkce-verifier' => $a->{'pkce-verifier'},
-        'token-url' => "$r->{issuer}/token", target => $name,
-    })->{'refresh-token'};
-}
 
 sub start_bg {
     my ($log, @cmd) = @_;
@@ -130,7 +118,7 @@ sub run_case {
 }
 
 # ---- oxnotify-relay ----
-authorize('bench');
+authorize('bench', $alice);
 my $port = free_port();
 my $pw = unpack('H*', join('', map { chr(int(rand(256))) } 1 .. 16));
 {
@@ -162,7 +150,7 @@ my $version = `$venv/bin/pip show emailproxy 2>/dev/null` =~ /^Version: (\S+)/m 
 my $ep_pw = 'bench-proxy-password';
 for my $case (['valid token', 1], ['expired token', 0]) {
     my ($label, $with_access) = @$case;
-    my $rt = authorize('bench-ep-' . ($with_access ? 'v' : 'e'));
+    my $rt = authorize('bench-ep-' . ($with_access ? 'v' : 'e'), $alice);
     my $at;
     if ($with_access) {
         # one refresh by hand (the rig's driver) for a valid access token and the rotated refresh token

@@ -9,19 +9,6 @@ use OxNotify::Core;
 need_rig();
 setup_dirs();
 
-sub authorize {
-    my ($name, $user) = @_;
-    OxNotify::Core::create_target(ms_target_params($name, $user));
-    my $a = OxNotify::Core::authorize_url({ name => $name, 'redirect-uri' => $RigTest::REDIRECT });
-    my ($code) = login_and_consent($user, $a->{url});
-    my $r = rig();
-    return OxNotify::Core::exchange_smtp_oauth2_code({
-        'auth-method' => 'microsoft-oauth2', 'client-id' => 'rig-post', 'client-secret' => 'rig-secret',
-        'tenant-id' => '12345678-90ab-cdef-1234-567890abcdef', 'authorization-code' => $code,
-        'redirect-uri' => $RigTest::REDIRECT, 'pkce-verifier' => $a->{'pkce-verifier'},
-        'token-url' => "$r->{issuer}/token", target => $name,
-    })->{'refresh-token'};
-}
 
 my $rt = authorize('daily', 'perl-daily@example.test');
 my $out = `$^X bin/oxnotify-daily --no-syslog 2>&1`;

@@ -33,18 +33,6 @@ my $r = rig();
 my $alice = 'alice-relay@example.test';    # target relay-main: the rig's Dovecot
 my $bob = 'bob-relay@example.test';        # target relay-pf: the rig's Postfix (refuses one mailbox)
 
-sub authorize {
-    my ($name, $from, %extra) = @_;
-    OxNotify::Core::create_target({ %{ ms_target_params($name, $from) }, %extra });
-    my $a = OxNotify::Core::authorize_url({ name => $name, 'redirect-uri' => $RigTest::REDIRECT });
-    my ($code) = login_and_consent($from, $a->{url});
-    return OxNotify::Core::exchange_smtp_oauth2_code({
-        'auth-method' => 'microsoft-oauth2', 'client-id' => 'rig-post', 'client-secret' => 'rig-secret',
-        'tenant-id' => '12345678-90ab-cdef-1234-567890abcdef', 'authorization-code' => $code,
-        'redirect-uri' => $RigTest::REDIRECT, 'pkce-verifier' => $a->{'pkce-verifier'},
-        'token-url' => "$r->{issuer}/token", target => $name,
-    })->{'refresh-token'};
-}
 
 sub slurp { open(my $fh, '<', $_[0]) or return ''; local $/; return scalar <$fh> }
 

@@ -13,7 +13,7 @@ use File::Temp ();
 use Test::More ();
 use URI ();
 
-our @EXPORT = qw(rig need need_rig setup_dirs ms_target_params login_and_consent find_mail mail_count new_mail state_of uniq);
+our @EXPORT = qw(rig need need_rig setup_dirs ms_target_params login_and_consent authorize find_mail mail_count new_mail state_of uniq);
 
 my $ROOT = File::Basename::dirname(__FILE__) . '/../../..';
 our $REDIRECT = 'http://127.0.0.1:47125/callback';
@@ -71,6 +71,24 @@ sub login_and_consent {
     chomp $final;
     my %q = URI->new($final)->query_form;
     return ($q{code}, $q{state});
+}
+
+# Create Microsoft-style target $name for mailbox $from (with %extra keys) and authorize it at
+# the rig: the browser stand-in logs in and consents, the code is exchanged with the PKCE
+# verifier. Returns the refresh token.
+sub authorize {
+    my ($name, $from, %extra) = @_;
+    require OxNotify::Core;
+    my $r = rig();
+    OxNotify::Core::create_target({ %{ ms_target_params($name, $from) }, %extra });
+    my $a = OxNotify::Core::authorize_url({ name => $name, 'redirect-uri' => $REDIRECT });
+    my ($code) = login_and_consent($from, $a->{url});
+    return OxNotify::Core::exchange_smtp_oauth2_code({
+        'auth-method' => 'microsoft-oauth2', 'client-id' => 'rig-post', 'client-secret' => 'rig-secret',
+        'tenant-id' => '12345678-90ab-cdef-1234-567890abcdef', 'authorization-code' => $code,
+        'redirect-uri' => $REDIRECT, 'pkce-verifier' => $a->{'pkce-verifier'},
+        'token-url' => "$r->{issuer}/token", target => $name,
+    })->{'refresh-token'};
 }
 
 # The delivered message whose Subject contains $needle (and whose text matches $also, if given:
