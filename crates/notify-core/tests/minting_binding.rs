@@ -41,18 +41,7 @@ fn flows(rig: &Rig) -> Vec<(&'static str, Map<String, Value>, &'static str)> {
         ),
         (
             "app-cert",
-            microsoft(
-                "app-cert",
-                &mailbox,
-                json!({
-                    "oauth2-flow": "client-credentials",
-                    "oauth2-client-auth": "private-key-jwt",
-                    "oauth2-client-id": rig_env("RIG_APP_JWT_CLIENT_ID"),
-                    "oauth2-key-id": rig_env("RIG_APP_JWT_KEY_ID"),
-                    "oauth2-certificate-thumbprint": "0123456789abcdef0123456789abcdef01234567",
-                    "oauth2-private-key": std::fs::read_to_string(rig_env("RIG_APP_JWT_KEY_FILE")).unwrap(),
-                }),
-            ),
+            microsoft("app-cert", &mailbox, app_certificate_keys()),
             "oauth2-private-key",
         ),
         (

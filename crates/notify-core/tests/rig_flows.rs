@@ -283,21 +283,8 @@ fn service_account_with_a_key_google_does_not_know_gets_the_key_hint() {
 fn microsoft_app_only_with_a_certificate_credential_private_key_jwt() {
     let rig = Rig::get();
     let env = Env::new();
-    let pem = std::fs::read_to_string(rig_env("RIG_APP_JWT_KEY_FILE")).unwrap();
     let mailbox = rig_env("RIG_APP_MAILBOX");
-    let p = microsoft_params(
-        &rig,
-        "app-cert",
-        &mailbox,
-        json!({
-            "oauth2-flow": "client-credentials",
-            "oauth2-client-auth": "private-key-jwt",
-            "oauth2-client-id": rig_env("RIG_APP_JWT_CLIENT_ID"),
-            "oauth2-key-id": rig_env("RIG_APP_JWT_KEY_ID"),
-            "oauth2-certificate-thumbprint": "0123456789abcdef0123456789abcdef01234567",
-            "oauth2-private-key": pem,
-        }),
-    );
+    let p = microsoft_params(&rig, "app-cert", &mailbox, app_certificate_keys());
     api::create_target(&env.notifier, &p).unwrap();
     let subject = tag("app-cert");
     env.notifier

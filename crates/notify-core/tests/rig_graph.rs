@@ -137,19 +137,7 @@ fn app_only_with_a_certificate_credential_sends_through_graph() {
     let rig = Rig::get();
     let env = Env::new();
     let mailbox = rig_env("RIG_APP_MAILBOX");
-    let p = graph_params(
-        &rig,
-        "g-cert",
-        &mailbox,
-        json!({
-            "oauth2-flow": "client-credentials",
-            "oauth2-client-auth": "private-key-jwt",
-            "oauth2-client-id": rig_env("RIG_APP_JWT_CLIENT_ID"),
-            "oauth2-key-id": rig_env("RIG_APP_JWT_KEY_ID"),
-            "oauth2-certificate-thumbprint": "0123456789abcdef0123456789abcdef01234567",
-            "oauth2-private-key": std::fs::read_to_string(rig_env("RIG_APP_JWT_KEY_FILE")).unwrap(),
-        }),
-    );
+    let p = graph_params(&rig, "g-cert", &mailbox, app_certificate_keys());
     api::create_target(&env.notifier, &p).unwrap();
     let subject = tag("graph-cert");
     env.notifier

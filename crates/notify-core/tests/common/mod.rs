@@ -351,3 +351,16 @@ pub fn microsoft_params(
     }
     v.as_object().unwrap().clone()
 }
+
+/// The keys of the rig's app registration with a certificate credential (client credentials,
+/// `private_key_jwt`): merge them into [`microsoft_params`]' `extra`.
+pub fn app_certificate_keys() -> serde_json::Value {
+    serde_json::json!({
+        "oauth2-flow": "client-credentials",
+        "oauth2-client-auth": "private-key-jwt",
+        "oauth2-client-id": rig_env("RIG_APP_JWT_CLIENT_ID"),
+        "oauth2-key-id": rig_env("RIG_APP_JWT_KEY_ID"),
+        "oauth2-certificate-thumbprint": "0123456789abcdef0123456789abcdef01234567",
+        "oauth2-private-key": std::fs::read_to_string(rig_env("RIG_APP_JWT_KEY_FILE")).unwrap(),
+    })
+}
